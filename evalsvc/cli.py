@@ -78,8 +78,11 @@ def init(path: str, force: bool) -> None:
 @click.option("--slot", default=None, help="Run-key slot (a schedule time). Default: resume the last unfinished "
               "manual run of this suite x variant, else start a new one.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("--compare/--no-compare", "do_compare", default=True, show_default=True,
+              help="Afterwards compare each variant with its family's baseline and store the verdicts (the dashboard's "
+              "Overview shows them).")
 def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], slot: str | None,
-        progress: bool | None) -> None:
+        progress: bool | None, do_compare: bool) -> None:
     """Run suites against variants and store every case, output and score.
 
     \b
@@ -104,6 +107,14 @@ def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], sl
     for variant in chosen_variants:
         outcomes.extend(runner.run_variant(chosen_suites, variant, slot=slot))
     click.echo(outcome_table(outcomes))
+    if do_compare:
+        from evalsvc.report import verdict_lines
+        from evalsvc.verdicts import compare_with_baselines
+
+        reports = compare_with_baselines(engine, cfg, chosen_suites, chosen_variants)
+        if reports:
+            click.echo("\nAgainst the family baseline (`evalsvc gate` for the full report):")
+            click.echo(verdict_lines(reports))
     if any(o.status != "succeeded" for o in outcomes):
         sys.exit(2)
 
@@ -204,6 +215,7 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     from evalsvc.runs import Runner
     from evalsvc.store.db import open_engine
     from evalsvc.variants import fingerprint
+    from evalsvc.verdicts import record
 
     cfg = _load(config_path)
     cand = cfg.variant(candidate)
@@ -224,6 +236,7 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
                     click.echo(f"could not evaluate: {o.variant} on {o.suite}: {o.error}", err=True)
                 sys.exit(2)
     report = compare(engine, cfg, chosen, baseline, candidate)
+    record(engine, report)
     fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive
     md = write_outputs(report, Path(markdown_path) if markdown_path else None, Path(junit_path) if junit_path else None,
                        fail_inc, cfg.gate.top_flips)

@@ -44,6 +44,7 @@ class Report:
     flips: list[Flip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lower_is_better: set[str] = field(default_factory=set)  # metrics compared negated (their means shown as measured)
+    runs: dict[str, tuple[Run, Run]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run)
 
 
 @dataclass
@@ -108,53 +109,76 @@ def _judge_ids(row: CaseResult) -> dict[str, tuple[str, str]]:
 
 
 def compare(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, candidate: str) -> Report:
-    gate = cfg.gate
     base_fp = fingerprint(cfg.variant(baseline), cfg.generation_for(cfg.variant(baseline)))
     cand_fp = fingerprint(cfg.variant(candidate), cfg.generation_for(cfg.variant(candidate)))
     notes: list[str] = []
     if base_fp == cand_fp:
         notes.append("baseline and candidate have the same fingerprint: an A/A comparison of its newest run against the "
                      "one before (the noise floor)")
+    with Session(engine) as s:
+        runs = {suite.name: _pick_runs(s, suite, (baseline, base_fp), (candidate, cand_fp)) for suite in suites}
+        return compare_runs(s, cfg.gate, baseline, candidate, runs, notes)
+
+
+def latest_pairs(session: Session, baseline: str, candidate: str, suite_names: list[str] | None = None) -> dict[str, tuple[Run, Run]]:
+    """By variant *name*, from the store alone: per suite, the newest succeeded run of each on the newest suite
+    version both have one on (what the dashboard compares; the gate picks by the configured fingerprints)."""
+    q = select(Run).where(Run.status == "succeeded", Run.variant_name.in_((baseline, candidate)))
+    if suite_names:
+        q = q.where(Run.suite_name.in_(suite_names))
+    newest: dict[tuple[str, str, str], Run] = {}
+    for run in session.scalars(q.order_by(Run.id)):
+        newest[(run.suite_name, run.suite_version, run.variant_name)] = run
+    pairs: dict[str, tuple[Run, Run]] = {}
+    for (suite, version, name), run in sorted(newest.items(), key=lambda kv: kv[1].id):
+        other = newest.get((suite, version, candidate if name == baseline else baseline))
+        if other is not None and baseline != candidate:
+            pairs[suite] = (run, other) if name == baseline else (other, run)
+    return pairs
+
+
+def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Run, Run]],
+                 notes: list[str] | None = None) -> Report:
+    """Pair each suite's two runs case by case and decide every metric (primary: pooled over the suites)."""
+    notes = list(notes or [])
     pooled = _Pairs()
     per_suite: dict[str, _Pairs] = {}
     flips: list[Flip] = []
-    with Session(engine) as s:
-        for suite in suites:
-            base_run, cand_run = _pick_runs(s, suite, (baseline, base_fp), (candidate, cand_fp))
-            for run, who in ((base_run, baseline), (cand_run, candidate)):
-                if run.upstream_change:
-                    notes.append(f"{who} on {suite.name}: {run.upstream_change}")
-            kinds = {p.metric: (p.kind, p.higher_is_better) for p in s.scalars(
-                select(MetricPoint).where(MetricPoint.run_id == base_run.id)) if not p.metric.endswith(RUN_LEVEL)}
-            base_rows, cand_rows = _per_case(s, base_run.id), _per_case(s, cand_run.id)
-            shared = sorted(base_rows.keys() & cand_rows.keys())
-            if not shared:
-                raise NotComparable(f"suite '{suite.name}': no case is ok in both runs {base_run.id} and {cand_run.id}")
-            dropped = len(base_rows.keys() ^ cand_rows.keys())
-            if dropped:
-                notes.append(f"{suite.name}: {dropped} cases left out (errored or judge errors in one of the runs)")
-            pairs = per_suite.setdefault(suite.name, _Pairs())
-            mismatched: set[str] = set()
-            for cid in shared:
-                b, c = base_rows[cid], cand_rows[cid]
-                ids_b, ids_c = _judge_ids(b), _judge_ids(c)
-                mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
-                for metric, (kind, up) in kinds.items():
-                    if metric in mismatched or metric.removesuffix("_prob") in mismatched:
-                        continue
-                    bv, cv = (b.scores or {}).get(metric), (c.scores or {}).get(metric)
-                    if bv is None or cv is None:
-                        continue
-                    for target in (pairs, pooled):
-                        target.values[metric][0].append(float(bv))
-                        target.values[metric][1].append(float(cv))
-                        target.kinds[metric] = (kind, up)
-                bp, cp = (b.scores or {}).get("pass"), (c.scores or {}).get("pass")
-                if bp is not None and cp is not None and bp != cp:
-                    flips.append(Flip(suite.name, cid, "down" if cp < bp else "up", b.output or "", c.output or ""))
-            if mismatched:
-                notes.append(f"{suite.name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
-                             "different judges or prompt templates")
+    for suite_name, (base_run, cand_run) in runs.items():
+        for run, who in ((base_run, baseline), (cand_run, candidate)):
+            if run.upstream_change:
+                notes.append(f"{who} on {suite_name}: {run.upstream_change}")
+        kinds = {p.metric: (p.kind, p.higher_is_better) for p in s.scalars(
+            select(MetricPoint).where(MetricPoint.run_id == base_run.id)) if not p.metric.endswith(RUN_LEVEL)}
+        base_rows, cand_rows = _per_case(s, base_run.id), _per_case(s, cand_run.id)
+        shared = sorted(base_rows.keys() & cand_rows.keys())
+        if not shared:
+            raise NotComparable(f"suite '{suite_name}': no case is ok in both runs {base_run.id} and {cand_run.id}")
+        dropped = len(base_rows.keys() ^ cand_rows.keys())
+        if dropped:
+            notes.append(f"{suite_name}: {dropped} cases left out (errored or judge errors in one of the runs)")
+        pairs = per_suite.setdefault(suite_name, _Pairs())
+        mismatched: set[str] = set()
+        for cid in shared:
+            b, c = base_rows[cid], cand_rows[cid]
+            ids_b, ids_c = _judge_ids(b), _judge_ids(c)
+            mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
+            for metric, (kind, up) in kinds.items():
+                if metric in mismatched or metric.removesuffix("_prob") in mismatched:
+                    continue
+                bv, cv = (b.scores or {}).get(metric), (c.scores or {}).get(metric)
+                if bv is None or cv is None:
+                    continue
+                for target in (pairs, pooled):
+                    target.values[metric][0].append(float(bv))
+                    target.values[metric][1].append(float(cv))
+                    target.kinds[metric] = (kind, up)
+            bp, cp = (b.scores or {}).get("pass"), (c.scores or {}).get("pass")
+            if bp is not None and cp is not None and bp != cp:
+                flips.append(Flip(suite_name, cid, "down" if cp < bp else "up", b.output or "", c.output or ""))
+        if mismatched:
+            notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
+                         "different judges or prompt templates")
     primary = [("all suites", _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
     if not primary:
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
@@ -164,7 +188,8 @@ def compare(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, can
     secondary = list(zip([p[0] for p in secondary], stats.decide([p[1] for p in secondary], gate.alpha), strict=True))
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
-    return Report(baseline, candidate, primary, secondary, stats.overall([c for _, c in primary]), flips, notes, lower)
+    return Report(baseline, candidate, primary, secondary, stats.overall([c for _, c in primary]), flips, notes, lower,
+                  dict(runs))
 
 
 def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> stats.Comparison:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from evalsvc.compare import Report
     from evalsvc.runs import Outcome
     from evalsvc.store.schema import MetricPoint
 
@@ -48,3 +49,11 @@ def _fmt(p: MetricPoint) -> str:
     if p.ci_low is None or p.ci_high is None:
         return f"{p.value:.3f} (n={p.n})"
     return f"{p.value:.3f} [{p.ci_low:.2f},{p.ci_high:.2f}] (n={p.n})"
+
+
+def verdict_lines(reports: Sequence[Report]) -> str:
+    """One row per comparison: its verdict and the pooled primary deltas with their intervals."""
+    rows = [[r.candidate, r.baseline, r.verdict,
+             "; ".join(f"{c.metric} {c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n})" for _, c in r.primary)]
+            for r in reports]
+    return table(["candidate", "baseline", "verdict", "Δ [CI]"], rows)

@@ -147,7 +147,7 @@ def _close_firing(engine: Engine, firing_id: int, status: str, **fields: Any) ->
 
 
 def _fire(cfg: Any, config_path: str, spec: ScheduleSpec, slot: str, engine: Engine) -> dict[str, Any]:
-    from evalsvc import alerts, compare
+    from evalsvc import alerts, verdicts
     from evalsvc import suites as suites_mod
     from evalsvc.runs import Runner
 
@@ -162,15 +162,8 @@ def _fire(cfg: Any, config_path: str, spec: ScheduleSpec, slot: str, engine: Eng
     firing, checked = alerts.run_conditions(outcomes, dash)
     if spec.compare:
         names = {v.name for v in variants}
-        for v in variants:
-            base = cfg.baselines.get(v.family)
-            if base is None or base == v.name or base not in names:
-                continue
-            try:
-                report = compare.compare(engine, cfg, chosen, base, v.name)
-            except compare.NotComparable as exc:
-                log.info("no comparison of %s with %s at %s: %s", v.name, base, slot, exc)
-                continue
+        paired = [v for v in variants if cfg.baselines.get(v.family) in names]
+        for report in verdicts.compare_with_baselines(engine, cfg, chosen, paired):
             f, c = alerts.regression_conditions(report, dash)
             firing += f
             checked += c

@@ -96,3 +96,29 @@ def test_errored_cases_are_left_out_of_the_pairing_not_counted_as_losses(tmp_pat
         out = _gate(_project(tmp_path, base, cand, extra="max_error_rate: 0.1"))
     assert out.exit_code == 0, out.output
     assert "1 cases left out" in out.output and "| all suites | pass | 59 |" in out.output
+
+
+def test_run_compares_with_the_baseline_and_stores_every_verdict(tmp_path: Path) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.schema import Run, VerdictRecord
+
+    broken = lambda body: "no idea" if _number(body) % 3 == 0 else f"echo {_number(body)}"  # noqa: E731
+    with FakeEndpoint() as base, FakeEndpoint(reply=broken) as cand:
+        project = _project(tmp_path, base, cand)
+        cfg = str(project / "evalsvc.yaml")
+        quiet = CliRunner().invoke(main, ["run", "-c", cfg, "--no-compare"], catch_exceptions=False)
+        out = CliRunner().invoke(main, ["run", "-c", cfg], catch_exceptions=False)
+    assert "Against the family baseline" not in quiet.output
+    assert re.search(r"cand\s+base\s+regression\s+pass -0\.3\d\d \[", out.output), out.output
+    with Session(open_engine(f"sqlite:///{project / 'store.db'}")) as s:
+        rows = s.scalars(select(VerdictRecord)).all()
+        newest_cand = s.scalars(select(Run.id).where(Run.variant_name == "cand").order_by(Run.id.desc())).first()
+    assert {(r.scope, r.metric, r.verdict, r.primary) for r in rows} == {("all suites", "pass", "regression", True),
+                                                                        ("echo", "pass", "regression", True),
+                                                                        ("echo", "contains", "regression", False)}
+    echo = next(r for r in rows if r.scope == "echo" and r.metric == "pass")
+    assert echo.candidate_run_id == newest_cand and echo.flips_down == N // 3 and echo.overall == "regression"
+    assert echo.baseline_mean == 1.0 and abs(echo.candidate_mean - 2 / 3) < 1e-9

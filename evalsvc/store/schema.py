@@ -184,3 +184,39 @@ class CachedResponse(Base):
     variant_fingerprint: Mapped[str] = mapped_column(String(32), index=True)
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VerdictRecord(Base):
+    """One metric's verdict from one comparison (gate, schedule or `evalsvc run`): what the dashboard's Overview shows.
+
+    ``scope`` is a suite name, or "all suites" for the pooled primary metrics that decide the gate.
+    Means are as measured; ``delta`` and its interval are oriented so a negative delta is a loss.
+    """
+
+    __tablename__ = "verdicts"
+    __table_args__ = (Index("ix_verdicts_latest", "candidate", "baseline", "scope", "created_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    report_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    baseline: Mapped[str] = mapped_column(String(200))
+    candidate: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(200))
+    baseline_run_id: Mapped[int | None]
+    candidate_run_id: Mapped[int | None]
+    candidate_run_ts: Mapped[datetime | None]  # the candidate run's place in the time series (trend markers)
+    metric: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)  # one of gate.primary (decides the verdict)
+    lower_is_better: Mapped[bool] = mapped_column(Boolean, default=False)
+    n: Mapped[int]
+    baseline_mean: Mapped[float] = mapped_column(Float)
+    candidate_mean: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float] = mapped_column(Float)
+    ci_high: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(16))
+    flips_down: Mapped[int]
+    flips_up: Mapped[int]
+    n_needed: Mapped[int | None]
+    overall: Mapped[str] = mapped_column(String(16))  # the whole comparison's verdict (same on every row of a report)
