@@ -154,8 +154,9 @@ def build_sinks(cfg: AlertsConfig | None) -> dict[str, AlertSink]:
     return {"slack": _SINKS["slack"](url, cfg.slack.max_retries)}
 
 
-def view_link(base: str | None, **params: str) -> str | None:
-    return f"{base.rstrip('/')}/?{urlencode(params)}" if base else None
+def view_link(base: str | None, page: str, **params: str) -> str | None:
+    """A link to a dashboard page with its filters in the query string (dashboards/ reads them)."""
+    return f"{base.rstrip('/')}/{page}?{urlencode(params)}" if base else None
 
 
 class Alerter:
@@ -227,7 +228,7 @@ def regression_conditions(report: Any, dashboard_url: str | None = None) -> tupl
         "delta": f"{worst.delta:+.3f} [{worst.ci_low:+.3f}, {worst.ci_high:+.3f}] (margin {worst.margin:.3f})",
         "flips": f"{worst.flips_down} / {worst.flips_up}", "top_flips": downs[:5],
         "regressed": [f"{sc}/{c.metric}" for sc, c in regressed],
-        "link": view_link(dashboard_url, view="compare", baseline=report.baseline, candidate=report.candidate)})], [key]
+        "link": view_link(dashboard_url, "compare", baseline=report.baseline, candidate=report.candidate)})], [key]
 
 
 def run_conditions(outcomes: Iterable[Any], dashboard_url: str | None = None) -> tuple[list[Condition], list[str]]:
@@ -239,11 +240,11 @@ def run_conditions(outcomes: Iterable[Any], dashboard_url: str | None = None) ->
         if o.status == "failed":
             firing.append(Condition(key, "endpoint", f"runs of {o.variant} are failing", {
                 "variant": o.variant, "suite": o.suite, "cause": (o.error or "")[:500],
-                "link": view_link(dashboard_url, view="runs", variant=o.variant)}))
+                "link": view_link(dashboard_url, "runs", variant=o.variant)}))
         ukey = f"upstream:{o.variant}:{o.suite}"
         checked.append(ukey)
         if o.upstream_change:
             firing.append(Condition(ukey, "upstream", f"{o.variant} answers differently on {o.suite}", {
                 "variant": o.variant, "suite": o.suite, "cause": o.upstream_change[:500],
-                "link": view_link(dashboard_url, view="trends", variant=o.variant, suite=o.suite)}))
+                "link": view_link(dashboard_url, "trends", variant=o.variant, suite=o.suite)}))
     return firing, checked  # a key that fires for one run stays open even if another run of the batch succeeded

@@ -6,6 +6,7 @@ Exit codes (shared by every command): 0 ok, 1 regression, 2 could not evaluate
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -455,6 +456,59 @@ def db_status(config_path: str) -> None:
 
     engine = make_engine(_store_url(config_path))
     click.echo(f"store: {current_revision(engine) or 'empty'}; expected: {head_revision()}")
+
+
+@db.command("readonly-role")
+@CONFIG_OPTION
+@click.argument("name", default="evalsvc_dashboard")
+@click.option("--password-env", default=None, metavar="VAR", help="Set the role's password from this environment variable.")
+def db_readonly_role(config_path: str, name: str, password_env: str | None) -> None:
+    """Create a PostgreSQL role that can only read the store (for `evalsvc dashboard`).
+
+    \b
+    Example:
+      DASH_PW=... evalsvc db readonly-role evalsvc_dashboard --password-env DASH_PW
+      export EVALSVC_DASHBOARD_STORE=postgresql+psycopg://evalsvc_dashboard:...@host/evalsvc
+    """
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.roles import create_readonly_role
+
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise click.UsageError(f"--password-env {password_env}: that environment variable is empty or unset")
+    create_readonly_role(open_engine(_store_url(config_path)), name, password)
+    click.echo(f"role {name} can read the store and nothing else; give the dashboard its URL in "
+               "EVALSVC_DASHBOARD_STORE (or dashboard.store in evalsvc.yaml, without the password)")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--port", type=int, default=None, help="Default: dashboard.port in evalsvc.yaml (8501).")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+def dashboard(config_path: str, port: int | None, address: str) -> None:
+    """Start the Streamlit dashboard on the store in evalsvc.yaml; it only ever reads.
+
+    \b
+    Pages: Overview (latest verdicts, problems first), Trends, Compare (paired deltas,
+    flips, outputs side by side), Arena, Runs and alerts. Filters are in the URL, e.g.
+      http://127.0.0.1:8501/compare?baseline=smollm2-f16&candidate=smollm2-q2_k
+    On PostgreSQL give it a read-only role (`evalsvc db readonly-role`) via
+    EVALSVC_DASHBOARD_STORE or dashboard.store.
+    """
+    from evalsvc.dashboard.readonly import dashboard_url, open_readonly
+
+    cfg = _load(config_path)
+    open_readonly(dashboard_url(cfg)).dispose()  # fail here, with the reason, rather than in the browser
+    app = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+    if not app.exists():
+        raise click.ClickException(f"dashboard pages not found at {app}: run evalsvc from its source checkout")
+    env = {**os.environ, "EVALSVC_CONFIG": str(Path(config_path).resolve())}
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless=true", f"--server.address={address}",
+            f"--server.port={port or cfg.dashboard.port}", "--browser.gatherUsageStats=false"]
+    click.echo(f"dashboard: http://{address}:{port or cfg.dashboard.port}/ (Ctrl-C stops it)")
+    os.execvpe(argv[0], argv, env)
 
 
 def _store_url(config_path: str) -> str:

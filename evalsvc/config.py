@@ -49,6 +49,34 @@ class GateConfig(Strict):
         return self.margins.get(metric) or self.margins.get("default") or Margin(absolute=0.05)
 
 
+class DashboardConfig(Strict):
+    """`evalsvc dashboard` (see README: the dashboard)."""
+
+    store: str | None = Field(None, description="URL of a read-only role for the dashboard (`evalsvc db readonly-role`); "
+                              "EVALSVC_DASHBOARD_STORE overrides it; default: the store itself, opened read-only")
+    port: int = Field(8501, ge=1, le=65535)
+    stale_after_hours: float = Field(48.0, gt=0, description="flag a variant x suite whose newest succeeded run is older")
+    cache_ttl_s: int = Field(60, ge=0, description="seconds a page's query results are reused")
+
+    @field_validator("store")
+    @classmethod
+    def _no_inline_password(cls, url: str | None) -> str | None:
+        return None if url is None else _url_without_password(url)
+
+
+def _url_without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ValueError(f"not a database URL: {url!r} (e.g. sqlite:///evalsvc.db or postgresql+psycopg://host/db)") from None
+    if parsed.password:
+        raise ValueError("the URL contains a password; set the whole URL in an environment variable instead "
+                         "(EVALSVC_STORE, EVALSVC_DASHBOARD_STORE)")
+    return url
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -66,19 +94,12 @@ class Config(Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     alerts: AlertsConfig | None = None
     schedules: list[ScheduleSpec] = Field(default_factory=list, description="what `evalsvc serve` runs, and when")
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @field_validator("store")
     @classmethod
     def _no_inline_password(cls, url: str) -> str:
-        from sqlalchemy.engine import make_url
-
-        try:
-            parsed = make_url(url)
-        except Exception:
-            raise ValueError(f"not a database URL: {url!r} (e.g. sqlite:///evalsvc.db or postgresql+psycopg://host/db)") from None
-        if parsed.password:
-            raise ValueError("the store URL contains a password; set it in the EVALSVC_STORE environment variable instead")
-        return url
+        return _url_without_password(url)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Config:
@@ -126,8 +147,15 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
             v.local.model_path = base / v.local.model_path
     if cfg.alerts and cfg.alerts.slack and cfg.alerts.slack.webhook_file and not cfg.alerts.slack.webhook_file.is_absolute():
         cfg.alerts.slack.webhook_file = base / cfg.alerts.slack.webhook_file
-    if cfg.store.startswith("sqlite:///") and not cfg.store.startswith("sqlite:////"):
-        rel = cfg.store[len("sqlite:///"):]
-        if rel and rel != ":memory:":
-            cfg.store = f"sqlite:///{base / rel}"
+    cfg.store = _absolute_sqlite(cfg.store, base)
+    if cfg.dashboard.store:
+        cfg.dashboard.store = _absolute_sqlite(cfg.dashboard.store, base)
     return cfg
+
+
+def _absolute_sqlite(url: str, base: Path) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url[len("sqlite:///"):]
+        if rel and rel != ":memory:":
+            return f"sqlite:///{base / rel}"
+    return url

@@ -1,0 +1,61 @@
+"""Compare: baseline vs candidate, paired case by case: deltas, flips and the cases side by side."""
+
+import streamlit as st
+
+from evalsvc.dashboard import charts, ui
+from evalsvc.dashboard.diff import side_by_side
+
+cfg = ui.config()
+st.title("Compare")
+names = ui.query(cfg, "names")
+if len(names["variants"]) < 2:
+    st.info("Comparing needs runs of two variants on the same suite.")
+    st.stop()
+candidate = ui.pick("Candidate", "candidate", names["variants"])
+family = next((v.family for v in cfg.variants if v.name == candidate), None)
+baseline = ui.pick("Baseline", "baseline", [v for v in names["variants"] if v != candidate],
+                   default=cfg.baselines.get(family or "", None))
+suites = ui.pick_many("Suites", "suite", names["suites"])
+result = ui.query(cfg, "comparison", cfg.gate.model_dump(mode="json"), baseline, candidate, tuple(suites))
+if result is None:
+    st.info(f"{candidate} and {baseline} have no succeeded runs on a common suite version.")
+    st.stop()
+if "error" in result:
+    st.error(result["error"])
+    st.stop()
+verdict, metrics, flips = result["verdict"], result["metrics"], result["flips"]
+(st.error if verdict == "regression" else st.warning if verdict == "inconclusive" else st.success)(
+    f"**{candidate} vs {baseline}: {verdict}** (gate metrics {', '.join(cfg.gate.primary)}, pooled over "
+    f"{', '.join(result['runs'])}; margins and alpha from evalsvc.yaml)")
+for note in result["notes"]:
+    st.caption(note)
+st.altair_chart(charts.deltas(metrics), width="stretch")
+st.dataframe(metrics.drop(columns=["method"]), hide_index=True, width="stretch")
+
+st.subheader(f"Flips ({(flips['direction'] == 'down').sum()} pass → fail, {(flips['direction'] == 'up').sum()} fail → pass)")
+st.dataframe(flips, hide_index=True, width="stretch")
+
+st.subheader("Case by case")
+suite = st.selectbox("Suite", list(result["runs"]), index=list(result["runs"]).index(st.query_params["case_suite"])
+                     if st.query_params.get("case_suite") in result["runs"] else 0)
+st.query_params["case_suite"] = suite
+base_run, cand_run = result["runs"][suite]
+flipped = flips[flips["suite"] == suite]["case_id"].tolist()
+cases = flipped + [c for c in ui.query(cfg, "shared_cases", base_run, cand_run) if c not in set(flipped)]
+case_id = ui.pick("Case (flipped first)", "case", cases, container=st)
+if case_id:
+    base = ui.query(cfg, "case_detail", base_run, case_id)
+    cand = ui.query(cfg, "case_detail", cand_run, case_id)
+    spec = (base or cand or {}).get("spec", {})
+    for key in ("input", "messages", "context", "reference", "references"):
+        if spec.get(key):
+            st.markdown(f"**{key}**")
+            st.code(spec[key] if isinstance(spec[key], str) else str(spec[key]), language=None, wrap_lines=True)
+    left, right = st.columns(2)
+    html_base, html_cand = side_by_side((base or {}).get("output", ""), (cand or {}).get("output", ""))
+    for col, who, row, html in ((left, baseline, base, html_base), (right, candidate, cand, html_cand)):
+        col.markdown(f"**{who}** · {row['status'] if row else 'missing'} · scores {row['scores'] if row else {}}")
+        col.html(f"<div class='evalsvc-output'>{html}</div>")
+        for label, verdict_detail in ((row or {}).get("judge") or {}).items():
+            col.markdown(f"judge **{label}** ({verdict_detail.get('judge', '?')}): {verdict_detail.get('verdict', '?')}")
+            col.code(str(verdict_detail.get("reply", "")), language=None, wrap_lines=True)

@@ -1,0 +1,37 @@
+"""Trends: one metric over time per variant, with interval bands, the baseline overlaid and event markers."""
+
+from datetime import timedelta
+
+import streamlit as st
+
+from evalsvc.dashboard import charts, ui
+from evalsvc.store.schema import utcnow
+
+cfg = ui.config()
+st.title("Trends")
+names = ui.query(cfg, "names")
+suite = ui.pick("Suite", "suite", names["suites"])
+if suite is None:
+    st.info("The store has no runs yet: `evalsvc run` fills it.")
+    st.stop()
+metric = ui.pick("Metric", "metric", ui.query(cfg, "metrics_of", suite), default="pass")
+variants = ui.pick_many("Variants", "variant", names["variants"])
+window = ui.pick("Window (days)", "days", ["7", "30", "90", "365", "all"], default="90")
+since = None if window in (None, "all") else (utcnow() - timedelta(days=int(window))).replace(minute=0, second=0, microsecond=0)
+if metric is None:
+    st.info(f"No metric points on {suite} yet.")
+    st.stop()
+points = ui.query(cfg, "series", suite, metric, tuple(variants) or None, since)
+if points.empty:
+    st.info(f"No points of {metric} on {suite} in this window; widen it in the sidebar.")
+    st.stop()
+marks = ui.query(cfg, "markers", suite, metric, tuple(variants) or None, since)
+baseline = next((b for b in cfg.baselines.values() if b in set(points["variant"])), None)
+higher = bool(points["higher_is_better"].iloc[0])
+st.caption(f"{metric} on {suite}, {'higher' if higher else 'lower'} is better; bands are each run's 95% interval"
+           + (f"; dashed: the baseline {baseline}" if baseline else "")
+           + "; markers: ▼ regression vs baseline, ◆ upstream change, ■ new checkpoint (fingerprint).")
+st.altair_chart(charts.trend(points, marks, metric, baseline), width="stretch")
+if not marks.empty:
+    st.subheader("Events")
+    st.dataframe(marks, hide_index=True, width="stretch")

@@ -1,0 +1,293 @@
+"""The SQL behind each dashboard page: aggregated in the database, small frames out.
+
+Every function takes an Engine and returns a pandas DataFrame (or plain values) sized for a
+page, never a table: on a store with a million case results each one stays well under a
+second (bench/dashboard_store.py measures them on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, Float, and_, case, cast, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
+
+SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
+
+
+def _frame(engine: Engine, query: Any) -> pd.DataFrame:
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def names(engine: Engine) -> dict[str, list[str]]:
+    """Variant and suite names that have runs (the pages' filter choices)."""
+    with engine.connect() as conn:
+        pairs = conn.execute(select(Run.variant_name, Run.suite_name).group_by(Run.variant_name, Run.suite_name)).all()
+    return {"variants": sorted({p[0] for p in pairs}), "suites": sorted({p[1] for p in pairs})}
+
+
+def metrics_of(engine: Engine, suite: str) -> list[str]:
+    newest = select(func.max(Run.id)).where(Run.suite_name == suite, Run.status == "succeeded").scalar_subquery()
+    with engine.connect() as conn:
+        return sorted(conn.scalars(select(MetricPoint.metric).where(MetricPoint.run_id == newest)).all())
+
+
+def _latest_runs(status: str | None = None):
+    q = select(func.max(Run.id).label("id")).group_by(Run.variant_name, Run.suite_name)
+    return q.where(Run.status == status) if status else q
+
+
+def overview(engine: Engine, baselines: dict[str, str], stale_after: timedelta, now: datetime | None = None) -> pd.DataFrame:
+    """One row per variant x suite: the newest run, the newest verdict against the baseline, and a status.
+
+    status, most urgent first: failed run (the newest run failed: an endpoint problem, not quality),
+    regression, upstream change (temperature-0 outputs moved under an unchanged fingerprint),
+    inconclusive, pass, improvement; "baseline" for a family's baseline; "no verdict" before any
+    comparison. ``stale`` marks a pair whose newest succeeded run is older than ``stale_after``.
+    """
+    now = now or utcnow()
+    latest = _frame(engine, select(Run.variant_name.label("variant"), Run.suite_name.label("suite"),
+                                   Run.status.label("last_status"), Run.created_at.label("last_run"), Run.error,
+                                   Run.upstream_change).where(Run.id.in_(_latest_runs())))
+    if latest.empty:
+        return latest
+    ok = _frame(engine, select(Run.variant_name.label("variant"), Run.suite_name.label("suite"),
+                               Run.created_at.label("last_success")).where(Run.id.in_(_latest_runs("succeeded"))))
+    frame = latest.merge(ok, on=["variant", "suite"], how="left")
+    verdicts = latest_verdicts(engine)
+    if not verdicts.empty:
+        cells = (verdicts.assign(rank=verdicts["verdict"].map(SEVERITY), key=~verdicts["primary"])
+                 .sort_values(["candidate", "scope", "key", "rank"], ascending=[True, True, True, False])
+                 .groupby(["candidate", "scope"], as_index=False).first())
+        cells = cells.rename(columns={"candidate": "variant", "scope": "suite"})[
+            ["variant", "suite", "baseline", "metric", "verdict", "delta", "ci_low", "ci_high", "margin", "n", "compared_at"]]
+        frame = frame.merge(cells, on=["variant", "suite"], how="left")
+    else:
+        for col in ("baseline", "metric", "verdict", "delta", "ci_low", "ci_high", "margin", "n", "compared_at"):
+            frame[col] = None
+    is_baseline = frame["variant"].isin(set(baselines.values()))
+    last_success = pd.to_datetime(frame["last_success"], utc=True)
+    frame["stale"] = last_success.isna() | (last_success < pd.Timestamp(now) - stale_after)
+    frame["status"] = [_status(r.last_status, r.verdict, r.upstream_change, base)
+                       for r, base in zip(frame.itertuples(), is_baseline, strict=True)]
+    return frame.sort_values(["variant", "suite"]).reset_index(drop=True)
+
+
+def _status(last_status: str, verdict: Any, upstream: Any, is_baseline: bool) -> str:
+    if last_status == "failed":
+        return "failed run"
+    if isinstance(verdict, str) and verdict == "regression":
+        return "regression"
+    if isinstance(upstream, str) and upstream:
+        return "upstream change"
+    if isinstance(verdict, str):
+        return verdict
+    return "baseline" if is_baseline else "no verdict"
+
+
+def latest_verdicts(engine: Engine) -> pd.DataFrame:
+    """Every row of the newest comparison of each candidate, per scope (suite or 'all suites')."""
+    newest = select(VerdictRecord.candidate, VerdictRecord.scope, func.max(VerdictRecord.id).label("id")).group_by(
+        VerdictRecord.candidate, VerdictRecord.scope).subquery()
+    reports = select(VerdictRecord.report_id, VerdictRecord.scope).join(newest, VerdictRecord.id == newest.c.id)
+    cols = [VerdictRecord.candidate, VerdictRecord.baseline, VerdictRecord.scope, VerdictRecord.metric, VerdictRecord.kind,
+            VerdictRecord.primary, VerdictRecord.lower_is_better, VerdictRecord.verdict, VerdictRecord.delta,
+            VerdictRecord.ci_low, VerdictRecord.ci_high, VerdictRecord.margin, VerdictRecord.n, VerdictRecord.baseline_mean,
+            VerdictRecord.candidate_mean, VerdictRecord.flips_down, VerdictRecord.flips_up, VerdictRecord.overall,
+            VerdictRecord.created_at.label("compared_at")]
+    return _frame(engine, select(*cols).where(tuple_(VerdictRecord.report_id, VerdictRecord.scope).in_(reports)))
+
+
+def series(engine: Engine, suite: str, metric: str, variants: list[str] | None = None,
+           since: datetime | None = None) -> pd.DataFrame:
+    """One metric's points over time for each variant on a suite, with their intervals."""
+    q = select(MetricPoint.run_ts, MetricPoint.variant_name.label("variant"), MetricPoint.variant_fingerprint.label("fingerprint"),
+               MetricPoint.value, MetricPoint.ci_low, MetricPoint.ci_high, MetricPoint.n, MetricPoint.run_id,
+               MetricPoint.higher_is_better).where(MetricPoint.suite_name == suite, MetricPoint.metric == metric)
+    if variants:
+        q = q.where(MetricPoint.variant_name.in_(variants))
+    if since is not None:
+        q = q.where(MetricPoint.run_ts >= since)
+    frame = _frame(engine, q.order_by(MetricPoint.run_ts))
+    frame["run_ts"] = pd.to_datetime(frame["run_ts"], utc=True)
+    return frame
+
+
+def markers(engine: Engine, suite: str, metric: str, variants: list[str] | None = None,
+            since: datetime | None = None) -> pd.DataFrame:
+    """Events to mark on a trend: regressions, upstream changes and new checkpoints (a fingerprint's first point)."""
+    def scoped(q: Any, ts: Any, variant: Any) -> Any:
+        q = q.where(ts >= since) if since is not None else q
+        return q.where(variant.in_(variants)) if variants else q
+
+    reg = _frame(engine, scoped(select(VerdictRecord.candidate_run_ts.label("run_ts"), VerdictRecord.candidate.label("variant"),
+                                       VerdictRecord.baseline.label("detail")).where(
+        VerdictRecord.scope == suite, VerdictRecord.metric == metric, VerdictRecord.verdict == "regression",
+        VerdictRecord.candidate_run_ts.is_not(None)).distinct(), VerdictRecord.candidate_run_ts, VerdictRecord.candidate))
+    up = _frame(engine, scoped(select(Run.created_at.label("run_ts"), Run.variant_name.label("variant"),
+                                      Run.upstream_change.label("detail")).where(
+        Run.suite_name == suite, Run.upstream_change.is_not(None)), Run.created_at, Run.variant_name))
+    first = select(MetricPoint.variant_name.label("variant"), MetricPoint.variant_fingerprint.label("detail"),
+                   func.min(MetricPoint.run_ts).label("run_ts")).where(
+        MetricPoint.suite_name == suite, MetricPoint.metric == metric).group_by(
+        MetricPoint.variant_name, MetricPoint.variant_fingerprint)
+    if variants:
+        first = first.where(MetricPoint.variant_name.in_(variants))
+    new = _frame(engine, first)
+    if not new.empty:  # a variant's first fingerprint is where its series starts, not a change
+        new = new.sort_values("run_ts").groupby("variant").apply(lambda g: g.iloc[1:], include_groups=False).reset_index(
+            level=0).reset_index(drop=True)
+        new["detail"] = "new checkpoint " + new["detail"].astype(str)
+        if since is not None:
+            new = new[pd.to_datetime(new["run_ts"], utc=True) >= pd.Timestamp(since)]
+    parts = [f.assign(event=name) for name, f in (("regression", reg), ("upstream change", up), ("new checkpoint", new))
+             if not f.empty]
+    if not parts:
+        return pd.DataFrame(columns=["run_ts", "variant", "detail", "event"])
+    out = pd.concat(parts, ignore_index=True)[["run_ts", "variant", "detail", "event"]]
+    out["run_ts"] = pd.to_datetime(out["run_ts"], utc=True)
+    return out.sort_values("run_ts").reset_index(drop=True)
+
+
+def case_detail(engine: Engine, run_id: int, case_id: str) -> dict[str, Any] | None:
+    """One case of one run (sample 0) with the case's content: input, context, references, judge replies."""
+    with Session(engine) as s:
+        row = s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.case_id == case_id)
+                        .order_by(CaseResult.sample_index).limit(1)).first()
+        run = s.get(Run, run_id)
+        if row is None or run is None:
+            return None
+        spec = s.scalars(select(SuiteCase.spec).where(SuiteCase.suite_version == run.suite_version,
+                                                      SuiteCase.case_id == case_id)).first()
+        return {"status": row.status, "output": row.output or "", "error": row.error, "scores": row.scores or {},
+                "judge": row.judge or {}, "spec": spec or {}, "latency_ms": row.latency_ms}
+
+
+def battle_suites(engine: Engine) -> pd.DataFrame:
+    return _frame(engine, select(BattleRecord.suite_name.label("suite"), BattleRecord.judge_name.label("judge"),
+                                 func.count().label("battles")).group_by(BattleRecord.suite_name, BattleRecord.judge_name))
+
+
+def battles(engine: Engine, suite: str, judge: str) -> pd.DataFrame:
+    """Decided battles on a suite's newest version that has battles by this judge."""
+    newest = (select(BattleRecord.suite_version).where(BattleRecord.suite_name == suite, BattleRecord.judge_name == judge)
+              .order_by(BattleRecord.id.desc()).limit(1).scalar_subquery())
+    return _frame(engine, select(BattleRecord.variant_a.label("a"), BattleRecord.variant_b.label("b"), BattleRecord.outcome,
+                                 BattleRecord.len_a, BattleRecord.len_b, BattleRecord.case_id).where(
+        BattleRecord.suite_version == newest, BattleRecord.judge_name == judge, BattleRecord.outcome.is_not(None)))
+
+
+def win_matrix(engine: Engine, suite: str, judge: str) -> pd.DataFrame:
+    """Row model's share of points against the column model (ties count half), with the battle count, from SQL."""
+    newest = (select(BattleRecord.suite_version).where(BattleRecord.suite_name == suite, BattleRecord.judge_name == judge)
+              .order_by(BattleRecord.id.desc()).limit(1).scalar_subquery())
+    pairs = _frame(engine, select(BattleRecord.variant_a.label("a"), BattleRecord.variant_b.label("b"),
+                                  func.sum(BattleRecord.outcome).label("points"), func.count().label("n")).where(
+        BattleRecord.suite_version == newest, BattleRecord.judge_name == judge, BattleRecord.outcome.is_not(None))
+        .group_by(BattleRecord.variant_a, BattleRecord.variant_b))
+    if pairs.empty:
+        return pd.DataFrame(columns=["model", "opponent", "win_rate", "battles"])
+    flipped = pairs.rename(columns={"a": "b", "b": "a"}).assign(points=lambda f: f["n"] - f["points"])
+    both = pd.concat([pairs, flipped]).groupby(["a", "b"], as_index=False)[["points", "n"]].sum()
+    return pd.DataFrame({"model": both["a"], "opponent": both["b"], "win_rate": both["points"] / both["n"],
+                         "battles": both["n"]})
+
+
+def runs(engine: Engine, variant: str | None = None, suite: str | None = None, status: str | None = None,
+         limit: int = 500) -> pd.DataFrame:
+    """Newest runs first, with duration and error; the newest ``limit`` of them."""
+    duration = (func.julianday(Run.finished_at) - func.julianday(Run.started_at)) * 86400.0 \
+        if engine.dialect.name == "sqlite" else cast(func.extract("epoch", Run.finished_at - Run.started_at), Float)
+    q = select(Run.id, Run.created_at.label("run_time"), Run.variant_name.label("variant"), Run.suite_name.label("suite"),
+               Run.status, duration.label("duration_s"), Run.n_cases, Run.n_ok, Run.n_errored, Run.attempts, Run.slot,
+               Run.error, Run.upstream_change)
+    conds = [c for c in (Run.variant_name == variant if variant else None, Run.suite_name == suite if suite else None,
+                         Run.status == status if status else None) if c is not None]
+    if conds:
+        q = q.where(and_(*conds))
+    return _frame(engine, q.order_by(Run.id.desc()).limit(limit))
+
+
+def run_totals(engine: Engine) -> pd.DataFrame:
+    """Runs per variant and status (all time), counted in SQL."""
+    return _frame(engine, select(Run.variant_name.label("variant"), Run.status, func.count().label("runs"),
+                                 func.sum(case((Run.n_errored > 0, 1), else_=0)).label("with_errors"))
+                  .group_by(Run.variant_name, Run.status))
+
+
+def alerts(engine: Engine, variant: str | None = None, limit: int = 200) -> pd.DataFrame:
+    frame = _frame(engine, select(Alert.id, Alert.kind, Alert.status, Alert.summary, Alert.opened_at, Alert.last_seen_at,
+                                  Alert.resolved_at, Alert.delivered, Alert.detail).order_by(Alert.id.desc()).limit(limit))
+    if variant and not frame.empty:
+        frame = frame[frame["detail"].map(lambda d: (d or {}).get("variant") == variant)]
+    if not frame.empty:
+        frame["sent_to"] = frame["delivered"].map(lambda d: ", ".join(f"{k}: {', '.join(v)}" for k, v in (d or {}).items())
+                                                  or "not sent")
+    return frame.drop(columns=["delivered", "detail"], errors="ignore")
+
+
+def firings(engine: Engine, limit: int = 100) -> pd.DataFrame:
+    return _frame(engine, select(Firing.id, Firing.schedule, Firing.slot, Firing.status, Firing.started_at,
+                                 Firing.finished_at, Firing.error).order_by(Firing.id.desc()).limit(limit))
+
+
+def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: str,
+               suites: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Baseline vs candidate, paired live on their newest shared runs with the gate's own statistics.
+
+    Plain frames out (the page caches them): ``metrics`` per scope and metric, ``flips`` per case,
+    ``runs`` {suite: (baseline run id, candidate run id)}, the overall ``verdict`` and ``notes``.
+    None when the two have no suite version in common.
+    """
+    from evalsvc.compare import NotComparable, compare_runs, latest_pairs
+    from evalsvc.config import GateConfig
+
+    with Session(engine) as s:
+        pairs = latest_pairs(s, baseline, candidate, list(suites) or None)
+        if not pairs:
+            return None
+        try:
+            report = compare_runs(s, GateConfig.model_validate(gate), baseline, candidate, pairs)
+        except NotComparable as exc:
+            return {"error": str(exc)}
+        runs = {name: (b.id, c.id) for name, (b, c) in pairs.items()}
+    rows = []
+    for scope, c in [*report.primary, *report.secondary]:
+        base, cand = c.baseline_mean, c.candidate_mean
+        if c.metric in report.lower_is_better:
+            base, cand = (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
+        rows.append({"scope": scope, "metric": c.metric, "primary": (scope, c) in report.primary, "n": c.n,
+                     "baseline": base, "candidate": cand, "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                     "margin": c.margin, "verdict": c.verdict, "flips_down": c.flips_down, "flips_up": c.flips_up,
+                     "n_needed": c.n_needed, "method": c.method})
+    flips = pd.DataFrame([{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
+                         columns=["suite", "case_id", "direction"])
+    return {"verdict": report.verdict, "metrics": pd.DataFrame(rows), "flips": flips, "runs": runs, "notes": report.notes}
+
+
+def shared_cases(engine: Engine, base_run: int, cand_run: int) -> list[str]:
+    with engine.connect() as conn:
+        base = set(conn.scalars(select(CaseResult.case_id).where(CaseResult.run_id == base_run)))
+        return sorted(base & set(conn.scalars(select(CaseResult.case_id).where(CaseResult.run_id == cand_run))))
+
+
+def leaderboard(engine: Engine, suite: str, judge: str, anchor: str, n_boot: int = 300) -> pd.DataFrame:
+    """Bradley-Terry ratings (anchor = 1000) with bootstrap intervals, from the decided battles."""
+    from evalsvc import ratings
+
+    frame = battles(engine, suite, judge)
+    fights = [ratings.Battle(r.a, r.b, float(r.outcome), r.len_a, r.len_b, r.case_id) for r in frame.itertuples()]
+    if not fights:
+        return pd.DataFrame(columns=["model", "rating", "ci_low", "ci_high", "battles", "win_rate_vs_anchor"])
+    if anchor not in {f.a for f in fights} | {f.b for f in fights}:
+        anchor = fights[0].a
+    rows = ratings.leaderboard(fights, anchor, n_boot=n_boot)
+    return pd.DataFrame([{"model": r.model, "rating": r.rating, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                          "battles": r.n_battles, "win_rate_vs_anchor": r.win_rate_vs_anchor,
+                          "win_ci_low": r.win_ci_low, "win_ci_high": r.win_ci_high} for r in rows])

@@ -1,0 +1,249 @@
+"""Every dashboard page under Streamlit's AppTest, on a seeded store (SQLite and PostgreSQL) and on real runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+from streamlit import dataframe_util
+from streamlit.testing.v1 import AppTest
+
+from evalsvc.cli import main
+from evalsvc.dashboard.diff import side_by_side
+from evalsvc.dashboard.readonly import open_readonly
+from evalsvc.errors import StoreError
+from evalsvc.store.db import open_engine, upgrade
+from evalsvc.store.schema import Alert
+from tests.conftest import ROOT, write_config, write_suite
+from tests.dashboard_store import seeded_project
+from tests.fake_endpoint import FakeEndpoint
+
+PAGES = ROOT / "dashboards" / "pages"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("dash")
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database(f"d_{uuid.uuid4().hex[:10]}")
+    yield seeded_project(folder, url)
+
+
+def _page(name: str, config: Path, monkeypatch: pytest.MonkeyPatch, **params: str | list[str]) -> AppTest:
+    monkeypatch.setenv("EVALSVC_CONFIG", str(config))
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _charts(at: AppTest) -> list[tuple[dict, list[pd.DataFrame]]]:
+    out = []
+    for chart in at.get("vega_lite_chart"):
+        frames = [dataframe_util.convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.proto.datasets]
+        out.append((json.loads(chart.proto.spec), frames))
+    return out
+
+
+def _marks(spec: dict) -> list[str]:
+    return [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec.get("layer", [spec])]
+
+
+def test_overview_flags_the_regression_the_failed_run_and_the_upstream_change(project: Path, monkeypatch) -> None:
+    at = _page("overview", project, monkeypatch)
+    errors = {e.value.split("**")[1]: e.value for e in at.error}
+    # q2_k regressed on every suite; q4_0 (-0.08) only where the three suites are pooled, as the gate decides
+    assert sorted(errors) == ["Regression: smollm2-q2_k vs smollm2-f16", "Regression: smollm2-q4_0 vs smollm2-f16"]
+    q2 = errors["Regression: smollm2-q2_k vs smollm2-f16"]
+    pooled_delta = float(re.search(r"all suites pooled: pass Δ (\S+) \[", q2).group(1))
+    assert -0.35 < pooled_delta < -0.2 and all(f"{s}: pass Δ" in q2 for s in ("facts", "records", "summaries"))
+    assert "compare?baseline=smollm2-f16&candidate=smollm2-q2_k" in q2
+    assert "facts:" not in errors["Regression: smollm2-q4_0 vs smollm2-f16"]
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Failed run: api-upstream on facts" in warnings and "not a quality verdict" in warnings
+    assert "Upstream change: smollm2-q8_0 on records" in warnings
+    assert {m.label: m.value for m in at.metric} == {"Regressions": "2", "Failed runs": "3", "Upstream changes": "1",
+                                                     "Stale": "3"}
+    (spec, (data,)), = _charts(at)
+    assert _marks(spec) == ["rect", "text"] and spec["layer"][0]["encoding"]["color"]["field"] == "status"
+    cells = {(r.variant, r.suite): r.status for r in data.itertuples()}
+    assert cells[("smollm2-q2_k", "records")] == "regression" and cells[("api-upstream", "facts")] == "failed run"
+    assert cells[("smollm2-f16", "facts")] == "baseline" and cells[("smollm2-q8_0", "records")] == "upstream change"
+    pooled = at.dataframe[0].value
+    assert dict(zip(pooled["candidate"], pooled["overall"], strict=True)) == {
+        "smollm2-q2_k": "regression", "smollm2-q4_0": "regression", "smollm2-q8_0": "pass"}
+
+
+def test_overview_filters_come_from_the_url(project: Path, monkeypatch) -> None:
+    at = _page("overview", project, monkeypatch, variant="smollm2-q8_0", suite=["facts", "records"])
+    assert not at.error
+    assert at.multiselect[0].value == ["smollm2-q8_0"] and at.multiselect[1].value == ["facts", "records"]
+    (_, (data,)), = _charts(at)
+    assert set(data["variant"]) == {"smollm2-q8_0"} and set(data["suite"]) == {"facts", "records"}
+
+
+def test_trends_draw_bands_the_dashed_baseline_and_event_markers(project: Path, monkeypatch) -> None:
+    at = _page("trends", project, monkeypatch, suite="records", metric="pass", days="all")
+    (spec, frames), = _charts(at)
+    assert _marks(spec) == ["area", "line", "point"]
+    band, line, points = spec["layer"]
+    assert band["encoding"]["y"]["field"] == "ci_low" and band["encoding"]["y2"]["field"] == "ci_high"
+    assert line["encoding"]["strokeDash"]["field"] == "role"
+    series = next(f for f in frames if "role" in f.columns)
+    assert set(series[series["role"] == "baseline"]["variant"]) == {"smollm2-f16"}
+    assert len(series[series["variant"] == "smollm2-q2_k"]) == 10
+    events = at.dataframe[0].value
+    found = {(r.event, r.variant) for r in events.itertuples()}
+    assert {("regression", "smollm2-q2_k"), ("upstream change", "smollm2-q8_0"), ("new checkpoint", "smollm2-q4_0")} <= found
+    assert points["encoding"]["shape"]["field"] == "event"
+
+
+def test_trends_window_comes_from_the_url(project: Path, monkeypatch) -> None:
+    at = _page("trends", project, monkeypatch, suite="facts", metric="rouge_l", variant="smollm2-f16", days="7")
+    (_, frames), = _charts(at)
+    series = next(f for f in frames if "role" in f.columns)
+    assert set(series["variant"]) == {"smollm2-f16"} and 6 <= len(series) <= 8  # one run a day, 10 days seeded
+
+
+def test_compare_opens_from_the_alert_link_with_deltas_flips_and_the_cases_side_by_side(project: Path, monkeypatch) -> None:
+    with Session(open_engine(_url(project))) as s:
+        link = s.scalars(select(Alert.detail)).all()
+    url = next(d["link"] for d in link if d.get("variant") == "smollm2-q2_k")
+    assert urlparse(url).path == "/compare"
+    params = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+    at = _page("compare", project, monkeypatch, **params)
+    assert [e.value.split("**")[1] for e in at.error] == ["smollm2-q2_k vs smollm2-f16: regression"]
+    (spec, frames), = _charts(at)
+    deltas = next(f for f in frames if "scope" in f.columns)
+    assert _marks(spec) == ["rule", "point", "tick", "rule"] and spec["layer"][2]["encoding"]["x"]["field"] == "neg_margin"
+    pooled = deltas[(deltas["scope"] == "all suites") & (deltas["metric"] == "pass")].iloc[0]
+    assert pooled["verdict"] == "regression" and pooled["ci_high"] < -pooled["margin"]
+    flips = at.dataframe[1].value
+    assert len(flips) > 0 and set(flips["direction"]) <= {"down", "up"}
+    first_down = flips[flips["direction"] == "down"].iloc[0]
+    assert at.selectbox(key="pick_case").value == first_down["case_id"]  # flipped cases come first
+    shown = " ".join(h.proto.body for h in at.get("html"))
+    assert "(wrong)" in shown and "background:#ccffd8" in shown  # the candidate's extra words highlighted
+    assert any("context of" in c.value for c in at.code)
+
+
+def test_arena_ranks_by_bradley_terry_with_intervals_and_a_win_matrix(project: Path, monkeypatch) -> None:
+    at = _page("arena", project, monkeypatch)
+    board = at.dataframe[0].value
+    assert board.iloc[0]["model"] == "smollm2-f16" and board.iloc[-1]["model"] == "smollm2-q2_k"
+    assert (board["ci_low"] <= board["rating"]).all() and (board["rating"] <= board["ci_high"]).all()
+    assert board.set_index("model").loc["smollm2-f16", "rating"] == pytest.approx(1000.0)
+    (lb_spec, _), (wm_spec, (matrix,)) = _charts(at)
+    assert _marks(lb_spec) == ["rule", "point"] and _marks(wm_spec) == ["rect", "text"]
+    assert len(matrix) == 12 and matrix["win_rate"].between(0, 1).all()
+    pair = matrix.set_index(["model", "opponent"])["win_rate"]
+    assert pair[("smollm2-f16", "smollm2-q2_k")] == pytest.approx(1 - pair[("smollm2-q2_k", "smollm2-f16")])
+
+
+def test_runs_page_lists_failures_durations_and_the_alerts_sent(project: Path, monkeypatch) -> None:
+    at = _page("runs", project, monkeypatch, variant="api-upstream")
+    assert "failed runs: endpoint or infrastructure problems" in at.warning[0].value
+    runs = at.dataframe[0].value
+    assert set(runs["variant"]) == {"api-upstream"} and (runs["status"] == "failed").sum() == 6
+    assert runs["duration_s"].between(30, 90).all()
+    assert [e.value.split(":")[0] for e in at.error] == ["open endpoint alert"]
+    (spec, _), = _charts(at)
+    assert spec["encoding"]["y"]["field"] == "duration_s"
+    at = _page("runs", project, monkeypatch, status="succeeded")
+    assert set(at.dataframe[0].value["status"]) == {"succeeded"}
+
+
+def test_an_empty_store_gets_a_hint_not_a_traceback(tmp_path: Path, monkeypatch) -> None:
+    config = write_config(tmp_path, "store: sqlite:///empty.db\n")
+    open_engine(f"sqlite:///{tmp_path / 'empty.db'}").dispose()
+    for page in ("overview", "trends", "compare", "arena", "runs"):
+        at = _page(page, config, monkeypatch)
+        assert not at.error, page
+
+
+def _url(config: Path) -> str:
+    from evalsvc.config import load_config
+
+    return load_config(config).store_url()
+
+
+def test_the_dashboard_connection_cannot_write(project: Path) -> None:
+    engine = open_readonly(_url(project))
+    with pytest.raises((OperationalError, DBAPIError)), engine.begin() as conn:
+        conn.execute(text("DELETE FROM alerts"))
+    with Session(open_engine(_url(project))) as s:
+        assert s.scalars(select(Alert)).all()
+
+
+def test_a_readonly_role_reads_every_page_and_writes_nothing(postgres, tmp_path: Path, monkeypatch) -> None:
+    url = postgres.create_database(f"r_{uuid.uuid4().hex[:10]}")
+    config = seeded_project(tmp_path, url)
+    out = CliRunner().invoke(main, ["db", "readonly-role", "dash_reader", "-c", str(config)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    reader = url.replace("postgres@", "dash_reader@")
+    monkeypatch.setenv("EVALSVC_DASHBOARD_STORE", reader)
+    assert len(_page("overview", config, monkeypatch).error) == 2
+    plain = open_engine(reader)  # even without the dashboard's read-only sessions, the role cannot write
+    with pytest.raises(DBAPIError, match="permission denied|read-only transaction"), plain.begin() as conn:
+        conn.execute(text("UPDATE alerts SET status = 'resolved'"))
+    with plain.connect() as conn:
+        conn.execute(text("SET default_transaction_read_only = off"))
+        conn.commit()  # the next transaction may write, as far as the session goes: the grants still refuse
+        with pytest.raises(DBAPIError, match="permission denied"):
+            conn.execute(text("INSERT INTO firings (schedule, slot, started_at, status, runs, alerts) "
+                              "VALUES ('x', 'x', now(), 'done', '{}', '{}')"))
+
+
+def test_the_dashboard_refuses_a_store_behind_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0005")
+    with pytest.raises(StoreError, match="evalsvc db upgrade"):
+        open_readonly(url)
+
+
+def test_side_by_side_highlights_changed_words_and_escapes_html() -> None:
+    left, right = side_by_side("the answer is 42", "the answer is <b>43</b>")
+    assert "&lt;b&gt;43&lt;/b&gt;" in right and "<b>" not in right
+    assert "line-through'>42</span>" in left and "the answer is " in left
+
+
+def test_overview_of_real_runs_through_evalsvc_run(tmp_path: Path, monkeypatch) -> None:
+    """No seeding: `evalsvc run` on two stand-in endpoints, one of which answers a third of the cases wrong."""
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(60))
+    write_suite(tmp_path / "suites", "echo", cases)
+
+    def broken(body: dict) -> str:
+        n = int(body["messages"][-1]["content"].split()[-1])
+        return "no idea" if n % 3 == 0 else f"echo {n}"
+
+    with FakeEndpoint() as base, FakeEndpoint(reply=broken) as cand:
+        config = write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            max_retries: 0
+            baselines: {{f: base}}
+            variants:
+              - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+              - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+            """)
+        out = CliRunner().invoke(main, ["run", "-c", str(config)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    at = _page("overview", config, monkeypatch)
+    assert [e.value.split("**")[1] for e in at.error] == ["Regression: cand vs base"]
+    at = _page("compare", config, monkeypatch, candidate="cand")
+    assert at.selectbox(key="pick_baseline").value == "base"  # the family's baseline by default
+    assert (at.dataframe[1].value["direction"] == "down").sum() == 20
