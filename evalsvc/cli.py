@@ -506,7 +506,7 @@ def dashboard(config_path: str, port: int | None, address: str) -> None:
         raise click.ClickException(f"dashboard pages not found at {app}: run evalsvc from its source checkout")
     env = {**os.environ, "EVALSVC_CONFIG": str(Path(config_path).resolve())}
     argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless=true", f"--server.address={address}",
-            f"--server.port={port or cfg.dashboard.port}", "--browser.gatherUsageStats=false"]
+            f"--server.port={port or cfg.dashboard.port}", "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer"]
     click.echo(f"dashboard: http://{address}:{port or cfg.dashboard.port}/ (Ctrl-C stops it)")
     os.execvpe(argv[0], argv, env)
 

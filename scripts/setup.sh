@@ -48,5 +48,10 @@ if [[ "${1:-}" == "--test" ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$pgver-partman" >/dev/null 2>&1 ||
       { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$pgver-partman" >/dev/null; }
   fi
+  # Debian's chromium for the dashboard's browser test (Playwright drives it; never `playwright install`)
+  if [[ ! -x /usr/bin/chromium ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+  fi
 fi
 echo "setup: ok"

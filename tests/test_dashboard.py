@@ -28,7 +28,7 @@ from tests.conftest import ROOT, write_config, write_suite
 from tests.dashboard_store import seeded_project
 from tests.fake_endpoint import FakeEndpoint
 
-PAGES = ROOT / "dashboards" / "pages"
+PAGES = ROOT / "dashboards" / "views"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -18,10 +18,11 @@ def status_matrix(frame: pd.DataFrame) -> alt.Chart:
                        legend=alt.Legend(title="status"))
     tooltip = ["variant", "suite", "status", "verdict", "metric", "delta", "ci_low", "ci_high", "last_run", "last_status",
                "stale"]
-    base = alt.Chart(data).encode(x=alt.X("suite:N", title=None), y=alt.Y("variant:N", title=None))
+    base = alt.Chart(data).encode(x=alt.X("suite:N", title=None, axis=alt.Axis(orient="top", labelAngle=0)),
+                                  y=alt.Y("variant:N", title=None))
     cells = base.mark_rect(stroke="white").encode(color=colour, tooltip=tooltip)
     text = base.mark_text(fontSize=13).encode(text="label:N")
-    return (cells + text).properties(height=max(120, 36 * data["variant"].nunique()), title="latest verdict vs baseline")
+    return (cells + text).properties(height=60 + 44 * data["variant"].nunique(), title="latest verdict vs baseline")
 
 
 def trend(points: pd.DataFrame, marks: pd.DataFrame, metric: str, baseline: str | None) -> alt.LayerChart:
@@ -60,7 +61,7 @@ def deltas(metrics: pd.DataFrame) -> alt.LayerChart:
                                                                             "margin", "verdict", "n"])
     margin = alt.Chart(data).mark_tick(color="red", thickness=2, size=18).encode(x="neg_margin:Q", y=y)
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="grey").encode(x="x:Q")
-    return alt.layer(bars, dots, margin, zero).properties(height=max(120, 28 * len(data)))
+    return alt.layer(bars, dots, margin, zero).properties(height=max(120, 36 * len(data)))
 
 
 def leaderboard(rows: pd.DataFrame) -> alt.LayerChart:
