@@ -47,6 +47,7 @@ class Battle:
     len_a: int | None = None
     len_b: int | None = None
     case_id: str | None = None
+    count: int = 1  # this outcome this many times: battles tallied by (a, b, outcome), e.g. by a SQL GROUP BY
 
     def __post_init__(self) -> None:
         where = f"battle {self.case_id or f'{self.a} vs {self.b}'}"
@@ -54,6 +55,8 @@ class Battle:
             raise ValueError(f"{where}: a model cannot battle itself")
         if not 0.0 <= self.outcome <= 1.0:
             raise ValueError(f"{where}: outcome must lie in [0, 1], got {self.outcome}")
+        if self.count < 1:
+            raise ValueError(f"{where}: count must be at least 1, got {self.count}")
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ class Row:
     win_ci_high: float | None
 
 
-def _encode(battles: Sequence[Battle], anchor: str) -> tuple[list[str], NDArray[np.intp], NDArray[np.intp], Floats]:
-    """Model names (anchor first, so theta[0] is the pinned one) and battles as index/outcome arrays."""
+def _encode(battles: Sequence[Battle], anchor: str) -> tuple[list[str], NDArray[np.intp], NDArray[np.intp], Floats, Floats]:
+    """Model names (anchor first, so theta[0] is the pinned one) and battles as index/outcome/count arrays."""
     names = {name for battle in battles for name in (battle.a, battle.b)}
     if anchor not in names:
         raise ValueError(f"anchor {anchor!r} has no battles; models seen: {sorted(names)}")
@@ -79,7 +82,8 @@ def _encode(battles: Sequence[Battle], anchor: str) -> tuple[list[str], NDArray[
     index = {name: i for i, name in enumerate(models)}
     ia = np.array([index[battle.a] for battle in battles], dtype=np.intp)
     ib = np.array([index[battle.b] for battle in battles], dtype=np.intp)
-    return models, ia, ib, np.array([battle.outcome for battle in battles], dtype=np.float64)
+    return (models, ia, ib, np.array([battle.outcome for battle in battles], dtype=np.float64),
+            np.array([battle.count for battle in battles], dtype=np.float64))
 
 
 def _reach(adj: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -127,10 +131,10 @@ def _fit(points: Floats, x0: Floats) -> Floats:
     return np.where(connected, theta, np.nan)
 
 
-def _points_matrix(m: int, ia: NDArray[np.intp], ib: NDArray[np.intp], y: Floats) -> Floats:
+def _points_matrix(m: int, ia: NDArray[np.intp], ib: NDArray[np.intp], y: Floats, w: Floats) -> Floats:
     points = np.zeros((m, m))
-    np.add.at(points, (ia, ib), y)
-    np.add.at(points, (ib, ia), 1.0 - y)
+    np.add.at(points, (ia, ib), y * w)
+    np.add.at(points, (ib, ia), (1.0 - y) * w)
     return points
 
 
@@ -140,9 +144,9 @@ def _check_scale(scale: float, base: float) -> float:
     return scale / math.log(base)
 
 
-def _fit_point(models: list[str], ia: NDArray[np.intp], ib: NDArray[np.intp], y: Floats) -> Floats:
+def _fit_point(models: list[str], ia: NDArray[np.intp], ib: NDArray[np.intp], y: Floats, w: Floats) -> Floats:
     """Theta of the full data set; refuses models with no chain of battles to the anchor (models[0])."""
-    theta: Floats = _fit(_points_matrix(len(models), ia, ib, y)[None], np.zeros(len(models) - 1))[0]
+    theta: Floats = _fit(_points_matrix(len(models), ia, ib, y, w)[None], np.zeros(len(models) - 1))[0]
     lost = [name for name, value in zip(models, theta, strict=True) if np.isnan(value)]
     if lost:
         raise ValueError(f"no chain of battles links {lost} to anchor {models[0]!r}; their ratings would be arbitrary")
@@ -158,8 +162,8 @@ def bradley_terry(battles: Sequence[Battle], anchor: str, scale: float = 400.0, 
     see ``RIDGE`` for the one case (an undefeated or winless model) that needs a prior.
     """
     per_unit = _check_scale(scale, base)
-    models, ia, ib, y = _encode(battles, anchor)
-    theta = _fit_point(models, ia, ib, y)
+    models, ia, ib, y, w = _encode(battles, anchor)
+    theta = _fit_point(models, ia, ib, y, w)
     return {name: init_rating + float(value) * per_unit for name, value in zip(models, theta, strict=True)}
 
 
@@ -177,15 +181,16 @@ def bootstrap_intervals(battles: Sequence[Battle], anchor: str, n_boot: int = 10
     if not 0 < alpha < 1 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
     per_unit = _check_scale(scale, base)
-    models, ia, ib, y = _encode(battles, anchor)
+    models, ia, ib, y, w = _encode(battles, anchor)
     m = len(models)
-    point = _fit_point(models, ia, ib, y)
-    kinds, counts = np.unique(np.column_stack([ia, ib, y]), axis=0, return_counts=True)
+    point = _fit_point(models, ia, ib, y, w)
+    kinds, inverse = np.unique(np.column_stack([ia, ib, y]), axis=0, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=w, minlength=len(kinds))
     ka, kb = kinds[:, 0].astype(np.intp), kinds[:, 1].astype(np.intp)
     per_kind = np.zeros((len(kinds), m * m))
     per_kind[np.arange(len(kinds)), ka * m + kb] += kinds[:, 2]
     per_kind[np.arange(len(kinds)), kb * m + ka] += 1.0 - kinds[:, 2]
-    draws = np.random.default_rng(seed).multinomial(len(y), counts / counts.sum(), size=n_boot)
+    draws = np.random.default_rng(seed).multinomial(int(w.sum()), counts / counts.sum(), size=n_boot)
     points = (draws @ per_kind).reshape(n_boot, m, m)
     ratings = init_rating + _fit(points, np.tile(point[1:], n_boot)) * per_unit
     out: dict[str, tuple[float, float]] = {}
@@ -199,12 +204,13 @@ def bootstrap_intervals(battles: Sequence[Battle], anchor: str, n_boot: int = 10
     return out
 
 
-def _head_to_head(battles: Sequence[Battle], model: str, against: str) -> tuple[list[Battle], Floats]:
-    """The battles between the two (either order) and ``model``'s points in each."""
+def _head_to_head(battles: Sequence[Battle], model: str, against: str) -> tuple[list[Battle], Floats, Floats]:
+    """The battles between the two (either order), ``model``'s points in each, and their counts."""
     met = [battle for battle in battles if {battle.a, battle.b} == {model, against}]
     if not met:
         raise ValueError(f"{model!r} and {against!r} never met")
-    return met, np.array([battle.outcome if battle.a == model else 1.0 - battle.outcome for battle in met])
+    return (met, np.array([battle.outcome if battle.a == model else 1.0 - battle.outcome for battle in met]),
+            np.array([battle.count for battle in met], dtype=np.float64))
 
 
 def win_rate(battles: Sequence[Battle], model: str, against: str, alpha: float = 0.05) -> tuple[float, float, float]:
@@ -217,9 +223,9 @@ def win_rate(battles: Sequence[Battle], model: str, against: str, alpha: float =
     """
     if not 0 < alpha < 1:
         raise ValueError(f"need 0 < alpha < 1, got {alpha}")
-    _, points = _head_to_head(battles, model, against)
-    total = float(points.sum())
-    return (total / len(points), *wilson_interval(total, len(points), alpha))
+    _, points, counts = _head_to_head(battles, model, against)
+    total, n = float((points * counts).sum()), int(counts.sum())
+    return (total / n, *wilson_interval(total, n, alpha))
 
 
 def _length_gap(battle: Battle, model: str) -> int:
@@ -241,7 +247,9 @@ def length_controlled_win_rate(battles: Sequence[Battle], model: str, against: s
     ``RIDGE`` (towards 0) on both coefficients keeps the fit finite when length separates the outcomes.
     Then, though, only equal-length battles pin the intercept: with none the answer is set by the ridge.
     """
-    met, y = _head_to_head(battles, model, against)
+    met, y, _ = _head_to_head(battles, model, against)
+    if any(battle.count > 1 for battle in met):
+        raise ValueError("length control needs the individual battles (their answer lengths), not tallies")
     delta = np.array([_length_gap(battle, model) for battle in met], dtype=np.float64)
     spread = float(delta.std(ddof=1)) if len(delta) > 1 else 0.0
     if spread == 0 and delta.any():
@@ -264,7 +272,7 @@ def leaderboard(battles: Sequence[Battle], anchor: str, n_boot: int = 1000, seed
     intervals = bootstrap_intervals(battles, anchor, n_boot=n_boot, seed=seed)
     rows = []
     for name, rating in ratings.items():
-        n_battles = sum(name in (battle.a, battle.b) for battle in battles)
+        n_battles = sum(battle.count for battle in battles if name in (battle.a, battle.b))
         rate: tuple[float | None, float | None, float | None] = (None, None, None)
         if name != anchor and any({battle.a, battle.b} == {name, anchor} for battle in battles):
             rate = win_rate(battles, name, anchor)

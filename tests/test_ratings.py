@@ -238,3 +238,32 @@ def test_leaderboard_is_sorted_best_first_with_no_win_rate_for_the_anchor() -> N
         assert row.ci_low <= row.rating <= row.ci_high
         if row.model != "q4":
             assert row.win_rate_vs_anchor == win_rate(battles, row.model, "q4")[0]
+
+
+def test_tallied_battles_give_the_same_leaderboard_as_the_individual_ones() -> None:
+    """The dashboard tallies battles in SQL (GROUP BY a, b, outcome); nothing may change but the speed."""
+    from collections import Counter
+
+    rng = np.random.default_rng(3)
+    names = ["f16", "q8", "q4", "q2"]
+    strength = {"f16": 0.0, "q8": -0.1, "q4": -0.4, "q2": -1.0}
+    single = []
+    for _ in range(600):
+        a, b = rng.choice(names, 2, replace=False)
+        p = 1 / (1 + math.exp(strength[b] - strength[a]))
+        u = rng.random()
+        single.append(Battle(str(a), str(b), 0.5 if u < 0.1 else float(u < 0.1 + 0.9 * p)))
+    tally = Counter((x.a, x.b, x.outcome) for x in single)
+    tallied = [Battle(a, b, outcome, count=n) for (a, b, outcome), n in tally.items()]
+    assert len(tallied) < 40
+    full, short = leaderboard(single, "f16", n_boot=200), leaderboard(tallied, "f16", n_boot=200)
+    for x, y in zip(full, short, strict=True):
+        assert (x.model, x.n_battles) == (y.model, y.n_battles)
+        assert x.rating == pytest.approx(y.rating, abs=1e-6)
+        assert (x.win_rate_vs_anchor is None) == (y.win_rate_vs_anchor is None)
+        if x.win_rate_vs_anchor is not None:
+            assert (x.win_rate_vs_anchor, x.win_ci_low) == pytest.approx((y.win_rate_vs_anchor, y.win_ci_low))
+    # the bootstrap draws over distinct (a, b, outcome) kinds either way: the same intervals
+    assert [(r.ci_low, r.ci_high) for r in full] == pytest.approx([(r.ci_low, r.ci_high) for r in short], abs=1e-6)
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        Battle("a", "b", 1.0, count=0)
