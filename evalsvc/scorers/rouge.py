@@ -1,25 +1,23 @@
 """ROUGE against references, and ROUGE grounding against the case's context.
 
 ROUGE is Lin (2004), "ROUGE: A Package for Automatic Evaluation of Summaries",
-computed by Google's ``rouge-score`` package (the reference implementation used by
-``evaluate``). Grounding reuses ROUGE-N *precision* with the context as the
-reference: the share of the answer's n-grams (clipped counts) that occur in the
+computed by ``evalsvc.scorers.fast_rouge``: bit for bit the scores of Google's
+``rouge-score`` package (the reference implementation used by ``evaluate``), in a
+fraction of its time (docs/performance.md). Grounding reuses ROUGE-N *precision* with
+the context as the reference: the share of the answer's n-grams (clipped counts) that occur in the
 retrieved text. An answer copied from the context scores 1; an invented one near 0.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from evalsvc.scorers import Check, MetricSpec, check
+from evalsvc.scorers import Check, MetricSpec, check, fast_rouge
 
 if TYPE_CHECKING:
-    from rouge_score.rouge_scorer import RougeScorer
-
     from evalsvc.suites import Case
 
 RougeType = Literal["rouge1", "rouge2", "rougeL", "rougeLsum"]
@@ -29,13 +27,6 @@ _STOPWORDS = frozenset(
     "a an the and or but of to in on at by for with from as is are was were be been being it its this that these "
     "those there their they them he she his her we you your i me my our not no yes do does did so than then".split()
 )
-
-
-@lru_cache(maxsize=16)
-def _scorer(types: tuple[str, ...], stem: bool) -> RougeScorer:
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(list(types), use_stemmer=stem)
 
 
 def _tokens(text: str) -> list[str]:
@@ -65,14 +56,11 @@ class Rouge(Check):
         return self.threshold is not None
 
     def score(self, output: str, case: Case) -> dict[str, float]:
-        scorer = _scorer(tuple(self.rouge_types), self.use_stemmer)
-        refs = case.references
         if self.rouge_types and "rougeLsum" in self.rouge_types:
             # rougeLsum splits sentences on newlines; nltk's splitter needs data we cannot download.
             output = "\n".join(s.strip() for s in output.replace(". ", ".\n").splitlines())
         best = {t: 0.0 for t in self.rouge_types}
-        for ref in refs:
-            res = scorer.score(ref, output)
+        for res in fast_rouge.score_multi(output, case.references, self.rouge_types, self.use_stemmer):
             for t in self.rouge_types:
                 best[t] = max(best[t], res[t].fmeasure)
         return {self._metric(t): v for t, v in best.items()}
