@@ -25,6 +25,9 @@ class EvalsvcError(Exception):
     exit_code = 2
 
 
+MAX_LINE = 1000  # characters per line of a message: a 10 MB id or key in the input must not make a 10 MB error
+
+
 class UserInputError(EvalsvcError):
     """Input the user wrote is wrong; the message says where and how to fix it."""
 
@@ -35,7 +38,7 @@ class UserInputError(EvalsvcError):
         text = f"{where}: {problem}"
         if fix:
             text += f"\n  fix: {fix}"
-        super().__init__(text)
+        super().__init__("\n".join(line if len(line) <= MAX_LINE else line[:MAX_LINE] + "… (cut)" for line in text.split("\n")))
 
 
 class ConfigError(UserInputError):

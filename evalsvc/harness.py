@@ -31,6 +31,7 @@ from evalsvc.identity import content_hash
 from evalsvc.scorers import MetricSpec
 from evalsvc.serving import Served
 from evalsvc.variants import Strict, VariantConfig
+from evalsvc.yamlfile import parse_yaml
 
 LOGLIKELIHOOD = {"loglikelihood", "loglikelihood_rolling", "multiple_choice"}
 BINARY_METRICS = {"exact_match", "acc", "acc_norm", "pass@1"}
@@ -62,13 +63,11 @@ def content_identity(spec: HarnessSpec, base: Path) -> str:
 
 def _load_task_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.constructor.ConstructorError as exc:
-        raise SuiteError(f"{path}:{exc.problem_mark.line + 1 if exc.problem_mark else '?'}",
-                         f"unsupported YAML tag ({exc.problem})",
-                         "suites are data only: replace !function with lm-eval's built-in filters and metrics") from None
-    except yaml.YAMLError as exc:
-        raise SuiteError(str(path), f"invalid YAML: {exc}", "fix the task YAML") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(str(path), f"cannot read it as UTF-8 text ({exc})", "save the task YAML as UTF-8") from None
+    _, data = parse_yaml(text, path, SuiteError,
+                         tag_fix="suites are data only: replace !function with lm-eval's built-in filters and metrics")
     if not isinstance(data, dict):
         raise SuiteError(str(path), "a task YAML must be a mapping", "see suites/harness/ for an example")
     return data

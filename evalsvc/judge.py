@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -105,8 +106,30 @@ class JudgeCheck(Check):
         return parse_verdict(text, self.scale, self.pass_fail)
 
 
+# Cyrillic and Greek capitals and lowercase letters drawn like Latin ones (a subset of Unicode's confusables)
+_LOOKALIKES = str.maketrans("АВЕКМНОРСТХІЈЅаеорсхуіјѕΑΒΕΖΗΙΚΜΝΟΡΤΥΧϹοι", "ABEKMHOPCTXIJSaeopcxyijsABEZHIKMNOPTYXCoi")
+
+
+def _visible(text: str) -> str:
+    """The text as a reader sees it: compatibility forms folded (fullwidth letters, ligatures), invisible format
+    characters (zero-width spaces and joiners, bidi controls, soft hyphens) dropped, look-alike letters made Latin."""
+    shown = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", shown).translate(_LOOKALIKES)
+
+
+_DISGUISE = re.compile(r"verdict|<\s*/?\s*candidate", re.IGNORECASE)
+
+
 def neutralise(answer: str, nonce: str) -> str:
-    """Defuse the two things an answer could use against the grader: the fence and the verdict line."""
+    """Defuse the two things an answer could use against the grader: the fence and the verdict line.
+
+    A verdict or fence spelt with zero-width characters or fullwidth letters reads the same to a
+    model, so an answer that hides one that way is shown in its visible form (and then defused);
+    other answers are passed on unchanged.
+    """
+    visible = _visible(answer)
+    if visible != answer and _DISGUISE.search(visible):
+        answer = visible
     answer = re.sub(r"</?\s*candidate", "(candidate", answer, flags=re.IGNORECASE)
     answer = answer.replace(nonce, "")
     return re.sub(r"verdict", "verd1ct", answer, flags=re.IGNORECASE)
@@ -120,7 +143,7 @@ def parse_verdict(text: str, scale: int, pass_fail: bool) -> float | None:
     raw = found[-1].upper()
     if pass_fail:
         return {"PASS": 1.0, "FAIL": 0.0}.get(raw)
-    if not raw.isdigit():
+    if not raw.isdecimal() or len(raw) > 6:  # int() refuses more than 4300 digits; no scale has more than 3
         return None
     value = int(raw)
     return float(value) if 1 <= value <= scale else None
@@ -133,17 +156,26 @@ def prob_weighted(logprobs: dict[str, Any] | None, scale: int) -> float | None:
     several tokens (10 on some tokenizers) cannot be weighed from one position and are
     left out; the result is None when no alternative is a valid score.
     """
-    content = (logprobs or {}).get("content") or []
-    for pos in range(len(content) - 1, -1, -1):
-        if content[pos].get("token", "").strip().isdigit():
-            weights: dict[int, float] = {}
-            for alt in content[pos].get("top_logprobs") or []:
-                tok = alt.get("token", "").strip()
-                if tok.isdigit() and 1 <= int(tok) <= scale:
-                    weights[int(tok)] = weights.get(int(tok), 0.0) + math.exp(alt["logprob"])
-            total = sum(weights.values())
-            return sum(k * w for k, w in weights.items()) / total if total > 0 else None
+    try:  # the judge endpoint's reply: malformed entries mean no weighted score, never a crash
+        content = (logprobs or {}).get("content") or []
+        for pos in range(len(content) - 1, -1, -1):
+            if _score_token(content[pos].get("token")) is not None:
+                weights: dict[int, float] = {}
+                for alt in content[pos].get("top_logprobs") or []:
+                    k = _score_token(alt.get("token"))
+                    if k is not None and 1 <= k <= scale:
+                        weights[k] = weights.get(k, 0.0) + math.exp(min(float(alt["logprob"]), 0.0))
+                total = sum(weights.values())
+                return sum(k * w for k, w in weights.items()) / total if total > 0 else None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
     return None
+
+
+def _score_token(token: Any) -> int | None:
+    """The integer a token spells ("7", " 10"), if it is one; superscripts and other digit-like symbols are not."""
+    text = token.strip() if isinstance(token, str) else ""
+    return int(text) if text.isdecimal() and len(text) <= 6 else None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from evalsvc.harness import validate as validate_harness
 from evalsvc.identity import content_hash
 from evalsvc.scorers import Check, MetricSpec, UnknownCheck, build_check, metric_specs
 from evalsvc.variants import Strict
-from evalsvc.yamlfile import load_yaml_model, validation_error
+from evalsvc.yamlfile import MAX_DEPTH, data_problem, load_yaml_model, short, validation_error
 
 
 class Message(Strict):
@@ -133,6 +133,9 @@ class Suite:
 def _build_checks(raw: list[dict[str, Any]], where: str, base: Path) -> list[Check]:
     out = []
     for i, spec in enumerate(raw):
+        if not isinstance(spec.get("type"), str):
+            raise SuiteError(where, f"checks[{i}]: 'type' must be a string, not {type(spec.get('type')).__name__}",
+                             'write e.g. {"type": "contains", "value": "Paris"}')
         try:
             out.append(build_check(spec).resolved(base))
         except UnknownCheck as exc:
@@ -168,8 +171,8 @@ def load_suite(header_path: str | Path) -> Suite:
     with cases_path.open("rb") as fh:
         for lineno, raw_line in enumerate(fh, start=1):
             where = f"{cases_path}:{lineno}"
-            try:
-                line = raw_line.decode("utf-8").strip()
+            try:  # a byte order mark (some editors write one) is not part of the first line
+                line = raw_line.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
             except UnicodeDecodeError:
                 raise SuiteError(where, "line is not UTF-8", "save the file as UTF-8") from None
             if not line or line.startswith("//"):
@@ -179,13 +182,20 @@ def load_suite(header_path: str | Path) -> Suite:
             except json.JSONDecodeError as exc:
                 raise SuiteError(where, f"invalid JSON at column {exc.colno}: {exc.msg}",
                                  "each line must be one complete JSON object (no trailing commas, double quotes only)") from None
+            except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits; nesting beyond the stack
+                raise SuiteError(where, f"JSON that cannot be read: {str(exc).split(';')[0] or type(exc).__name__}",
+                                 "write numbers of at most a few hundred digits and keep nesting shallow") from None
             if not isinstance(data, dict):
                 raise SuiteError(where, "expected a JSON object", 'write {"id": ..., "input": ...}')
+            problem = data_problem(data)
+            if problem:
+                raise SuiteError(where, problem, f"remove it (keep nesting within {MAX_DEPTH} levels; no \\u0000 or "
+                                 "unpaired \\ud800-\\udfff escapes)")
             try:
                 spec = CaseSpec.model_validate(data)
             except ValidationError as exc:
                 case_id = data.get("id")
-                label = f"{where} (case {case_id!r})" if case_id else where
+                label = f"{where} (case {short(repr(case_id), 80)})" if case_id else where
                 raise validation_error(label, exc, CaseSpec, None, SuiteError) from None
             where = f"{where} (case {spec.id!r})"
             if spec.id in seen:

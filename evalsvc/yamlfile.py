@@ -3,11 +3,18 @@
 pydantic reports a location as a path of keys (``variants.2.endpoint.model``);
 users need the line in their file. We keep PyYAML's node tree beside the data
 and walk it along that path to the nearest node that exists.
+
+The files are data only and may come from anyone: tags that build Python objects
+or import code (``!!python/...``, lm-eval's ``!function``) are refused, and so are
+the two things aliases can do to a small file: refer to themselves, or expand
+exponentially ("billion laughs"). Nesting is bounded so that no later step
+(validation, hashing) runs out of stack.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +24,8 @@ from pydantic import BaseModel, ValidationError
 from evalsvc.errors import UserInputError
 
 M = TypeVar("M", bound=BaseModel)
+MAX_DEPTH = 100  # nesting levels; pydantic's serializer gives up at a few hundred
+MAX_ALIAS_EXPANSION = 100_000  # values that aliases may add beyond those written out
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -41,10 +50,16 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def short(value: Any, limit: int = 60) -> str:
+    """``value`` as text for a message, cut to ``limit`` characters (an id or key in the input may be megabytes)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fix_for(err: dict[str, Any], model: type[BaseModel]) -> str | None:
     """A concrete suggestion for the commonest pydantic error kinds."""
     kind = err["type"]
-    field = str(err["loc"][-1]) if err["loc"] else ""
+    field = short(err["loc"][-1]) if err["loc"] else ""
     if kind == "extra_forbidden":
         known = _field_names(model, err["loc"][:-1])
         close = difflib.get_close_matches(field, known, n=1)
@@ -87,7 +102,7 @@ def validation_error(path: str | Path, exc: ValidationError, model: type[BaseMod
     lines = []
     for err in exc.errors():
         where_line = line or _line_of(root, tuple(err["loc"]))
-        dotted = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        dotted = ".".join(short(p) for p in err["loc"]) or "(top level)"
         msg = f"{path}:{where_line}: {dotted}: {err['msg']}" if where_line else f"{path}: {dotted}: {err['msg']}"
         fix = _fix_for(err, model)
         lines.append(msg + (f" ({fix})" if fix else ""))
@@ -99,6 +114,90 @@ def validation_error(path: str | Path, exc: ValidationError, model: type[BaseMod
     return error_cls(where, problem)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def data_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """What makes parsed data unusable downstream, if anything (iterative: deep data cannot overflow the stack).
+
+    Lists and mappings nested beyond ``limit``; strings with NUL or an unpaired surrogate
+    (escapes such as ``\\u0000`` or ``\\ud800``), which no store can keep and UTF-8 cannot encode.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            bad = _UNSTORABLE.search(item)
+            if bad:
+                what = "a NUL character (U+0000)" if bad.group() == "\x00" else f"an unpaired surrogate (U+{ord(bad.group()):04X})"
+                return f"a string contains {what}, which cannot be stored"
+            continue
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return f"lists and mappings nest more than {limit} levels deep"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _check_aliases(root: yaml.Node, path: Path, error_cls: type[UserInputError]) -> None:
+    """Refuse a recursive alias, and aliases that expand the file beyond MAX_ALIAS_EXPANSION values."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in on_path:
+            raise error_cls(f"{path}:{node.start_mark.line + 1}", "a YAML alias refers to a value that contains it",
+                            "write the value out instead of using an alias (*name)")
+        if key in sizes:
+            return sizes[key]
+        on_path.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        else:
+            total = 1
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root)
+    if expanded - len(sizes) > MAX_ALIAS_EXPANSION:
+        raise error_cls(str(path), f"YAML aliases expand this file to {expanded:,} values",
+                        f"write the values out; aliases (*name) may add at most {MAX_ALIAS_EXPANSION:,} values")
+
+
+def parse_yaml(text: str, path: Path, error_cls: type[UserInputError],
+               tag_fix: str | None = None) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data, refusing what a data file must not contain."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_aliases(root, path, error_cls)
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        raise error_cls(f"{path}:{mark.line + 1}" if mark else str(path), f"unsupported YAML tag: {exc.problem}",
+                        tag_fix or "this file is data only: tags that build Python objects or import code "
+                        "(!!python/..., !function) are refused; write a plain value") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error_cls(where, f"invalid YAML: {problem}", "fix the YAML syntax at that line (indentation, quotes, colons)") from None
+    except RecursionError:
+        raise error_cls(str(path), "nested too deeply to read", f"keep lists and mappings within {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # PyYAML lets chr() fail on an escape beyond U+10FFFF ("\U00110000")
+        raise error_cls(str(path), f"invalid YAML: {exc}", "fix the escape sequences in quoted strings") from None
+    problem = data_problem(data)
+    if problem:
+        raise error_cls(str(path), problem, f"remove it (keep nesting within {MAX_DEPTH} levels; no \\0 or \\ud800-style escapes)")
+    return root, data
+
+
 def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputError]) -> M:
     """Parse ``path`` and validate it as ``model``."""
     path = Path(path)
@@ -108,14 +207,9 @@ def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputE
         raise error_cls(str(path), "file not found", "check the path (relative paths start at the current directory)") from None
     except UnicodeDecodeError as exc:
         raise error_cls(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8") from None
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error_cls(where, f"invalid YAML: {problem}", "fix the YAML syntax at that line (indentation, quotes, colons)") from None
+    except OSError as exc:
+        raise error_cls(str(path), f"cannot read it ({exc.strerror or exc})", "point at a readable YAML file") from None
+    root, data = parse_yaml(text, path, error_cls)
     if data is None:
         data = {}
     if not isinstance(data, dict):

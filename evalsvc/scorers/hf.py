@@ -37,6 +37,8 @@ def load_metric(metric: str) -> Any:
             f"('{metric}/{metric}.py' in the Hub repository evaluate-metric/{metric}) next to the suite and set "
             f"metric: ./{metric}/{metric}.py"
         ) from None
+    except Exception as exc:  # the module's own import failed: a missing dependency, a syntax error
+        raise ValueError(f"cannot load the metric module '{metric}': {type(exc).__name__}: {exc}") from None
 
 
 @check("hf_metric")
@@ -63,7 +65,13 @@ class HFMetric(Check):
         return self.threshold is not None
 
     def resolved(self, base: Path) -> HFMetric:
+        """Load the metric now; a local script must lie inside the suite's folder (suites bring no other code)."""
         local = base / self.metric
+        if local.exists() or Path(self.metric).exists() or self.metric.endswith(".py"):
+            folder = base.resolve()
+            if not local.exists() or not local.resolve().is_relative_to(folder):
+                raise ValueError(f"metric {self.metric!r} is not a script inside the suite's folder {folder}: a suite may "
+                                 "only load metric code vendored beside it; copy the script there and give its relative path")
         resolved = self.model_copy(update={"metric": str(local.resolve())}) if local.exists() else self
         load_metric(resolved.metric)
         return resolved
