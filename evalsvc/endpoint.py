@@ -1,9 +1,10 @@
 """Async client for OpenAI-compatible endpoints, with error classes that drive retries.
 
-Classification (see ``errors.py``): 429 is rate-limited and waits for Retry-After;
-5xx, timeouts, dropped connections and unparsable bodies are transient and retried
-with exponential backoff and jitter; other 4xx are fatal. A request that still fails
-makes its case *errored*; it is never scored.
+Classification (see ``errors.py``): 429 is rate-limited and waits for Retry-After
+(up to ``max_backoff_s``: a server asking for longer fails the request at once rather
+than stall the run for an hour); 5xx, timeouts, dropped connections and unparsable
+bodies are transient and retried with exponential backoff and jitter; other 4xx are
+fatal. A request that still fails makes its case *errored*; it is never scored.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _reason(exc: BaseException) -> str:
+    """The first message down the exception chain: a reset seen through anyio reaches httpx as a bare ``ReadError()``."""
+    link: BaseException | None = exc
+    while link is not None:
+        if str(link):
+            return str(link) if link is exc else f"{type(link).__name__}: {link}"
+        link = link.__cause__ or link.__context__
+    return "no detail"
 
 
 class EndpointClient:
@@ -103,6 +114,10 @@ class EndpointClient:
                     raise
                 delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
                 if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                    if exc.retry_after > self.max_backoff_s:
+                        raise RateLimitedError(f"{exc}; the server asks to wait {exc.retry_after:.0f} s (Retry-After), "
+                                               f"more than the {self.max_backoff_s:.0f} s evalsvc waits: re-run later",
+                                               retry_after=exc.retry_after) from None
                     delay = max(delay, exc.retry_after)
                 attempt += 1
                 await asyncio.sleep(delay)
@@ -116,7 +131,7 @@ class EndpointClient:
         except httpx.TimeoutException as exc:
             raise TransientEndpointError(f"timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
-            raise TransientEndpointError(f"connection failed: {type(exc).__name__}: {exc}") from None
+            raise TransientEndpointError(f"connection failed: {type(exc).__name__}: {_reason(exc)}") from None
         latency = (time.perf_counter() - started) * 1000
         if resp.status_code == 429:
             raise RateLimitedError("rate limited (HTTP 429)", retry_after=parse_retry_after(resp.headers.get("retry-after")))

@@ -7,6 +7,11 @@ case *errored* (with the cause), and errored cases never enter statistics. Too m
 errors fail the run; a run of consecutive errors, or a managed server that died,
 trips a breaker that stops it early instead of hammering a dead endpoint.
 
+A run key executes in one process at a time: a second invocation while the first is
+still at work reports the run as running elsewhere and sends nothing. A store that
+fails mid-run stops the run at once (a StoreError); what was stored is kept and the
+run stays resumable, as after a kill.
+
 All suites of one variant share one managed server start.
 """
 
@@ -20,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from evalsvc import aggregate, harness, upstream
 from evalsvc.config import Config
-from evalsvc.endpoint import EndpointClient
-from evalsvc.errors import EndpointError, EvalsvcError
+from evalsvc.endpoint import Completion, EndpointClient
+from evalsvc.errors import EndpointError, EvalsvcError, StoreError
 from evalsvc.grading import Grader, needs_judge
 from evalsvc.identity import content_hash
 from evalsvc.scorers import score_output
@@ -70,13 +76,15 @@ class _Job:
     run_ts: datetime
     params: dict[str, Any]
     items: list[_Item]
-    finished: bool = False  # the run key had already succeeded: nothing to do
+    finished: bool = False  # the run key had already succeeded, or another process is executing it: nothing to do
+    busy: str | None = None  # why another process has it
     sent: int = 0
     from_cache: int = 0
     consecutive_errors: int = 0
     breaker_open: bool = False
     last_error: str | None = None
     fatal: str | None = None
+    store_lost: SQLAlchemyError | None = None  # a write failed: stop sending, raise once the requests in flight end
     extra: list[aggregate.Aggregate] = field(default_factory=list)  # run-level metrics (judge canary rates)
     harness_metrics: list[str] = field(default_factory=list)  # metric names an lm-eval task reported
 
@@ -100,7 +108,17 @@ class Runner:
     def run_variant(self, suites: list[Suite], variant: VariantConfig, slot: str | None = None) -> list[Outcome]:
         """Run every suite on one variant, starting its managed server at most once."""
         fp = fingerprint(variant, self.cfg.generation_for(variant))
-        jobs = [self._plan(suite, variant, fp, slot) for suite in suites]
+        try:
+            with repo.RunLocks(self.engine) as locks:
+                return self._run_locked(suites, variant, fp, slot, locks)
+        except SQLAlchemyError as exc:
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise StoreError(f"lost the store at {url} during the run: {getattr(exc, 'orig', None) or exc}. "
+                             "Results stored before are kept; re-run the same command to resume once it is back") from None
+
+    def _run_locked(self, suites: list[Suite], variant: VariantConfig, fp: str, slot: str | None,
+                    locks: repo.RunLocks) -> list[Outcome]:
+        jobs = [self._plan(suite, variant, fp, slot, locks) for suite in suites]
         for job in jobs:
             if not job.finished:
                 job.items = self._answer_from_cache(variant, job)
@@ -143,26 +161,41 @@ class Runner:
             job.extra = [aggregate.Aggregate(name, "continuous", False, value, n, None, None)
                          for name, (value, n) in rates.get(job.run_id, {}).items() if n]
 
-    def _plan(self, suite: Suite, variant: VariantConfig, fp: str, slot: str | None) -> _Job:
+    def _plan(self, suite: Suite, variant: VariantConfig, fp: str, slot: str | None, locks: repo.RunLocks) -> _Job:
         gen = self.cfg.generation_for(variant)
         params = gen.model_copy(update=suite.header.generation)
         request_params: dict[str, Any] = params.model_dump(exclude={"samples"}, exclude_none=True)
         if not request_params.get("stop"):
             request_params.pop("stop", None)
+        for attempt in range(3):  # another process may insert the same variant, suite or run key between our read and write
+            try:
+                with Session(self.engine) as session, session.begin():
+                    repo.record_variant(session, fp, variant.name, variant.family, variant.quantization,
+                                        {"serving": serving_identity(variant), "generation": gen.model_dump(mode="json"),
+                                         "quantization": variant.quantization, "system_prompt": variant.system_prompt})
+                    repo.record_suite(session, suite.version, suite.name, suite.header.model_dump(mode="json"),
+                                      [(c.id, c.spec) for c in suite.cases])
+                    run = repo.claim_run(session, suite.version, suite.name, fp, variant.name,
+                                         len(suite.cases) * params.samples, slot)
+                    job = _Job(suite, run.id, run.created_at, request_params, [])
+                    claimed = run.status
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        if claimed != "succeeded" and not locks.acquire(job.run_id):
+            job.finished = True
+            job.busy = ("being executed by another evalsvc process right now; not started twice. Wait for it, "
+                        "or re-run later to resume it if that process died")
+            return job
         with Session(self.engine) as session, session.begin():
-            repo.record_variant(session, fp, variant.name, variant.family, variant.quantization,
-                                {"serving": serving_identity(variant), "generation": gen.model_dump(mode="json"),
-                                 "quantization": variant.quantization, "system_prompt": variant.system_prompt})
-            repo.record_suite(session, suite.version, suite.name, suite.header.model_dump(mode="json"),
-                              [(c.id, c.spec) for c in suite.cases])
-            run = repo.claim_run(session, suite.version, suite.name, fp, variant.name,
-                                 len(suite.cases) * params.samples, slot)
-            job = _Job(suite, run.id, run.created_at, request_params, [])
-            if run.status == "succeeded":
+            locked = session.get(Run, job.run_id)  # read again under the lock: the other process may have just finished it
+            assert locked is not None
+            if locked.status == "succeeded":
                 job.finished = True
                 return job
-            run.status, run.started_at, run.attempts, run.error = "running", utcnow(), run.attempts + 1, None
-            done = repo.finished_keys(session, run.id)
+            locked.status, locked.started_at, locked.attempts, locked.error = "running", utcnow(), locked.attempts + 1, None
+            done = repo.finished_keys(session, locked.id)
         for case in suite.cases:
             messages = suite.messages(case, variant.system_prompt)
             for s in range(params.samples):
@@ -235,16 +268,27 @@ class Runner:
             async with sem:
                 if job.breaker_open:
                     return
+                c: Completion | None = None
+                failure: EndpointError | None = None
                 try:
                     c = await client.complete(client.body(item.messages, job.params))
                 except EndpointError as exc:
-                    self._record_error(job, item, exc, served)
-                else:
-                    job.consecutive_errors = 0
-                    resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
-                            "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
-                    cache = (item.cache_key, fp, resp) if variant.use_cache else None
-                    repo.save_result(self.engine, self._ok_row(job, item, resp, cached=False), cache)
+                    failure = exc
+                if job.store_lost:
+                    return
+                try:
+                    if failure is not None:
+                        self._record_error(job, item, failure, served)
+                    else:
+                        assert c is not None
+                        job.consecutive_errors = 0
+                        resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
+                                "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+                        cache = (item.cache_key, fp, resp) if variant.use_cache else None
+                        repo.save_result(self.engine, self._ok_row(job, item, resp, cached=False), cache)
+                except SQLAlchemyError as exc:
+                    job.store_lost, job.breaker_open = exc, True
+                    return
                 bar.update(1)
 
         try:
@@ -252,6 +296,8 @@ class Runner:
         finally:
             bar.close()
             await client.aclose()
+        if job.store_lost is not None:
+            raise job.store_lost
 
     def _record_error(self, job: _Job, item: _Item, exc: EndpointError, served: Served) -> None:
         job.consecutive_errors += 1
@@ -317,6 +363,7 @@ class Runner:
             run = session.get(Run, job.run_id)
             assert run is not None
             points = session.scalars(select(MetricPoint).where(MetricPoint.run_id == run.id))
+            error = job.busy if job.busy and run.status != "succeeded" else run.error
             return Outcome(run_id=run.id, suite=run.suite_name, variant=run.variant_name, status=run.status,
-                           n_cases=run.n_cases, n_ok=run.n_ok, n_errored=run.n_errored, error=run.error,
+                           n_cases=run.n_cases, n_ok=run.n_ok, n_errored=run.n_errored, error=error,
                            metrics={p.metric: p.value for p in points}, upstream_change=run.upstream_change)

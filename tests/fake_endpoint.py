@@ -6,14 +6,34 @@ also exercised against the real llama.cpp server in the ``model`` tests.
 
 from __future__ import annotations
 
+import io
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Behaviour = Callable[[int, dict[str, Any]], tuple[int, dict[str, str], bytes] | None]
+
+@dataclass(frozen=True)
+class Reset:
+    """Answer nothing: drop the connection with a TCP RST (SO_LINGER 0), as a crashing proxy does."""
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """Declare the whole body's Content-Length, send only its first ``sent`` bytes, then close."""
+
+    body: bytes
+    sent: int
+    status: int = 200
+
+
+Override = tuple[int, dict[str, str], bytes] | Reset | Truncated
+Behaviour = Callable[[int, dict[str, Any]], Override | None]
 
 
 def answer_from_prompt(body: dict[str, Any]) -> str:
@@ -45,6 +65,12 @@ class FakeEndpoint:
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
                 override = outer.behaviour(number, body) if outer.behaviour else None
+                if isinstance(override, Reset):
+                    self._reset()
+                    return
+                if isinstance(override, Truncated):
+                    self._send(override.status, {}, override.body, cut=override.sent)
+                    return
                 if override is not None:
                     self._send(*override)
                     return
@@ -55,7 +81,7 @@ class FakeEndpoint:
                            "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split())}}
                 self._send(200, {}, json.dumps(payload).encode())
 
-            def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+            def _send(self, status: int, headers: dict[str, str], data: bytes, cut: int | None = None) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")
@@ -63,9 +89,19 @@ class FakeEndpoint:
                     for k, v in headers.items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(data)
+                    self.wfile.write(data if cut is None else data[:cut])
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+                if cut is not None:
+                    self.close_connection = True  # the client sees EOF before Content-Length bytes arrived
+
+            def _reset(self) -> None:
+                sock = self.connection
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.rfile.close()  # drop the makefile reference so close() really closes: an RST, not a FIN
+                sock.close()
+                self.rfile, self.wfile = io.BytesIO(), io.BytesIO()  # what the handler closes afterwards
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -7,6 +7,7 @@ deliberate step in production; until then every command says so and stops.
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -30,6 +31,8 @@ def make_engine(url: str) -> Engine:
     kwargs: dict = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
+    else:  # a server restarted mid-run leaves dead pooled connections: test each one before use
+        kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
@@ -76,13 +79,29 @@ def open_engine(url: str) -> Engine:
         raise StoreError(f"cannot reach the store at {_safe(url)}: {getattr(exc, 'orig', exc)}") from None
     if rev != head_revision():
         if engine.dialect.name == "sqlite":
-            upgrade(url)
+            _upgrade_sqlite(engine, url)
         else:
             raise StoreError(
                 f"the store at {_safe(url)} is at schema revision {rev or 'none'}, this evalsvc needs "
                 f"{head_revision()}; run `evalsvc db upgrade` first"
             )
     return engine
+
+
+def _upgrade_sqlite(engine: Engine, url: str) -> None:
+    """Migrate under a file lock beside the database: two processes opening a new store at once must not both migrate."""
+    db = engine.url.database
+    if not db or db == ":memory:":
+        upgrade(url)
+        return
+    try:
+        fh = Path(f"{db}.migrate.lock").open("a")
+    except OSError as exc:
+        raise StoreError(f"cannot reach the store at {_safe(url)}: {exc}") from None
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if current_revision(engine) != head_revision():  # the other process may have finished it meanwhile
+            upgrade(url)
 
 
 def partition_names(engine: Engine, table: str) -> list[str]:
