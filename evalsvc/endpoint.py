@@ -76,6 +76,7 @@ class EndpointClient:
         self.api = api
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
@@ -127,9 +128,12 @@ class EndpointClient:
         started = time.perf_counter()
         self.requests_sent += 1
         try:
-            resp = await self._http.post(self.base_url + path, json=body)
+            async with asyncio.timeout(self.timeout_s):  # httpx's timeouts are per read: a slow drip never trips them
+                resp = await self._http.post(self.base_url + path, json=body)
         except httpx.TimeoutException as exc:
             raise TransientEndpointError(f"timed out: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise TransientEndpointError(f"timed out: no whole response within {self.timeout_s:g} s") from None
         except httpx.TransportError as exc:
             raise TransientEndpointError(f"connection failed: {type(exc).__name__}: {_reason(exc)}") from None
         latency = (time.perf_counter() - started) * 1000

@@ -32,7 +32,15 @@ class Truncated:
     status: int = 200
 
 
-Override = tuple[int, dict[str, str], bytes] | Reset | Truncated
+@dataclass(frozen=True)
+class Trickle:
+    """Send the body one byte every ``interval_s``: each read is quick, the whole response is not."""
+
+    body: bytes
+    interval_s: float
+
+
+Override = tuple[int, dict[str, str], bytes] | Reset | Truncated | Trickle
 Behaviour = Callable[[int, dict[str, Any]], Override | None]
 
 
@@ -71,6 +79,10 @@ class FakeEndpoint:
                 if isinstance(override, Truncated):
                     self._send(override.status, {}, override.body, cut=override.sent)
                     return
+                if isinstance(override, Trickle):
+                    self._send(200, {}, override.body, cut=0)
+                    self._trickle(override)
+                    return
                 if override is not None:
                     self._send(*override)
                     return
@@ -94,6 +106,14 @@ class FakeEndpoint:
                     pass
                 if cut is not None:
                     self.close_connection = True  # the client sees EOF before Content-Length bytes arrived
+
+            def _trickle(self, how: Trickle) -> None:
+                try:
+                    for byte in how.body:
+                        time.sleep(how.interval_s)
+                        self.wfile.write(bytes([byte]))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _reset(self) -> None:
                 sock = self.connection

@@ -34,7 +34,7 @@ from evalsvc.cli import main
 from evalsvc.store.db import current_revision, head_revision, upgrade
 from evalsvc.store.schema import CachedResponse, CaseResult, MetricPoint, Run
 from tests.conftest import ROOT, write_config, write_suite
-from tests.fake_endpoint import FakeEndpoint, Override, Reset, Truncated
+from tests.fake_endpoint import FakeEndpoint, Override, Reset, Trickle, Truncated
 from tests.pg import PostgresServer, _as_postgres, pg_bin
 
 OK_BODY = b'{"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "echo"}}]}'
@@ -56,7 +56,9 @@ FAULTS: dict[str, tuple[Callable[[int, dict[str, Any]], Override | None], str, s
                        r"unexpected response body \(JSONDecodeError"),
     "truncated_body": (lambda n, b: Truncated(OK_BODY, 30), "TransientEndpointError",
                        r"connection failed: RemoteProtocolError: peer closed connection"),
-    "hang_past_timeout": (_hang, "TransientEndpointError", r"timed out: ReadTimeout"),
+    "hang_past_timeout": (_hang, "TransientEndpointError", r"timed out: (ReadTimeout|no whole response within 0.5 s)"),
+    "slow_drip_past_timeout": (lambda n, b: Trickle(OK_BODY, 0.1), "TransientEndpointError",
+                               r"timed out: no whole response within 0.5 s"),
     "connection_reset": (lambda n, b: Reset(), "TransientEndpointError",
                          r"connection failed: ReadError: ConnectionResetError: .*reset by peer"),
 }
