@@ -10,4 +10,6 @@ evalsvc run "$@" || status=$?
 echo
 echo "Per-variant summary (share of cases passed, 95% Wilson interval, n):"
 evalsvc results
+echo
+echo "Browse the verdicts, trends and cases: evalsvc dashboard  (http://127.0.0.1:8501/)"
 exit $status

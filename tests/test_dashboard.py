@@ -247,3 +247,10 @@ def test_overview_of_real_runs_through_evalsvc_run(tmp_path: Path, monkeypatch) 
     at = _page("compare", config, monkeypatch, candidate="cand")
     assert at.selectbox(key="pick_baseline").value == "base"  # the family's baseline by default
     assert (at.dataframe[1].value["direction"] == "down").sum() == 20
+
+
+def test_evalsvc_dashboard_stops_with_the_reason_before_starting_streamlit(tmp_path: Path) -> None:
+    upgrade(f"sqlite:///{tmp_path / 'old.db'}", "0005")
+    config = write_config(tmp_path, "store: sqlite:///old.db\n")
+    out = CliRunner().invoke(main, ["dashboard", "-c", str(config)])
+    assert out.exit_code == 2 and "evalsvc db upgrade" in out.output and "Traceback" not in out.output
