@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,14 @@ def _reason(exc: BaseException) -> str:
     return "no detail"
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """NUL (PostgreSQL text cannot hold it) and lone surrogates (not encodable as UTF-8) become U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 class EndpointClient:
     """One variant's endpoint; share one instance per run so connections are pooled."""
 
@@ -78,6 +87,7 @@ class EndpointClient:
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
+        self._secret = api_key
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
@@ -123,6 +133,10 @@ class EndpointClient:
                 attempt += 1
                 await asyncio.sleep(delay)
 
+    def _shown(self, body_text: str) -> str:
+        """An error body as it may be stored and printed: an endpoint that echoes the API key must not leak it."""
+        return body_text.replace(self._secret, "***") if self._secret else body_text
+
     async def _once(self, body: dict[str, Any]) -> Completion:
         path = "/chat/completions" if self.api == "chat" else "/completions"
         started = time.perf_counter()
@@ -140,18 +154,19 @@ class EndpointClient:
         if resp.status_code == 429:
             raise RateLimitedError("rate limited (HTTP 429)", retry_after=parse_retry_after(resp.headers.get("retry-after")))
         if resp.status_code >= 500:
-            raise TransientEndpointError(f"HTTP {resp.status_code}: {resp.text[:200]}", status=resp.status_code)
+            raise TransientEndpointError(f"HTTP {resp.status_code}: {self._shown(resp.text)[:200]}", status=resp.status_code)
         if resp.status_code >= 400:
-            raise FatalEndpointError(f"HTTP {resp.status_code}: {resp.text[:300]}", status=resp.status_code)
+            raise FatalEndpointError(f"HTTP {resp.status_code}: {self._shown(resp.text)[:300]}", status=resp.status_code)
         try:
             data = resp.json()
             choice = data["choices"][0]
             text = choice["message"]["content"] if self.api == "chat" else choice["text"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise TransientEndpointError(f"unexpected response body ({type(exc).__name__}): {resp.text[:200]!r}") from None
+            raise TransientEndpointError(f"unexpected response body ({type(exc).__name__}): "
+                                         f"{self._shown(resp.text)[:200]!r}") from None
         usage = data.get("usage") or {}
         return Completion(
-            text=text or "",
+            text=storable(text or ""),
             latency_ms=latency,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),

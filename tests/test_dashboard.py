@@ -198,7 +198,7 @@ def test_a_readonly_role_reads_every_page_and_writes_nothing(postgres, tmp_path:
     monkeypatch.setenv("EVALSVC_DASHBOARD_STORE", reader)
     assert len(_page("overview", config, monkeypatch).error) == 2
     plain = open_engine(reader)  # even without the dashboard's read-only sessions, the role cannot write
-    with pytest.raises(DBAPIError, match="permission denied|read-only transaction"), plain.begin() as conn:
+    with pytest.raises(DBAPIError, match=r"permission denied|read-only transaction"), plain.begin() as conn:
         conn.execute(text("UPDATE alerts SET status = 'resolved'"))
     with plain.connect() as conn:
         conn.execute(text("SET default_transaction_read_only = off"))
