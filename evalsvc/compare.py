@@ -46,6 +46,13 @@ class Report:
     lower_is_better: set[str] = field(default_factory=set)  # metrics compared negated (their means shown as measured)
     runs: dict[str, tuple[Run, Run]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run)
 
+    def measured_means(self, c: stats.Comparison) -> tuple[float, float]:
+        """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
+        base, cand = c.baseline_mean, c.candidate_mean
+        if c.metric in self.lower_is_better:
+            return (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
+        return base, cand
+
 
 @dataclass
 class _Pairs:

@@ -23,12 +23,10 @@ def exit_code(report: Report, fail_on_inconclusive: bool) -> int:
     return EXIT[report.verdict]
 
 
-def _row(scope: str, c: Comparison, lower_is_better: set[str]) -> str:
+def _row(scope: str, c: Comparison, report: Report) -> str:
     need = f" (n≈{c.n_needed} to decide)" if c.verdict == "inconclusive" and c.n_needed else ""
-    base, cand = c.baseline_mean, c.candidate_mean
-    if c.metric in lower_is_better:  # compared oriented (negated, or 1 - rate); shown as measured
-        base, cand = (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
-    name = f"{c.metric} (lower is better)" if c.metric in lower_is_better else c.metric
+    base, cand = report.measured_means(c)
+    name = f"{c.metric} (lower is better)" if c.metric in report.lower_is_better else c.metric
     return (f"| {scope} | {name} | {c.n} | {base:.3f} | {cand:.3f} | {c.delta:+.3f} "
             f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}] | {c.margin:.3f} | {c.flips_down} / {c.flips_up} | {ICON[c.verdict]}{need} |")
 
@@ -40,12 +38,12 @@ HEADER = ("| scope | metric | n | baseline | candidate | Δ [CI] | margin | flip
 def markdown(report: Report, top_flips: int = 10) -> str:
     lines = [f"## evalsvc gate: {report.candidate} vs {report.baseline}: {ICON[report.verdict]}", "",
              "Primary (decides the exit code; Holm-adjusted):", "", HEADER]
-    lines += [_row(scope, c, report.lower_is_better) for scope, c in report.primary]
+    lines += [_row(scope, c, report) for scope, c in report.primary]
     regressed = [f"{scope}/{c.metric}" for scope, c in report.primary + report.secondary if c.verdict == "regression"]
     if regressed:
         lines += ["", f"**Regressed:** {', '.join(regressed)}"]
     lines += ["", "<details><summary>Per suite and metric (informational; Holm-adjusted among themselves)</summary>", "",
-              HEADER, *(_row(scope, c, report.lower_is_better) for scope, c in report.secondary), "", "</details>"]
+              HEADER, *(_row(scope, c, report) for scope, c in report.secondary), "", "</details>"]
     down = [f for f in report.flips if f.direction == "down"][:top_flips]
     if down:
         lines += ["", f"Top cases that flipped pass → fail ({sum(f.direction == 'down' for f in report.flips)} in all):", "",

@@ -27,10 +27,8 @@ def record(engine: Engine, report: Report) -> str:
     rows = []
     for scope, c in [*report.primary, *report.secondary]:
         base_run, cand_run = report.runs.get(scope, (None, None))
-        base, cand = c.baseline_mean, c.candidate_mean
+        base, cand = report.measured_means(c)
         lower = c.metric in report.lower_is_better
-        if lower:  # compared oriented; stored as measured, like the gate's Markdown
-            base, cand = (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
         rows.append(VerdictRecord(
             report_id=report_id, baseline=report.baseline, candidate=report.candidate, scope=scope,
             baseline_run_id=base_run.id if base_run else None, candidate_run_id=cand_run.id if cand_run else None,

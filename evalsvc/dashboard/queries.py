@@ -262,9 +262,7 @@ def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: s
         runs = {name: (b.id, c.id) for name, (b, c) in pairs.items()}
     rows = []
     for scope, c in [*report.primary, *report.secondary]:
-        base, cand = c.baseline_mean, c.candidate_mean
-        if c.metric in report.lower_is_better:
-            base, cand = (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
+        base, cand = report.measured_means(c)
         rows.append({"scope": scope, "metric": c.metric, "primary": (scope, c) in report.primary, "n": c.n,
                      "baseline": base, "candidate": cand, "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
                      "margin": c.margin, "verdict": c.verdict, "flips_down": c.flips_down, "flips_up": c.flips_up,
