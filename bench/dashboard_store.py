@@ -3,6 +3,7 @@ every query each dashboard page makes (no Streamlit cache: what a first visit, o
 
     python3 bench/dashboard_store.py                 # SQLite in a temp folder
     python3 bench/dashboard_store.py --postgres      # also a throw-away PostgreSQL (needs its binaries)
+    python3 bench/dashboard_store.py --postgres --no-sqlite
     python3 bench/dashboard_store.py --runs 40       # a smaller store (~100k case results)
 
 Prints the seeding time and ingest rate, then a Markdown table: page, query, median of 5 (ms).
@@ -100,10 +101,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=420, help="runs per variant x suite (420: ~1M case results, ~100k points)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--postgres", action="store_true", help="also measure a throw-away PostgreSQL server")
+    ap.add_argument("--no-sqlite", action="store_true", help="skip SQLite (with --postgres: PostgreSQL only)")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="evalsvc-bench-"))
+    folder.chmod(0o755)  # the postgres user must reach its data folder inside
     try:
-        measure("SQLite", f"sqlite:///{folder / 'store.db'}", args.runs, args.repeat)
+        if not args.no_sqlite:
+            measure("SQLite", f"sqlite:///{folder / 'store.db'}", args.runs, args.repeat)
         if args.postgres:
             from tests.pg import PostgresServer
 

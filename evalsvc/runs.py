@@ -1,8 +1,9 @@
 """Executing runs: suite version x variant fingerprint x slot.
 
-Each response is scored and written the moment it arrives, so a process killed at
-any point loses at most the requests in flight; the next invocation of the same run
-key sends only what is missing. A request that fails after its retries makes the
+Each response is scored as it arrives and written with the others that arrived in the
+same quarter second, so a process killed at any point loses at most the requests in
+flight and the answers of that last moment; the next invocation of the same run key
+sends only what is missing. A request that fails after its retries makes the
 case *errored* (with the cause), and errored cases never enter statistics. Too many
 errors fail the run; a run of consecutive errors, or a managed server that died,
 trips a breaker that stops it early instead of hammering a dead endpoint.
@@ -59,6 +60,10 @@ class Outcome:
     upstream_change: str | None = None
 
 
+FLUSH_S = 0.25  # answers are written together this often: a killed process loses at most the last FLUSH_S of them
+CACHE_BATCH = 1000  # cache-answered results per transaction
+
+
 @dataclass(frozen=True)
 class _Item:
     case: Case
@@ -91,6 +96,30 @@ class _Job:
     @property
     def needs_server(self) -> bool:
         return not self.finished and (bool(self.items) or self.suite.harness is not None)
+
+
+class _Writer:
+    """Buffers a run's case results and writes them in one transaction at a time (one per row made the
+    store, not the endpoint, the bottleneck). A failed write stops the run: ``job.store_lost``."""
+
+    def __init__(self, engine: Engine, job: _Job) -> None:
+        self.engine, self.job = engine, job
+        self.rows: list[CaseResult] = []
+        self.caches: list[tuple[str, str, dict[str, Any]]] = []
+
+    def add(self, row: CaseResult, cache: tuple[str, str, dict[str, Any]] | None) -> None:
+        self.rows.append(row)
+        if cache is not None:
+            self.caches.append(cache)
+
+    def flush(self) -> None:
+        if not self.rows or self.job.store_lost is not None:
+            return
+        rows, caches, self.rows, self.caches = self.rows, self.caches, [], []
+        try:
+            repo.save_results(self.engine, rows, caches)
+        except SQLAlchemyError as exc:
+            self.job.store_lost, self.job.breaker_open = exc, True
 
 
 class Runner:
@@ -208,17 +237,13 @@ class Runner:
     def _answer_from_cache(self, variant: VariantConfig, job: _Job) -> list[_Item]:
         if not variant.use_cache:
             return job.items
-        with Session(self.engine) as session:
-            hits = {i.cache_key: repo.cached(session, i.cache_key) for i in job.items}
-        left = []
-        for item in job.items:
-            response = hits[item.cache_key]
-            if response is None:
-                left.append(item)
-            else:
-                job.from_cache += 1
-                repo.save_result(self.engine, self._ok_row(job, item, response, cached=True), None)
-        return left
+        hits = repo.cached_many(self.engine, [i.cache_key for i in job.items])
+        answered = [i for i in job.items if i.cache_key in hits]
+        for start in range(0, len(answered), CACHE_BATCH):
+            batch = answered[start:start + CACHE_BATCH]
+            repo.save_results(self.engine, [self._ok_row(job, i, hits[i.cache_key], cached=True) for i in batch], [])
+        job.from_cache += len(answered)
+        return [i for i in job.items if i.cache_key not in hits]
 
     @staticmethod
     def _ok_row(job: _Job, item: _Item, resp: dict[str, Any], cached: bool) -> CaseResult:
@@ -261,6 +286,7 @@ class Runner:
     async def _send_all(self, client: EndpointClient, served: Served, variant: VariantConfig, fp: str,
                         job: _Job) -> None:
         sem = asyncio.Semaphore(self.cfg.concurrency)
+        writer = _Writer(self.engine, job)
         bar = tqdm(total=len(job.items), desc=f"{job.suite.name} × {variant.name}", unit="case",
                    disable=not self.progress, file=sys.stderr)
 
@@ -276,33 +302,37 @@ class Runner:
                     failure = exc
                 if job.store_lost:
                     return
-                try:
-                    if failure is not None:
-                        self._record_error(job, item, failure, served)
-                    else:
-                        assert c is not None
-                        job.consecutive_errors = 0
-                        resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
-                                "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
-                        cache = (item.cache_key, fp, resp) if variant.use_cache else None
-                        repo.save_result(self.engine, self._ok_row(job, item, resp, cached=False), cache)
-                except SQLAlchemyError as exc:
-                    job.store_lost, job.breaker_open = exc, True
-                    return
+                if failure is not None:
+                    self._record_error(job, item, failure, served, writer)
+                else:
+                    assert c is not None
+                    job.consecutive_errors = 0
+                    resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
+                            "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+                    writer.add(self._ok_row(job, item, resp, cached=False),
+                               (item.cache_key, fp, resp) if variant.use_cache else None)
                 bar.update(1)
 
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_S)
+                writer.flush()
+
+        ticker = asyncio.create_task(tick())
         try:
             await asyncio.gather(*(one(i) for i in job.items))
         finally:
+            ticker.cancel()
+            writer.flush()
             bar.close()
             await client.aclose()
         if job.store_lost is not None:
             raise job.store_lost
 
-    def _record_error(self, job: _Job, item: _Item, exc: EndpointError, served: Served) -> None:
+    def _record_error(self, job: _Job, item: _Item, exc: EndpointError, served: Served, writer: _Writer) -> None:
         job.consecutive_errors += 1
         job.last_error = str(exc)
-        repo.save_result(self.engine, CaseResult(
+        writer.add(CaseResult(
             run_id=job.run_id, case_id=item.case.id, sample_index=item.sample, run_ts=job.run_ts,
             status="errored", error=f"{type(exc).__name__}: {exc}", cached=False, created_at=utcnow()), None)
         death = served.failure()

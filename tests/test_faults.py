@@ -231,22 +231,23 @@ def test_a_retry_after_beyond_the_longest_backoff_errors_the_case_instead_of_sle
 
 # ---------------------------------------------------------------- SIGKILL inside a database write
 
-# Runs the real CLI with one change: the store session stalls inside save_result's transaction, after
-# the INSERT of case STALL_CASE went to the database and before COMMIT, so the kill lands mid-write.
+# Runs the real CLI with one change: the store session stalls inside save_results' transaction, after
+# the INSERT of the batch holding case STALL_CASE went to the database and before COMMIT, so the kill
+# lands mid-write. The endpoint answers every 0.3 s, longer than the writer's flush interval, so each
+# batch holds one case.
 STALLING_CLI = """\
 import os, sys, time
 from sqlalchemy.orm import Session
 from evalsvc.store import repo
-from evalsvc.store.schema import CaseResult
 
 class StallingSession(Session):
-    def merge(self, instance, **kw):
-        merged = super().merge(instance, **kw)
-        if isinstance(instance, CaseResult) and instance.case_id == os.environ["STALL_CASE"]:
-            self.flush()
+    def execute(self, statement, params=None, **kw):
+        result = super().execute(statement, params, **kw)
+        rows = params if isinstance(params, list) else []
+        if any(isinstance(r, dict) and r.get("case_id") == os.environ["STALL_CASE"] for r in rows):
             open(os.environ["STALL_MARK"], "w").close()
             time.sleep(600)
-        return merged
+        return result
 
 repo.Session = StallingSession
 from evalsvc.cli import main
@@ -270,7 +271,7 @@ def test_sigkill_inside_a_database_write_keeps_the_store_consistent_and_resumes(
     n = 8
     if store_url.startswith("postgresql"):
         upgrade(store_url)
-    with FakeEndpoint() as fake:
+    with FakeEndpoint(delay_s=0.3) as fake:
         config = _project(tmp_path, fake, n, store=store_url, extra="concurrency: 1\n")
         (tmp_path / "stalling_cli.py").write_text(STALLING_CLI)
         mark = tmp_path / "in-transaction"

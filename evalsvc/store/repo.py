@@ -24,6 +24,7 @@ from evalsvc.aggregate import Aggregate
 from evalsvc.store.schema import CachedResponse, CaseResult, MetricPoint, Run, Suite, SuiteCase, Variant, utcnow
 
 RESUMABLE = ("planned", "running", "failed", "cancelled")
+_CHUNK = 500  # keys per IN (...) query
 
 
 def record_variant(session: Session, fp: str, name: str, family: str, quantization: str | None,
@@ -91,17 +92,54 @@ def cached(session: Session, key: str) -> dict[str, Any] | None:
     return row.response if row else None
 
 
+def cached_many(engine: Engine, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The cached responses among keys, in a few queries (the keys are fetched in chunks)."""
+    out: dict[str, dict[str, Any]] = {}
+    with Session(engine) as session:
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            out.update(session.execute(select(CachedResponse.key, CachedResponse.response)
+                                       .where(CachedResponse.key.in_(chunk))).tuples().all())
+    return out
+
+
 def save_result(engine: Engine, result: CaseResult, cache: tuple[str, str, dict[str, Any]] | None) -> None:
-    """Persist one case result (and its cache entry) in one transaction, the moment it arrives."""
+    """Persist one case result (and its cache entry) in one transaction."""
+    save_results(engine, [result], [cache] if cache is not None else [])
+
+
+def save_results(engine: Engine, results: list[CaseResult], caches: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Upsert case results on (run, case, sample) and add cache entries, all in one transaction."""
     with Session(engine) as session, session.begin():
-        session.merge(result)
-        if cache is not None:
+        dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(session.get_bind().dialect.name)
+        if dialect is None:
+            for result in results:
+                session.merge(result)
+        elif results:
+            table = CaseResult.__table__
+            keys = [c.name for c in table.primary_key.columns]
+            rows = [_core_row(table, r) for r in results]
+            stmt = dialect.insert(table)
+            session.execute(stmt.on_conflict_do_update(
+                index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}), rows)
+        for cache in caches:
             _add_cached(session, *cache)
 
 
 def store_cache(engine: Engine, key: str, fp: str, response: dict[str, Any]) -> None:
     with Session(engine) as session, session.begin():
         _add_cached(session, key, fp, response)
+
+
+def _core_row(table: Any, obj: Any) -> dict[str, Any]:
+    """An ORM object as a Core row, with the columns' Python-side defaults for attributes left unset."""
+    row = {}
+    for c in table.columns:
+        value = getattr(obj, c.key)
+        if value is None and c.default is not None:
+            value = c.default.arg(None) if c.default.is_callable else c.default.arg
+        row[c.name] = value
+    return row
 
 
 def _add_cached(session: Session, key: str, fp: str, response: dict[str, Any]) -> None:
