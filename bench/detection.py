@@ -38,7 +38,8 @@ def main() -> None:
     chosen = suites_mod.resolve(cfg.suites_dir, cfg.suites)
     baseline = next(iter(cfg.baselines.values()), cfg.variants[0].name)
     candidates = [v.name for v in cfg.variants if v.name != baseline]
-    print(f"baseline {baseline}; margins {({k: m.model_dump(exclude_none=True) for k, m in cfg.gate.margins.items()})}; alpha {cfg.gate.alpha}\n")
+    margins = {k: m.model_dump(exclude_none=True) for k, m in cfg.gate.margins.items()}
+    print(f"baseline {baseline}; margins {margins}; alpha {cfg.gate.alpha}\n")
     print("| candidate | verdict | pooled " + " | pooled ".join(cfg.gate.primary) + " (Δ [CI], n) | flips down/up |")
     print("|---|---|" + "---|" * len(cfg.gate.primary) + "---|")
     reports = [compare(engine, cfg, chosen, baseline, cand) for cand in candidates]

@@ -86,7 +86,7 @@ class Sim:
         self.proc.wait(10)
 
 
-def write_project(folder: Path, cases: int, sim: Sim, slots: int, tokens: int, lm_eval: bool = True) -> None:
+def write_project(folder: Path, cases: int, sim: Sim, concurrency: int, tokens: int, lm_eval: bool = True) -> None:
     """An evalsvc project (suite `bench`, variant `sim`, SQLite store) and, with lm_eval, the same prompts as a task."""
     (folder / "suites").mkdir()
     with open(folder / "suites" / "bench.jsonl", "w") as f:
@@ -101,7 +101,7 @@ def write_project(folder: Path, cases: int, sim: Sim, slots: int, tokens: int, l
         f"generation: {{max_tokens: {tokens}}}\n")
     (folder / "evalsvc.yaml").write_text(
         "store: sqlite:///store.db\nsuites_dir: suites\n"
-        f"concurrency: {slots}\n"
+        f"concurrency: {concurrency}\n"
         "variants:\n  - name: sim\n    family: bench\n    cache: true\n"
         f"    endpoint: {{base_url: '{sim.url}/v1', model: sim, api: completions}}\n")
     if not lm_eval:
@@ -123,8 +123,9 @@ def write_project(folder: Path, cases: int, sim: Sim, slots: int, tokens: int, l
 
 def evalsvc_run(folder: Path, *extra: str) -> float:
     t = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if k != "EVALSVC_STORE"}
     subprocess.run([sys.executable, "-m", "evalsvc.cli", "run", "--no-progress", "--no-compare", *extra],
-                   cwd=folder, check=True, stdout=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "EVALSVC_STORE"})
+                   cwd=folder, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t
 
 
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--per-token-ms", type=float, default=4.0)
+    ap.add_argument("--concurrency", type=int, help="evalsvc's concurrency (default: --slots)")
     ap.add_argument("--skip-lm-eval", action="store_true")
     args = ap.parse_args()
     ideal = math.ceil(args.cases / args.slots) * args.tokens * args.per_token_ms / 1000
@@ -150,9 +152,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="evalsvc-engine-"))
     rows: list[tuple[str, float, float | None, int]] = []
     try:
-        write_project(folder, args.cases, sim, args.slots, args.tokens)
+        write_project(folder, args.cases, sim, args.concurrency or args.slots, args.tokens)
         first = evalsvc_run(folder)
-        rows.append(("evalsvc run, fresh store", first, run_seconds(folder)[-1], int(sim.stats()["requests"])))
+        stats = sim.stats()
+        rows.append(("evalsvc run, fresh store", first, run_seconds(folder)[-1], int(stats["requests"])))
+        busy = stats["busy_s"] / (args.slots * stats["span_s"])
         sim.reset()
         again = evalsvc_run(folder)
         rows.append(("evalsvc run again (unchanged)", again, run_seconds(folder)[-1], int(sim.stats()["requests"])))
@@ -174,7 +178,9 @@ def main() -> None:
     for label, wall, run_s, requests in rows:
         run_cols = f"{run_s:.2f} | {run_s / ideal:.3f}" if run_s is not None else "- | -"
         print(f"| {label} | {requests} | {wall:.2f} | {wall / ideal:.3f} | {run_cols} |")
-    print(f"\nRe-run of an unchanged suite: {rows[1][1] / rows[0][1]:.1%} of the first run's wall time "
+    print(f"\nServer slots busy during evalsvc's first run: {busy:.1%} of slots x (first request to last answer, "
+          f"{stats['span_s']:.2f} s)")
+    print(f"Re-run of an unchanged suite: {rows[1][1] / rows[0][1]:.1%} of the first run's wall time "
           f"({rows[1][2] / rows[0][2]:.1%} of its run time); new slot: {rows[2][1] / rows[0][1]:.1%}")
 
 

@@ -285,33 +285,37 @@ class Runner:
 
     async def _send_all(self, client: EndpointClient, served: Served, variant: VariantConfig, fp: str,
                         job: _Job) -> None:
-        sem = asyncio.Semaphore(self.cfg.concurrency)
         writer = _Writer(self.engine, job)
         bar = tqdm(total=len(job.items), desc=f"{job.suite.name} × {variant.name}", unit="case",
                    disable=not self.progress, file=sys.stderr)
 
         async def one(item: _Item) -> None:
-            async with sem:
+            c: Completion | None = None
+            failure: EndpointError | None = None
+            try:
+                c = await client.complete(client.body(item.messages, job.params))
+            except EndpointError as exc:
+                failure = exc
+            if job.store_lost:
+                return
+            if failure is not None:
+                self._record_error(job, item, failure, served, writer)
+            else:
+                assert c is not None
+                job.consecutive_errors = 0
+                resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
+                        "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+                writer.add(self._ok_row(job, item, resp, cached=False),
+                           (item.cache_key, fp, resp) if variant.use_cache else None)
+            bar.update(1)
+
+        queue = iter(job.items)
+
+        async def worker() -> None:  # `concurrency` workers share one iterator: memory stays flat however many cases
+            for item in queue:
                 if job.breaker_open:
                     return
-                c: Completion | None = None
-                failure: EndpointError | None = None
-                try:
-                    c = await client.complete(client.body(item.messages, job.params))
-                except EndpointError as exc:
-                    failure = exc
-                if job.store_lost:
-                    return
-                if failure is not None:
-                    self._record_error(job, item, failure, served, writer)
-                else:
-                    assert c is not None
-                    job.consecutive_errors = 0
-                    resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
-                            "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
-                    writer.add(self._ok_row(job, item, resp, cached=False),
-                               (item.cache_key, fp, resp) if variant.use_cache else None)
-                bar.update(1)
+                await one(item)
 
         async def tick() -> None:
             while True:
@@ -320,7 +324,7 @@ class Runner:
 
         ticker = asyncio.create_task(tick())
         try:
-            await asyncio.gather(*(one(i) for i in job.items))
+            await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, len(job.items)))))
         finally:
             ticker.cancel()
             writer.flush()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,8 +39,9 @@ def record_suite(session: Session, version: str, name: str, header: dict[str, An
         return
     session.add(Suite(version=version, name=name, header=header, n_cases=len(cases)))
     session.flush()
-    session.add_all(SuiteCase(suite_version=version, case_id=cid, position=i, spec=spec)
-                    for i, (cid, spec) in enumerate(cases))
+    for start in range(0, len(cases), _CHUNK):  # Core inserts in chunks: no ORM object per case
+        session.execute(insert(SuiteCase), [{"suite_version": version, "case_id": cid, "position": start + i, "spec": spec}
+                                            for i, (cid, spec) in enumerate(cases[start:start + _CHUNK])])
 
 
 def record_cases(session: Session, version: str, cases: list[tuple[str, dict[str, Any]]]) -> None:
@@ -122,8 +123,7 @@ def save_results(engine: Engine, results: list[CaseResult], caches: list[tuple[s
             stmt = dialect.insert(table)
             session.execute(stmt.on_conflict_do_update(
                 index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}), rows)
-        for cache in caches:
-            _add_cached(session, *cache)
+        _add_cached_many(session, caches)
 
 
 def store_cache(engine: Engine, key: str, fp: str, response: dict[str, Any]) -> None:
@@ -143,14 +143,21 @@ def _core_row(table: Any, obj: Any) -> dict[str, Any]:
 
 
 def _add_cached(session: Session, key: str, fp: str, response: dict[str, Any]) -> None:
+    _add_cached_many(session, [(key, fp, response)])
+
+
+def _add_cached_many(session: Session, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Insert unless present; ON CONFLICT DO NOTHING, as two runs of one variant may store the same answer at once."""
+    if not entries:
+        return
     dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(session.get_bind().dialect.name)
     if dialect is None:
-        if session.get(CachedResponse, key) is None:
-            session.add(CachedResponse(key=key, variant_fingerprint=fp, response=response))
+        for key, fp, response in entries:
+            if session.get(CachedResponse, key) is None:
+                session.add(CachedResponse(key=key, variant_fingerprint=fp, response=response))
         return
-    session.execute(dialect.insert(CachedResponse).values(key=key, variant_fingerprint=fp, response=response)
-                    .on_conflict_do_nothing(index_elements=["key"]))
+    session.execute(dialect.insert(CachedResponse).on_conflict_do_nothing(index_elements=["key"]),
+                    [{"key": key, "variant_fingerprint": fp, "response": response} for key, fp, response in entries])
 
 
 _held: set[tuple[str, int]] = set()  # (store, run id) locked by this process, whichever thread
