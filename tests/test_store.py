@@ -56,11 +56,27 @@ def test_resaving_a_case_result_replaces_it_instead_of_duplicating(store_url: st
     ts = datetime(2026, 11, 21, 12, tzinfo=UTC)
     run_id = _seed_run(engine, ts)
     for status in ("errored", "ok"):
-        repo.save_result(engine, CaseResult(run_id=run_id, case_id="c1", sample_index=0, run_ts=ts, status=status,
-                                            output="x" if status == "ok" else None, cached=False), None)
+        repo.save_results(engine, [CaseResult(run_id=run_id, case_id="c1", sample_index=0, run_ts=ts, status=status,
+                                              output="x" if status == "ok" else None, cached=False)], [])
     with Session(engine) as s:
         rows = s.scalars(select(CaseResult)).all()
         assert [(r.case_id, r.status) for r in rows] == [("c1", "ok")]
+
+
+def test_a_batch_upserts_fills_column_defaults_and_ignores_a_cache_entry_stored_first(store_url: str) -> None:
+    engine = open_engine(store_url) if store_url.startswith("sqlite") else (upgrade(store_url) or make_engine(store_url))
+    ts = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    run_id = _seed_run(engine, ts)
+    entry = ("key-1", "fp", {"text": "first"})
+    repo.save_results(engine, [CaseResult(run_id=run_id, case_id="c1", run_ts=ts, status="errored")], [entry])
+    batch = [CaseResult(run_id=run_id, case_id=f"c{i}", run_ts=ts, status="ok", output=f"answer {i}") for i in (1, 2, 3)]
+    repo.save_results(engine, batch, [("key-1", "fp", {"text": "second"}), ("key-2", "fp", {"text": "other"})])
+    with Session(engine) as s:
+        rows = s.scalars(select(CaseResult).order_by(CaseResult.case_id)).all()
+        assert [(r.case_id, r.status, r.output, r.sample_index, r.cached) for r in rows] == [
+            (f"c{i}", "ok", f"answer {i}", 0, False) for i in (1, 2, 3)]
+        assert all(r.created_at is not None for r in rows)
+    assert repo.cached_many(engine, ["key-1", "key-2", "key-3"]) == {"key-1": {"text": "first"}, "key-2": {"text": "other"}}
 
 
 def test_rows_far_in_the_past_still_land(store_url: str) -> None:
@@ -69,8 +85,8 @@ def test_rows_far_in_the_past_still_land(store_url: str) -> None:
     engine = make_engine(store_url)
     ts = datetime(2019, 3, 1, tzinfo=UTC)
     run_id = _seed_run(engine, ts)
-    repo.save_result(engine, CaseResult(run_id=run_id, case_id="c1", sample_index=0, run_ts=ts, status="ok",
-                                        output="x", cached=False), None)
+    repo.save_results(engine, [CaseResult(run_id=run_id, case_id="c1", sample_index=0, run_ts=ts, status="ok",
+                                          output="x", cached=False)], [])
     with Session(engine) as s:
         assert s.scalar(select(func.count()).select_from(CaseResult)) == 1
 

@@ -104,11 +104,6 @@ def cached_many(engine: Engine, keys: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def save_result(engine: Engine, result: CaseResult, cache: tuple[str, str, dict[str, Any]] | None) -> None:
-    """Persist one case result (and its cache entry) in one transaction."""
-    save_results(engine, [result], [cache] if cache is not None else [])
-
-
 def save_results(engine: Engine, results: list[CaseResult], caches: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Upsert case results on (run, case, sample) and add cache entries, all in one transaction."""
     with Session(engine) as session, session.begin():
