@@ -140,8 +140,7 @@ class Grader:
                          canary_rates: dict[int, dict[str, tuple[float, int]]]) -> None:
         sem = asyncio.Semaphore(self.cfg.concurrency)
 
-        async def one(suite: Suite, row: CaseResult, check: JudgeCheck) -> None:
-            case = next(c for c in suite.cases if c.id == row.case_id)
+        async def one(suite: Suite, row: CaseResult, case: Case, check: JudgeCheck) -> None:
             async with sem:
                 v = await judge.grade(check, _question(suite, case), row.output or "", case.references)
             detail = {**judge.identity(check), "verdict": v.value, "prob": v.prob, "reply": v.reply, "error": v.error}
@@ -152,11 +151,12 @@ class Grader:
             checks = judge_checks(suite).get(judge.variant.name, [])
             if not checks:
                 continue
+            cases = {c.id: c for c in suite.cases}  # the suite is read once, not once per answer
             for row in self._pending(run_id):
-                case = next(c for c in suite.cases if c.id == row.case_id)
+                case = cases[row.case_id]
                 for check in checks:
                     if check in case.checks and check.label not in (row.judge or {}):
-                        tasks.append(one(suite, row, check))
+                        tasks.append(one(suite, row, case, check))
         await asyncio.gather(*tasks)
         for suite, run_id in runs:
             for check in judge_checks(suite).get(judge.variant.name, []):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from evalsvc import aggregate, harness, upstream
 from evalsvc.config import Config
 from evalsvc.endpoint import Completion, EndpointClient
-from evalsvc.errors import EndpointError, EvalsvcError, StoreError
+from evalsvc.errors import EndpointError, EvalsvcError, StoreError, SuiteError
 from evalsvc.grading import Grader, needs_judge
 from evalsvc.identity import content_hash
 from evalsvc.scorers import score_output
@@ -61,7 +63,6 @@ class Outcome:
 
 
 FLUSH_S = 0.25  # answers are written together this often: a killed process loses at most the last FLUSH_S of them
-CACHE_BATCH = 1000  # cache-answered results per transaction
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class _Item:
     cache_key: str
 
 
+ITEM_BATCH = 500  # cases looked up together in the store (finished answers) and the response cache
+
+
 @dataclass
 class _Job:
     """One run in progress: what is left to send and what happened so far."""
@@ -80,7 +84,8 @@ class _Job:
     run_id: int
     run_ts: datetime
     params: dict[str, Any]
-    items: list[_Item]
+    samples: int
+    to_send: int = 0  # answers neither in the store nor in the cache, counted before the server starts
     finished: bool = False  # the run key had already succeeded, or another process is executing it: nothing to do
     busy: str | None = None  # why another process has it
     sent: int = 0
@@ -95,7 +100,7 @@ class _Job:
 
     @property
     def needs_server(self) -> bool:
-        return not self.finished and (bool(self.items) or self.suite.harness is not None)
+        return not self.finished and not self.fatal and (self.to_send > 0 or self.suite.harness is not None)
 
 
 class _Writer:
@@ -147,10 +152,15 @@ class Runner:
 
     def _run_locked(self, suites: list[Suite], variant: VariantConfig, fp: str, slot: str | None,
                     locks: repo.RunLocks) -> list[Outcome]:
+        for suite in suites:  # before any run is claimed: an edited file is an error with nothing stored
+            suite.cases.verify()
         jobs = [self._plan(suite, variant, fp, slot, locks) for suite in suites]
         for job in jobs:
-            if not job.finished:
-                job.items = self._answer_from_cache(variant, job)
+            if not job.finished and job.suite.harness is None:
+                try:
+                    self._answer_from_cache(variant, fp, job)
+                except SuiteError as exc:  # the cases file changed since the suite was loaded
+                    job.fatal = str(exc)
         try:
             self._generate_all(jobs, variant, fp)
             self._judge_all(jobs)
@@ -177,7 +187,7 @@ class Runner:
                 job.fatal = job.fatal or str(exc)
 
     def _judge_all(self, jobs: list[_Job]) -> None:
-        judged = [j for j in jobs if not j.finished and not j.fatal and any(needs_judge(c) for c in j.suite.cases)]
+        judged = [j for j in jobs if not j.finished and not j.fatal and j.suite.model_graded]
         if not judged:
             return
         try:
@@ -203,10 +213,10 @@ class Runner:
                                         {"serving": serving_identity(variant), "generation": gen.model_dump(mode="json"),
                                          "quantization": variant.quantization, "system_prompt": variant.system_prompt})
                     repo.record_suite(session, suite.version, suite.name, suite.header.model_dump(mode="json"),
-                                      [(c.id, c.spec) for c in suite.cases])
+                                      ((c.id, c.spec) for c in suite.cases), len(suite.cases))
                     run = repo.claim_run(session, suite.version, suite.name, fp, variant.name,
                                          len(suite.cases) * params.samples, slot)
-                    job = _Job(suite, run.id, run.created_at, request_params, [])
+                    job = _Job(suite, run.id, run.created_at, request_params, params.samples)
                     claimed = run.status
                 break
             except IntegrityError:
@@ -224,26 +234,33 @@ class Runner:
                 job.finished = True
                 return job
             locked.status, locked.started_at, locked.attempts, locked.error = "running", utcnow(), locked.attempts + 1, None
-            done = repo.finished_keys(session, locked.id)
-        for case in suite.cases:
-            messages = suite.messages(case, variant.system_prompt)
-            for s in range(params.samples):
-                if (case.id, s) not in done:
-                    request = {"messages": messages, **request_params}
-                    key = content_hash({"fp": fp, "request": request, "sample": s if params.temperature > 0 else 0}, 64)
-                    job.items.append(_Item(case, s, messages, key))
         return job
 
-    def _answer_from_cache(self, variant: VariantConfig, job: _Job) -> list[_Item]:
-        if not variant.use_cache:
-            return job.items
-        hits = repo.cached_many(self.engine, [i.cache_key for i in job.items])
-        answered = [i for i in job.items if i.cache_key in hits]
-        for start in range(0, len(answered), CACHE_BATCH):
-            batch = answered[start:start + CACHE_BATCH]
-            repo.save_results(self.engine, [self._ok_row(job, i, hits[i.cache_key], cached=True) for i in batch], [])
-        job.from_cache += len(answered)
-        return [i for i in job.items if i.cache_key not in hits]
+    def _unfinished(self, job: _Job, variant: VariantConfig, fp: str) -> Iterator[_Item]:
+        """What the run still lacks, in suite order: made as the cases are read, a batch at a time, never all at once."""
+        cases = iter(job.suite.cases)
+        while batch := list(islice(cases, ITEM_BATCH)):
+            with Session(self.engine) as session:
+                done = repo.finished_among(session, job.run_id, [c.id for c in batch])
+            for case in batch:
+                messages = job.suite.messages(case, variant.system_prompt)
+                for s in range(job.samples):
+                    if (case.id, s) not in done:
+                        request = {"messages": messages, **job.params}
+                        sample = s if job.params.get("temperature", 0.0) > 0 else 0
+                        key = content_hash({"fp": fp, "request": request, "sample": sample}, 64)
+                        yield _Item(case, s, messages, key)
+
+    def _answer_from_cache(self, variant: VariantConfig, fp: str, job: _Job) -> None:
+        """Store the answers the response cache has (when the variant uses it) and count what is left to send."""
+        items = self._unfinished(job, variant, fp)
+        while batch := list(islice(items, ITEM_BATCH)):
+            hits = repo.cached_many(self.engine, [i.cache_key for i in batch]) if variant.use_cache else {}
+            answered = [self._ok_row(job, i, hits[i.cache_key], cached=True) for i in batch if i.cache_key in hits]
+            if answered:  # (samples of a temperature-0 request share one key)
+                repo.save_results(self.engine, answered, [])
+            job.from_cache += len(answered)
+            job.to_send += len(batch) - len(answered)
 
     @staticmethod
     def _ok_row(job: _Job, item: _Item, resp: dict[str, Any], cached: bool) -> CaseResult:
@@ -286,7 +303,7 @@ class Runner:
     async def _send_all(self, client: EndpointClient, served: Served, variant: VariantConfig, fp: str,
                         job: _Job) -> None:
         writer = _Writer(self.engine, job)
-        bar = tqdm(total=len(job.items), desc=f"{job.suite.name} × {variant.name}", unit="case",
+        bar = tqdm(total=job.to_send, desc=f"{job.suite.name} × {variant.name}", unit="case",
                    disable=not self.progress, file=sys.stderr)
 
         async def one(item: _Item) -> None:
@@ -309,13 +326,16 @@ class Runner:
                            (item.cache_key, fp, resp) if variant.use_cache else None)
             bar.update(1)
 
-        queue = iter(job.items)
+        queue = self._unfinished(job, variant, fp)  # the cache's answers are in the store now: only misses come out
 
         async def worker() -> None:  # `concurrency` workers share one iterator: memory stays flat however many cases
-            for item in queue:
-                if job.breaker_open:
-                    return
-                await one(item)
+            try:
+                for item in queue:
+                    if job.breaker_open:
+                        return
+                    await one(item)
+            except SuiteError as exc:  # the cases file changed under the run: the answers in flight are still kept
+                job.fatal, job.breaker_open = str(exc), True
 
         async def tick() -> None:
             while True:
@@ -324,7 +344,7 @@ class Runner:
 
         ticker = asyncio.create_task(tick())
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, len(job.items)))))
+            await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, job.to_send))))
         finally:
             ticker.cancel()
             writer.flush()

@@ -21,18 +21,22 @@ Case (one JSON object per line)::
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from evalsvc.errors import SuiteError
 from evalsvc.harness import HarnessSpec, content_identity
 from evalsvc.harness import validate as validate_harness
-from evalsvc.identity import content_hash
-from evalsvc.scorers import Check, MetricSpec, UnknownCheck, build_check, metric_specs
+from evalsvc.identity import canonical_json, content_hash
+from evalsvc.scorers import Check, MetricSpec, UnknownCheck, build_check
 from evalsvc.variants import Strict
 from evalsvc.yamlfile import MAX_DEPTH, data_problem, load_yaml_model, short, validation_error
 
@@ -107,8 +111,10 @@ class Suite:
     name: str
     version: str
     header: SuiteHeader
-    cases: tuple[Case, ...]
+    cases: Cases
     path: Path
+    metric_map: dict[str, MetricSpec] = field(default_factory=dict, compare=False, repr=False)
+    model_graded: bool = False  # some case has a check graded by a judge model
 
     def messages(self, case: Case, system_prompt: str | None = None) -> list[dict[str, str]]:
         """The chat messages sent for ``case`` (the suite's system prompt wins over the variant's)."""
@@ -123,7 +129,8 @@ class Suite:
         return out
 
     def metrics(self) -> dict[str, MetricSpec]:
-        return metric_specs([c for case in self.cases for c in case.checks])
+        """Every metric the cases' checks give (``pass`` when a check gives a verdict)."""
+        return dict(self.metric_map)
 
     @property
     def harness(self) -> HarnessSpec | None:
@@ -151,22 +158,45 @@ def _build_checks(raw: list[dict[str, Any]], where: str, base: Path) -> list[Che
     return out
 
 
-def load_suite(header_path: str | Path) -> Suite:
-    """Load and validate one suite; any problem raises SuiteError naming file:line or case id."""
-    header_path = Path(header_path)
-    header = load_yaml_model(header_path, SuiteHeader, SuiteError)
-    if header.harness is not None:
-        validate_harness(header.harness, header_path.parent, str(header_path))
-        identity = {"header": header.model_dump(mode="json", exclude={"description"}, exclude_defaults=True),
-                    "task_files": content_identity(header.harness, header_path.parent)}
-        return Suite(name=header.name, version=content_hash(identity), header=header, cases=(), path=header_path)
-    assert header.cases is not None
-    default_checks = _build_checks(header.checks, f"{header_path}: checks", header_path.parent)
-    cases_path = (header_path.parent / header.cases).resolve()
-    if not cases_path.is_file():
-        raise SuiteError(f"{header_path}", f"cases file {header.cases!r} not found (looked at {cases_path})",
-                         "set 'cases' to a JSONL file path relative to the header")
-    cases: list[Case] = []
+class Cases(Sequence[Case]):
+    """A suite's cases, read again from its JSONL file each time they are iterated.
+
+    No run holds a whole suite in memory: a 100,000-case suite costs what one case costs. The file must not
+    change after the suite was loaded (its version would no longer describe it); if it does, iterating raises
+    a SuiteError.
+    """
+
+    def __init__(self, read: Callable[[], Iterator[Case]], n: int, verify: Callable[[], None] = lambda: None) -> None:
+        self._read, self._n, self.verify = read, n, verify  # verify(): raise SuiteError if the file changed
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[Case]:
+        return self._read()
+
+    @overload
+    def __getitem__(self, i: int) -> Case: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Case]: ...
+    def __getitem__(self, i: int | slice) -> Case | list[Case]:
+        if isinstance(i, slice):
+            return list(self)[i]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return next(islice(self, i % self._n, None))
+
+
+_NO_CASES = Cases(lambda: iter(()), 0)
+
+
+def _read_cases(header_path: Path, cases_path: Path, default_checks: list[Check], stamp: tuple[int, int] | None
+                ) -> Iterator[Case]:
+    """The cases of ``cases_path`` in file order, each validated; the first problem raises SuiteError naming file:line.
+
+    ``stamp`` None: the first reading, which also refuses duplicate ids. Otherwise the file's (size, mtime) when
+    it was first read: a file changed since then is refused.
+    """
     seen: dict[str, int] = {}
     with cases_path.open("rb") as fh:
         for lineno, raw_line in enumerate(fh, start=1):
@@ -187,7 +217,7 @@ def load_suite(header_path: str | Path) -> Suite:
                                  "write numbers of at most a few hundred digits and keep nesting shallow") from None
             if not isinstance(data, dict):
                 raise SuiteError(where, "expected a JSON object", 'write {"id": ..., "input": ...}')
-            problem = data_problem(data)
+            problem = data_problem(data) if stamp is None else None  # read before: the same bytes, known to be fine
             if problem:
                 raise SuiteError(where, problem, f"remove it (keep nesting within {MAX_DEPTH} levels; no \\u0000 or "
                                  "unpaired \\ud800-\\udfff escapes)")
@@ -198,9 +228,10 @@ def load_suite(header_path: str | Path) -> Suite:
                 label = f"{where} (case {short(repr(case_id), 80)})" if case_id else where
                 raise validation_error(label, exc, CaseSpec, None, SuiteError) from None
             where = f"{where} (case {spec.id!r})"
-            if spec.id in seen:
-                raise SuiteError(where, f"duplicate case id (first used on line {seen[spec.id]})", "give every case a unique id")
-            seen[spec.id] = lineno
+            if stamp is None:
+                if spec.id in seen:
+                    raise SuiteError(where, f"duplicate case id (first used on line {seen[spec.id]})", "give every case a unique id")
+                seen[spec.id] = lineno
             checks = default_checks + _build_checks(spec.checks, where, header_path.parent)
             if not checks:
                 raise SuiteError(where, "the case has no checks", "add a 'checks' list to the case or to the suite header")
@@ -210,23 +241,74 @@ def load_suite(header_path: str | Path) -> Suite:
                     raise SuiteError(where, f"check '{c.type}' needs 'references'", "add a 'references' list of strings")
                 if "context" in c.needs and not context:
                     raise SuiteError(where, f"check '{c.type}' needs 'context'", "add the retrieved passage(s) as 'context'")
-            cases.append(Case(
+            if stamp is not None:  # a file rewritten under the open handle must not slip cases of another version in
+                _verify(cases_path, stamp)
+            yield Case(
                 id=spec.id,
                 input=spec.input if isinstance(spec.input, str) else tuple(m.model_dump() for m in spec.input),
                 context=context,
                 references=tuple(spec.references),
                 checks=tuple(checks),
                 spec=spec.model_dump(mode="json", exclude_defaults=True),
-            ))
-    if not cases:
+            )
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _verify(cases_path: Path, stamp: tuple[int, int]) -> None:
+    try:
+        changed = _stamp(cases_path) != stamp
+    except OSError:
+        changed = True
+    if changed:
+        raise SuiteError(str(cases_path), "the file changed after the suite was loaded, so its version no longer "
+                         "describes it", "run the command again to load the new version")
+
+
+def load_suite(header_path: str | Path) -> Suite:
+    """Load and validate one suite; any problem raises SuiteError naming file:line or case id.
+
+    The cases are read once here, to validate them and hash the version, and again each time ``Suite.cases``
+    is iterated; they are never all held in memory.
+    """
+    header_path = Path(header_path)
+    header = load_yaml_model(header_path, SuiteHeader, SuiteError)
+    if header.harness is not None:
+        validate_harness(header.harness, header_path.parent, str(header_path))
+        identity = {"header": header.model_dump(mode="json", exclude={"description"}, exclude_defaults=True),
+                    "task_files": content_identity(header.harness, header_path.parent)}
+        return Suite(name=header.name, version=content_hash(identity), header=header, cases=_NO_CASES, path=header_path)
+    assert header.cases is not None
+    default_checks = _build_checks(header.checks, f"{header_path}: checks", header_path.parent)
+    cases_path = (header_path.parent / header.cases).resolve()
+    if not cases_path.is_file():
+        raise SuiteError(f"{header_path}", f"cases file {header.cases!r} not found (looked at {cases_path})",
+                         "set 'cases' to a JSONL file path relative to the header")
+    stamp = _stamp(cases_path)
+    # The version is content_hash({"header": ..., "cases": [specs]}), its canonical JSON fed case by case.
+    # Defaults are left out so that adding an optional field to the format keeps every existing version.
+    digest = hashlib.sha256(b'{"cases":[')
+    n = 0
+    metrics: dict[str, MetricSpec] = {}
+    verdict = graded = False
+    for case in _read_cases(header_path, cases_path, default_checks, None):
+        digest.update((b"," if n else b"") + canonical_json(case.spec).encode())
+        n += 1
+        metrics.update((m.name, m) for c in case.checks for m in c.metrics())
+        verdict = verdict or any(c.gives_verdict for c in case.checks)
+        graded = graded or any(c.model_graded for c in case.checks)
+    if not n:
         raise SuiteError(str(cases_path), "no cases", "add one JSON object per line")
-    # defaults are left out so that adding an optional field to the format keeps every existing version
-    normalised = {
-        "header": header.model_dump(mode="json", exclude={"cases", "description"}, exclude_defaults=True),
-        "cases": [c.spec for c in cases],
-    }
-    return Suite(name=header.name, version=content_hash(normalised), header=header,
-                 cases=tuple(cases), path=header_path)
+    header_json = canonical_json(header.model_dump(mode="json", exclude={"cases", "description"}, exclude_defaults=True))
+    digest.update(b'],"header":' + header_json.encode() + b"}")
+    if verdict:
+        metrics["pass"] = MetricSpec("pass", "binary")
+    cases = Cases(partial(_read_cases, header_path, cases_path, default_checks, stamp), n, partial(_verify, cases_path, stamp))
+    return Suite(name=header.name, version=digest.hexdigest()[:16], header=header, cases=cases, path=header_path,
+                 metric_map=metrics, model_graded=graded)
 
 
 def discover(suites_dir: Path) -> dict[str, Path]:

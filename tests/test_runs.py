@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import load_config
+from evalsvc.errors import SuiteError
 from evalsvc.runs import Runner
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CaseResult, MetricPoint, Run
@@ -80,19 +82,89 @@ def test_rerun_after_failure_resends_only_errored_cases(echo_project: Path, fake
 
 def test_ctrl_c_marks_the_run_cancelled_and_the_next_invocation_resumes_it(
         echo_project: Path, fake: FakeEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = Runner._generate
+    real, real_unfinished = Runner._generate, Runner._unfinished
 
-    def interrupted(self, served, variant, fp, job):
-        job.items = job.items[:2]
+    def interrupted(self, served, variant, fp, job):  # Ctrl-C arrives after two answers
         real(self, served, variant, fp, job)
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(Runner, "_unfinished", lambda self, *args: islice(real_unfinished(self, *args), 2))
     monkeypatch.setattr(Runner, "_generate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(echo_project)
     monkeypatch.setattr(Runner, "_generate", real)
+    monkeypatch.setattr(Runner, "_unfinished", real_unfinished)
+    assert len(fake.requests) == 2
     cfg = load_config(echo_project / "evalsvc.yaml")
     with Session(open_engine(cfg.store_url())) as s:
         assert s.scalars(select(Run.status)).one() == "cancelled"
     resumed, _ = _run(echo_project)
     assert resumed.status == "succeeded" and len(fake.requests) == 6
+
+
+def test_a_suite_larger_than_a_batch_resumes_and_answers_from_the_cache_case_by_case(
+        echo_project: Path, fake: FakeEndpoint) -> None:
+    """Cases stream through the run in batches: errors and cache hits spread over every batch are each found."""
+    n = 1234
+    (echo_project / "suites" / "echo.jsonl").write_text("".join(
+        f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}\n' for i in range(n)))
+    config = echo_project / "evalsvc.yaml"
+    config.write_text(config.read_text().replace("concurrency: 2", "concurrency: 8\nmax_error_rate: 0")
+                      .replace("model: fake}", "model: fake}\n    cache: true"))
+    broken = {f"say {i}" for i in range(7, n, 100)}
+    fake.behaviour = lambda k, body: (500, {}, b"boom") if body["messages"][-1]["content"] in broken else None
+    first, engine = _run(echo_project)
+    assert first.status == "failed" and first.n_errored == len(broken) == 13
+    fake.behaviour, sent = None, len(fake.requests)
+    second, _ = _run(echo_project)
+    assert (second.run_id, second.status, second.n_ok, second.sent) == (first.run_id, "succeeded", n, 13)
+    assert sorted(b["messages"][-1]["content"] for b in fake.requests[sent:]) == sorted(broken)
+    third, _ = _run(echo_project, slot="2026-12-01T00:00Z")
+    assert (third.status, third.sent, third.from_cache, third.n_ok) == ("succeeded", 0, n, n)
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(CaseResult)) == 2 * n
+        assert s.scalar(select(func.count(func.distinct(CaseResult.case_id))).where(CaseResult.run_id == third.run_id)) == n
+
+
+def test_a_suite_file_edited_after_loading_is_refused_before_anything_is_stored(
+        echo_project: Path, fake: FakeEndpoint) -> None:
+    cfg = load_config(echo_project / "evalsvc.yaml")
+    suite = resolve(cfg.suites_dir, ["echo"])[0]
+    cases = echo_project / "suites" / "echo.jsonl"
+    cases.write_text(cases.read_text().replace("say 5", "say five"))
+    engine = open_engine(cfg.store_url())
+    with pytest.raises(SuiteError) as err:
+        Runner(cfg, engine, progress=False).run(suite, cfg.variants[0])
+    assert "echo.jsonl" in str(err.value) and "changed after the suite was loaded" in str(err.value)
+    assert "run the command again" in str(err.value) and fake.requests == []
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_a_suite_file_edited_during_a_run_fails_the_run_naming_the_file(echo_project: Path, fake: FakeEndpoint) -> None:
+    cases = echo_project / "suites" / "echo.jsonl"
+    cases.write_text("".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}\n'
+                             for i in range(1200)))
+
+    def edit_once(k: int, body: dict) -> None:  # the first request arrives while later cases are still unread
+        if k == 1:
+            cases.write_text(cases.read_text().replace("say 1199", "say something else"))
+
+    fake.behaviour = edit_once
+    outcome, engine = _run(echo_project)
+    assert outcome.status == "failed" and "echo.jsonl" in outcome.error
+    assert "changed after the suite was loaded" in outcome.error
+    assert 0 < len(fake.requests) < 1200
+    with Session(engine) as s:  # what was answered before is kept
+        assert s.scalar(select(func.count()).select_from(CaseResult)) == len(fake.requests)
+
+
+def test_samples_of_a_temperature_0_request_are_each_answered_from_the_cache(echo_project: Path, fake: FakeEndpoint) -> None:
+    header = echo_project / "suites" / "echo.yaml"
+    header.write_text(header.read_text() + "generation: {samples: 3}\n")
+    config = echo_project / "evalsvc.yaml"
+    config.write_text(config.read_text().replace("model: fake}", "model: fake}\n    cache: true"))
+    first, _ = _run(echo_project)
+    assert (first.status, first.sent, first.from_cache, first.n_ok) == ("succeeded", 18, 0, 18)
+    again, _ = _run(echo_project, slot="2026-12-01T00:00Z")  # the 3 samples of a case share one cache key
+    assert (again.status, again.sent, again.from_cache, again.n_ok) == ("succeeded", 0, 18, 18)

@@ -45,7 +45,7 @@ def test_case_results_are_time_partitioned_on_postgresql(store_url: str) -> None
 def _seed_run(engine, ts: datetime) -> int:
     with Session(engine) as s, s.begin():
         repo.record_variant(s, "fp1", "v", "fam", "F16", {})
-        repo.record_suite(s, "sv1", "suite", {}, [("c1", {"id": "c1"})])
+        repo.record_suite(s, "sv1", "suite", {}, [("c1", {"id": "c1"})], 1)
         run = repo.claim_run(s, "sv1", "suite", "fp1", "v", 1, slot="2026-01-01T00:00Z")
         run.created_at = ts
         return run.id

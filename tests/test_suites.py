@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from evalsvc.errors import SuiteError
+from evalsvc.identity import content_hash
 from evalsvc.suites import load_suite
 from tests.conftest import write_suite
 
@@ -72,3 +73,25 @@ def test_bundled_suites_are_valid_and_large_enough() -> None:
     assert sum(len(s.cases) for s in suites) >= 80
     kinds = {c.type for s in suites for case in s.cases for c in case.checks}
     assert {"rouge", "grounding", "numeric", "contains"} <= kinds
+
+
+def test_version_is_the_hash_of_header_and_every_case(tmp_path: Path) -> None:
+    """The version is fed case by case while the file streams; it must equal the hash of the whole document."""
+    lines = [GOOD.replace('"a"', f'"c{i}"').replace("2+2?", f"{i}+{i}?") for i in range(1200)]
+    suite = load_suite(write_suite(tmp_path, "s", "\n".join(lines), "prompt_template: 'Q: {input}'\n"))
+    header = suite.header.model_dump(mode="json", exclude={"cases", "description"}, exclude_defaults=True)
+    assert suite.version == content_hash({"header": header, "cases": [c.spec for c in suite.cases]})
+    assert header["prompt_template"] == "Q: {input}" and len(suite.cases) == 1200
+
+
+def test_cases_are_read_again_from_the_file_and_a_changed_file_is_refused(tmp_path: Path) -> None:
+    header = write_suite(tmp_path, "s", GOOD + "\n" + GOOD.replace('"a"', '"b"'))
+    suite = load_suite(header)
+    assert [c.id for c in suite.cases] == ["a", "b"] == [c.id for c in suite.cases]  # iterable again and again
+    assert suite.cases[-1].id == "b" and [c.id for c in suite.cases[:1]] == ["a"]
+    assert suite.metrics().keys() == {"numeric", "pass"}
+    (tmp_path / "s.jsonl").write_text(GOOD.replace("2+2?", "2+3?") + "\n")
+    with pytest.raises(SuiteError) as err:
+        list(suite.cases)
+    assert "s.jsonl" in str(err.value) and "changed after the suite was loaded" in str(err.value)
+    assert load_suite(header).version != suite.version

@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import islice
 from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text
@@ -34,14 +35,18 @@ def record_variant(session: Session, fp: str, name: str, family: str, quantizati
 
 
 def record_suite(session: Session, version: str, name: str, header: dict[str, Any],
-                 cases: list[tuple[str, dict[str, Any]]]) -> None:
+                 cases: Iterable[tuple[str, dict[str, Any]]], n_cases: int) -> None:
+    """Record a suite version and its cases (read from ``cases`` only when the version is new)."""
     if session.get(Suite, version) is not None:
         return
-    session.add(Suite(version=version, name=name, header=header, n_cases=len(cases)))
+    session.add(Suite(version=version, name=name, header=header, n_cases=n_cases))
     session.flush()
-    for start in range(0, len(cases), _CHUNK):  # Core inserts in chunks: no ORM object per case
-        session.execute(insert(SuiteCase), [{"suite_version": version, "case_id": cid, "position": start + i, "spec": spec}
-                                            for i, (cid, spec) in enumerate(cases[start:start + _CHUNK])])
+    it = iter(cases)
+    position = 0
+    while chunk := list(islice(it, _CHUNK)):  # Core inserts in chunks: no ORM object per case, no list of them all
+        session.execute(insert(SuiteCase), [{"suite_version": version, "case_id": cid, "position": position + i, "spec": spec}
+                                            for i, (cid, spec) in enumerate(chunk)])
+        position += len(chunk)
 
 
 def record_cases(session: Session, version: str, cases: list[tuple[str, dict[str, Any]]]) -> None:
@@ -81,10 +86,11 @@ def claim_run(session: Session, suite_version: str, suite_name: str, fp: str, va
     return run
 
 
-def finished_keys(session: Session, run_id: int) -> set[tuple[str, int]]:
-    """(case id, sample) pairs that already have a usable answer; errored ones are retried on resume."""
+def finished_among(session: Session, run_id: int, case_ids: list[str]) -> set[tuple[str, int]]:
+    """(case id, sample) pairs of these cases that already have a usable answer; errored ones are retried on resume."""
     rows = session.execute(select(CaseResult.case_id, CaseResult.sample_index)
-                           .where(CaseResult.run_id == run_id, CaseResult.status != "errored"))
+                           .where(CaseResult.run_id == run_id, CaseResult.status != "errored",
+                                  CaseResult.case_id.in_(case_ids)))
     return {(r[0], r[1]) for r in rows}
 
 
