@@ -286,7 +286,9 @@ def counts(session: Session, run_id: int) -> dict[str, int]:
 
 
 def ok_scores(session: Session, run_id: int) -> Iterable[dict[str, float]]:
-    return session.scalars(select(CaseResult.scores).where(CaseResult.run_id == run_id, CaseResult.status == "ok"))
+    """The scores of the run's ok cases, streamed (not fetched all at once)."""
+    stmt = select(CaseResult.scores).where(CaseResult.run_id == run_id, CaseResult.status == "ok")
+    return session.scalars(stmt.execution_options(yield_per=2000))
 
 
 def error_causes(session: Session, run_id: int, limit: int = 3) -> list[tuple[str, int]]:
