@@ -135,7 +135,7 @@ class Arena:
         if len(variants) < 2:
             raise ConfigError("--variant", "an arena needs at least two variants", "pass --variant twice or more")
         answers = self.answers(suite, variants)
-        case_ids = [c.id for c in suite.cases][:limit]
+        case_ids = [c.id for c in itertools.islice(suite.cases, limit)]  # the file is read only as far as the limit
         if judge_name == CHECKS_JUDGE:
             judge_fp, tmpl = CHECKS_JUDGE, content_hash({"checks_verdict": 1})
             todo = self._missing(suite, answers, judge_fp, tmpl, case_ids)

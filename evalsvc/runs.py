@@ -152,14 +152,12 @@ class Runner:
 
     def _run_locked(self, suites: list[Suite], variant: VariantConfig, fp: str, slot: str | None,
                     locks: repo.RunLocks) -> list[Outcome]:
-        for suite in suites:  # before any run is claimed: an edited file is an error with nothing stored
-            suite.cases.verify()
         jobs = [self._plan(suite, variant, fp, slot, locks) for suite in suites]
         for job in jobs:
             if not job.finished and job.suite.harness is None:
                 try:
                     self._answer_from_cache(variant, fp, job)
-                except SuiteError as exc:  # the cases file changed since the suite was loaded
+                except SuiteError as exc:  # the cases could not be read again
                     job.fatal = str(exc)
         try:
             self._generate_all(jobs, variant, fp)
@@ -329,13 +327,10 @@ class Runner:
         queue = self._unfinished(job, variant, fp)  # the cache's answers are in the store now: only misses come out
 
         async def worker() -> None:  # `concurrency` workers share one iterator: memory stays flat however many cases
-            try:
-                for item in queue:
-                    if job.breaker_open:
-                        return
-                    await one(item)
-            except SuiteError as exc:  # the cases file changed under the run: the answers in flight are still kept
-                job.fatal, job.breaker_open = str(exc), True
+            for item in queue:
+                if job.breaker_open:
+                    return
+                await one(item)
 
         async def tick() -> None:
             while True:

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, overload
+from typing import IO, Any, overload
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -159,15 +163,17 @@ def _build_checks(raw: list[dict[str, Any]], where: str, base: Path) -> list[Che
 
 
 class Cases(Sequence[Case]):
-    """A suite's cases, read again from its JSONL file each time they are iterated.
+    """A suite's cases, read again each time they are iterated, so no run holds a whole suite in memory.
 
-    No run holds a whole suite in memory: a 100,000-case suite costs what one case costs. The file must not
-    change after the suite was loaded (its version would no longer describe it); if it does, iterating raises
-    a SuiteError.
+    They are read from ``source``: a copy of the JSONL file taken while the suite was loaded and hashed, so
+    they stay the cases of the suite's version even if the file is edited meanwhile. The copy is removed
+    when this object is.
     """
 
-    def __init__(self, read: Callable[[], Iterator[Case]], n: int, verify: Callable[[], None] = lambda: None) -> None:
-        self._read, self._n, self.verify = read, n, verify  # verify(): raise SuiteError if the file changed
+    def __init__(self, read: Callable[[], Iterator[Case]], n: int, source: Path | None = None) -> None:
+        self._read, self._n, self.source = read, n, source
+        if source is not None:
+            weakref.finalize(self, source.unlink, missing_ok=True)
 
     def __len__(self) -> int:
         return self._n
@@ -190,17 +196,25 @@ class Cases(Sequence[Case]):
 _NO_CASES = Cases(lambda: iter(()), 0)
 
 
-def _read_cases(header_path: Path, cases_path: Path, default_checks: list[Check], stamp: tuple[int, int] | None
-                ) -> Iterator[Case]:
-    """The cases of ``cases_path`` in file order, each validated; the first problem raises SuiteError naming file:line.
-
-    ``stamp`` None: the first reading, which also refuses duplicate ids. Otherwise the file's (size, mtime) when
-    it was first read: a file changed since then is refused.
+def _read_cases(header_path: Path, source: Path, shown: Path, default_checks: list[Check], first: bool,
+                copy_to: IO[bytes] | None = None) -> Iterator[Case]:
+    """The cases in ``source`` in file order, each validated; the first problem raises SuiteError naming file:line
+    of ``shown``, the file the user wrote. The first reading also refuses duplicate ids and writes every line to
+    ``copy_to``; later ones read that copy.
     """
+    try:
+        fh = source.open("rb")
+    except OSError as exc:
+        if first:
+            raise SuiteError(str(shown), f"cannot read it ({exc.strerror})", "check that it is a readable file") from None
+        raise SuiteError(str(shown), f"cannot read the copy of its cases taken at load ({exc.strerror}: {source})",
+                         "run the command again") from None
     seen: dict[str, int] = {}
-    with cases_path.open("rb") as fh:
+    with fh:
         for lineno, raw_line in enumerate(fh, start=1):
-            where = f"{cases_path}:{lineno}"
+            if copy_to is not None:
+                copy_to.write(raw_line)
+            where = f"{shown}:{lineno}"
             try:  # a byte order mark (some editors write one) is not part of the first line
                 line = raw_line.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
             except UnicodeDecodeError:
@@ -217,7 +231,7 @@ def _read_cases(header_path: Path, cases_path: Path, default_checks: list[Check]
                                  "write numbers of at most a few hundred digits and keep nesting shallow") from None
             if not isinstance(data, dict):
                 raise SuiteError(where, "expected a JSON object", 'write {"id": ..., "input": ...}')
-            problem = data_problem(data) if stamp is None else None  # read before: the same bytes, known to be fine
+            problem = data_problem(data) if first else None  # a later reading reads bytes known to be fine
             if problem:
                 raise SuiteError(where, problem, f"remove it (keep nesting within {MAX_DEPTH} levels; no \\u0000 or "
                                  "unpaired \\ud800-\\udfff escapes)")
@@ -228,7 +242,7 @@ def _read_cases(header_path: Path, cases_path: Path, default_checks: list[Check]
                 label = f"{where} (case {short(repr(case_id), 80)})" if case_id else where
                 raise validation_error(label, exc, CaseSpec, None, SuiteError) from None
             where = f"{where} (case {spec.id!r})"
-            if stamp is None:
+            if first:
                 if spec.id in seen:
                     raise SuiteError(where, f"duplicate case id (first used on line {seen[spec.id]})", "give every case a unique id")
                 seen[spec.id] = lineno
@@ -241,8 +255,6 @@ def _read_cases(header_path: Path, cases_path: Path, default_checks: list[Check]
                     raise SuiteError(where, f"check '{c.type}' needs 'references'", "add a 'references' list of strings")
                 if "context" in c.needs and not context:
                     raise SuiteError(where, f"check '{c.type}' needs 'context'", "add the retrieved passage(s) as 'context'")
-            if stamp is not None:  # a file rewritten under the open handle must not slip cases of another version in
-                _verify(cases_path, stamp)
             yield Case(
                 id=spec.id,
                 input=spec.input if isinstance(spec.input, str) else tuple(m.model_dump() for m in spec.input),
@@ -253,26 +265,11 @@ def _read_cases(header_path: Path, cases_path: Path, default_checks: list[Check]
             )
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
-def _verify(cases_path: Path, stamp: tuple[int, int]) -> None:
-    try:
-        changed = _stamp(cases_path) != stamp
-    except OSError:
-        changed = True
-    if changed:
-        raise SuiteError(str(cases_path), "the file changed after the suite was loaded, so its version no longer "
-                         "describes it", "run the command again to load the new version")
-
-
 def load_suite(header_path: str | Path) -> Suite:
     """Load and validate one suite; any problem raises SuiteError naming file:line or case id.
 
-    The cases are read once here, to validate them and hash the version, and again each time ``Suite.cases``
-    is iterated; they are never all held in memory.
+    The cases are read once here, to validate them, hash the version and copy them, and from the copy each
+    time ``Suite.cases`` is iterated; they are never all held in memory.
     """
     header_path = Path(header_path)
     header = load_yaml_model(header_path, SuiteHeader, SuiteError)
@@ -287,26 +284,32 @@ def load_suite(header_path: str | Path) -> Suite:
     if not cases_path.is_file():
         raise SuiteError(f"{header_path}", f"cases file {header.cases!r} not found (looked at {cases_path})",
                          "set 'cases' to a JSONL file path relative to the header")
-    stamp = _stamp(cases_path)
     # The version is content_hash({"header": ..., "cases": [specs]}), its canonical JSON fed case by case.
     # Defaults are left out so that adding an optional field to the format keeps every existing version.
     digest = hashlib.sha256(b'{"cases":[')
     n = 0
     metrics: dict[str, MetricSpec] = {}
     verdict = graded = False
-    for case in _read_cases(header_path, cases_path, default_checks, None):
-        digest.update((b"," if n else b"") + canonical_json(case.spec).encode())
-        n += 1
-        metrics.update((m.name, m) for c in case.checks for m in c.metrics())
-        verdict = verdict or any(c.gives_verdict for c in case.checks)
-        graded = graded or any(c.model_graded for c in case.checks)
-    if not n:
-        raise SuiteError(str(cases_path), "no cases", "add one JSON object per line")
+    fd, name = tempfile.mkstemp(prefix=f"evalsvc-{re.sub(r'[^A-Za-z0-9_.-]', '_', header.name[:40])}-", suffix=".jsonl")
+    copy = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for case in _read_cases(header_path, cases_path, cases_path, default_checks, True, out):
+                digest.update((b"," if n else b"") + canonical_json(case.spec).encode())
+                n += 1
+                metrics.update((m.name, m) for c in case.checks for m in c.metrics())
+                verdict = verdict or any(c.gives_verdict for c in case.checks)
+                graded = graded or any(c.model_graded for c in case.checks)
+        if not n:
+            raise SuiteError(str(cases_path), "no cases", "add one JSON object per line")
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
     header_json = canonical_json(header.model_dump(mode="json", exclude={"cases", "description"}, exclude_defaults=True))
     digest.update(b'],"header":' + header_json.encode() + b"}")
     if verdict:
         metrics["pass"] = MetricSpec("pass", "binary")
-    cases = Cases(partial(_read_cases, header_path, cases_path, default_checks, stamp), n, partial(_verify, cases_path, stamp))
+    cases = Cases(partial(_read_cases, header_path, copy, cases_path, default_checks, False), n, copy)
     return Suite(name=header.name, version=digest.hexdigest()[:16], header=header, cases=cases, path=header_path,
                  metric_map=metrics, model_graded=graded)
 

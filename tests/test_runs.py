@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import load_config
-from evalsvc.errors import SuiteError
 from evalsvc.runs import Runner
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CaseResult, MetricPoint, Run
@@ -126,37 +125,34 @@ def test_a_suite_larger_than_a_batch_resumes_and_answers_from_the_cache_case_by_
         assert s.scalar(select(func.count(func.distinct(CaseResult.case_id))).where(CaseResult.run_id == third.run_id)) == n
 
 
-def test_a_suite_file_edited_after_loading_is_refused_before_anything_is_stored(
-        echo_project: Path, fake: FakeEndpoint) -> None:
-    cfg = load_config(echo_project / "evalsvc.yaml")
-    suite = resolve(cfg.suites_dir, ["echo"])[0]
-    cases = echo_project / "suites" / "echo.jsonl"
-    cases.write_text(cases.read_text().replace("say 5", "say five"))
-    engine = open_engine(cfg.store_url())
-    with pytest.raises(SuiteError) as err:
-        Runner(cfg, engine, progress=False).run(suite, cfg.variants[0])
-    assert "echo.jsonl" in str(err.value) and "changed after the suite was loaded" in str(err.value)
-    assert "run the command again" in str(err.value) and fake.requests == []
-    with Session(engine) as s:
-        assert s.scalar(select(func.count()).select_from(Run)) == 0
-
-
-def test_a_suite_file_edited_during_a_run_fails_the_run_naming_the_file(echo_project: Path, fake: FakeEndpoint) -> None:
+def test_a_suite_file_edited_during_a_run_changes_nothing_in_it(echo_project: Path, fake: FakeEndpoint) -> None:
     cases = echo_project / "suites" / "echo.jsonl"
     cases.write_text("".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}\n'
                              for i in range(1200)))
 
-    def edit_once(k: int, body: dict) -> None:  # the first request arrives while later cases are still unread
+    def edit_once(k: int, body: dict) -> None:  # the first request arrives while most cases are still unread
         if k == 1:
             cases.write_text(cases.read_text().replace("say 1199", "say something else"))
 
     fake.behaviour = edit_once
-    outcome, engine = _run(echo_project)
-    assert outcome.status == "failed" and "echo.jsonl" in outcome.error
-    assert "changed after the suite was loaded" in outcome.error
-    assert 0 < len(fake.requests) < 1200
-    with Session(engine) as s:  # what was answered before is kept
-        assert s.scalar(select(func.count()).select_from(CaseResult)) == len(fake.requests)
+    outcome, _ = _run(echo_project)
+    assert outcome.status == "succeeded" and outcome.n_ok == 1200
+    assert sorted(b["messages"][-1]["content"] for b in fake.requests) == sorted(f"say {i}" for i in range(1200))
+    edited, _ = _run(echo_project)  # the next command loads the edited file: a new version, a new run
+    assert edited.run_id != outcome.run_id and edited.status == "succeeded"
+    again = {b["messages"][-1]["content"] for b in fake.requests[1200:]}
+    assert len(fake.requests) == 2400 and "say something else" in again and "say 1199" not in again
+
+
+def test_a_copy_of_the_cases_removed_before_the_run_fails_it_naming_the_file(echo_project: Path, fake: FakeEndpoint) -> None:
+    first, _ = _run(echo_project)
+    cfg = load_config(echo_project / "evalsvc.yaml")
+    suite = resolve(cfg.suites_dir, ["echo"])[0]
+    assert suite.cases.source is not None
+    suite.cases.source.unlink()  # as a temp-file cleaner might
+    outcome = Runner(cfg, open_engine(cfg.store_url()), progress=False).run(suite, cfg.variants[0], slot="2026-12-01T00:00Z")
+    assert first.status == "succeeded" and outcome.status == "failed" and len(fake.requests) == 6
+    assert "echo.jsonl" in outcome.error and "cannot read the copy of its cases" in outcome.error
 
 
 def test_samples_of_a_temperature_0_request_are_each_answered_from_the_cache(echo_project: Path, fake: FakeEndpoint) -> None:
