@@ -265,6 +265,20 @@ def _read_cases(header_path: Path, source: Path, shown: Path, default_checks: li
             )
 
 
+def _sweep_copies() -> None:
+    """Remove the case copies of evalsvc processes that no longer exist (killed before they could clean up)."""
+    for path in Path(tempfile.gettempdir()).glob("evalsvc-*-*.jsonl"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:  # alive, someone else's
+            pass
+
+
 def load_suite(header_path: str | Path) -> Suite:
     """Load and validate one suite; any problem raises SuiteError naming file:line or case id.
 
@@ -290,7 +304,9 @@ def load_suite(header_path: str | Path) -> Suite:
     n = 0
     metrics: dict[str, MetricSpec] = {}
     verdict = graded = False
-    fd, name = tempfile.mkstemp(prefix=f"evalsvc-{re.sub(r'[^A-Za-z0-9_.-]', '_', header.name[:40])}-", suffix=".jsonl")
+    _sweep_copies()
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", header.name[:40])
+    fd, name = tempfile.mkstemp(prefix=f"evalsvc-{os.getpid()}-{label}-", suffix=".jsonl")
     copy = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -103,6 +106,20 @@ def test_cases_are_read_again_from_a_copy_taken_at_load_so_an_edit_cannot_change
 
 
 def test_a_suite_that_fails_to_load_leaves_no_copy_behind(tmp_path: Path) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("evalsvc-s-*"))
+    before = set(Path(tempfile.gettempdir()).glob("evalsvc-*-s-*"))
     _error(tmp_path, GOOD + "\n" + GOOD)
-    assert set(Path(tempfile.gettempdir()).glob("evalsvc-s-*")) == before
+    assert set(Path(tempfile.gettempdir()).glob("evalsvc-*-s-*")) == before
+
+
+def test_copies_left_by_a_killed_process_are_removed_by_the_next_load(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp = Path(tempfile.gettempdir())
+    orphan, mine = tmp / f"evalsvc-{dead.pid}-s-x.jsonl", tmp / f"evalsvc-{os.getpid()}-s-y.jsonl"
+    for f in (orphan, mine):
+        f.write_text(GOOD)
+    try:
+        load_suite(write_suite(tmp_path, "s", GOOD))
+        assert not orphan.exists() and mine.exists()
+    finally:
+        mine.unlink(missing_ok=True)
