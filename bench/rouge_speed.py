@@ -4,8 +4,9 @@ Builds ``--pairs`` (prediction, reference) pairs deterministically from ``--seed
 words drawn Zipf-like from a fixed vocabulary of inflected English words (about half of them 2-4
 sentences on separate lines, as rougeLsum expects), predictions edited from them (words kept, swapped for an
 inflection or another word, dropped, inserted; sentences sometimes reordered). Scores rouge1, rouge2,
-rougeL and rougeLsum with and without the stemmer three ways: rouge-score's ``RougeScorer.score`` in
-one process, ``fast_rouge.score_many`` in one process, and ``score_many`` with a process pool. Every
+rougeL and rougeLsum with and without the stemmer four ways: rouge-score's ``RougeScorer.score`` in
+one process, ``fast_rouge.score_many`` in one process, the same with its C core switched off (the pure-Python
+counting that an install without a C compiler gets), and ``score_many`` with a process pool. Every
 precision, recall and F must be equal to rouge-score's, or the script exits 1. The stem caches are
 cleared before every timed run, so each run pays its own stemming. Wall-clock and CPU seconds are
 both the fastest of ``--repeat`` runs; on a shared machine CPU seconds are the steadier measure of the
@@ -97,6 +98,19 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _pure_python(pairs: list[tuple[str, str]], stem: bool, types: tuple[str, ...] = TYPES) -> list[dict]:
+    """``score_many`` counting in Python, as without the C extension."""
+    core, fast_rouge._rouge_core = fast_rouge._rouge_core, None
+    try:
+        return fast_rouge.score_many(pairs, types, stem)
+    finally:
+        fast_rouge._rouge_core = core
+
+
+def _ratio(base: float, t: float) -> str:
+    return f"{base / t:.1f}x" if t > 0 else "- (under the clock's 10 ms)"
+
+
 def _timed(runs: list[Callable[[], list[dict]]], repeat: int) -> list[tuple[float, float, list[dict]]]:
     """Fastest wall-clock and CPU seconds of each run over ``repeat`` rounds, and its scores.
 
@@ -120,6 +134,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="rounds of timing; each way's fastest is kept (default 3)")
     ap.add_argument("--per-type", action="store_true", help="also time each ROUGE type alone (no stemmer, 1 process)")
     args = ap.parse_args()
+    if fast_rouge._rouge_core is None:
+        print("evalsvc/scorers/_rouge_core.c is not built (pip install -e . needs a C compiler): "
+              "the 'fast_rouge' rows count in Python", file=sys.stderr)
     pairs = make_pairs(args.pairs, args.seed)
     n_tokens = sum(len(fast_rouge.tokenize(p)) + len(fast_rouge.tokenize(r)) for p, r in pairs) / len(pairs)
     multi = sum("\n" in r for _, r in pairs) / len(pairs)
@@ -132,6 +149,7 @@ def main() -> int:
         scorer = rouge_scorer.RougeScorer(list(TYPES), use_stemmer=stem)
         runs = [("rouge-score 0.1.2, 1 process", lambda s=scorer: [s.score(r, p) for p, r in pairs]),
                 ("fast_rouge, 1 process", lambda st=stem: fast_rouge.score_many(pairs, TYPES, st)),
+                ("fast_rouge without its C core, 1 process", lambda st=stem: _pure_python(pairs, st)),
                 (f"fast_rouge, {args.processes} processes",
                  lambda st=stem: fast_rouge.score_many(pairs, TYPES, st, processes=args.processes))]
         timed = [(name, *t) for (name, _), t in zip(runs, _timed([fn for _, fn in runs], args.repeat), strict=True)]
@@ -139,18 +157,20 @@ def main() -> int:
         for *_, got in timed[1:]:
             identical &= all(tuple(w[t]) == tuple(g[t]) for w, g in zip(want, got, strict=True) for t in TYPES)
         for k, (name, wall, cpu, _) in enumerate(timed):
-            cpu_up = f"{timed[0][2] / cpu:.1f}x" if k < 2 else "(total of all processes)"
+            cpu_up = _ratio(timed[0][2], cpu) if k < 3 else "(total of all processes)"
             print(f"| {'yes' if stem else 'no'} | {name} | {wall:.2f} | {cpu:.2f} | {len(pairs) / wall:,.0f} "
                   f"| {timed[0][1] / wall:.1f}x | {cpu_up} |")
     if args.per_type:
-        print("\n| type alone (no stemmer) | rouge-score CPU s | fast_rouge CPU s | speed-up (CPU) |")
-        print("|---|---:|---:|---:|")
+        print("\n| type alone (no stemmer) | rouge-score CPU s | fast_rouge CPU s | speed-up (CPU) "
+              "| without C core CPU s | speed-up (CPU) |")
+        print("|---|---:|---:|---:|---:|---:|")
         for t in TYPES:
             scorer = rouge_scorer.RougeScorer([t])
-            (_, ref_cpu, want), (_, cpu, got) = _timed(
-                [lambda s=scorer: [s.score(r, p) for p, r in pairs], lambda t=t: fast_rouge.score_many(pairs, [t])], args.repeat)
-            identical &= all(tuple(w[t]) == tuple(g[t]) for w, g in zip(want, got, strict=True))
-            print(f"| {t} | {ref_cpu:.2f} | {cpu:.2f} | {ref_cpu / cpu:.1f}x |")
+            (_, ref_cpu, want), (_, cpu, got), (_, py_cpu, py_got) = _timed(
+                [lambda s=scorer: [s.score(r, p) for p, r in pairs], lambda t=t: fast_rouge.score_many(pairs, [t]),
+                 lambda t=t: _pure_python(pairs, False, (t,))], args.repeat)
+            identical &= all(tuple(w[t]) == tuple(g[t]) == tuple(h[t]) for w, g, h in zip(want, got, py_got, strict=True))
+            print(f"| {t} | {ref_cpu:.2f} | {cpu:.2f} | {_ratio(ref_cpu, cpu)} | {py_cpu:.2f} | {_ratio(ref_cpu, py_cpu)} |")
     print(f"\nall precision, recall and F identical to rouge-score: {'yes' if identical else 'NO'}")
     return 0 if identical else 1
 

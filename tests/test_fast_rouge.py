@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +29,18 @@ def _texts(draw: st.DrawFn, max_words: int = 40) -> str:
     words = draw(st.lists(st.sampled_from(_WORDS), max_size=max_words))
     seps = draw(st.lists(st.sampled_from(_SEPARATORS), min_size=len(words), max_size=len(words)))
     return "".join(w + s for w, s in zip(words, seps, strict=True))
+
+
+@pytest.fixture(autouse=True, scope="module", params=["C core", "Python"])
+def counting(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs twice: counting in the C extension (built by pip install) and in pure Python."""
+    built = fast_rouge._rouge_core
+    if request.param == "C core":
+        assert built is not None, "evalsvc/scorers/_rouge_core.c is not built: run pip install -e . where a C compiler is found"
+    else:
+        fast_rouge._rouge_core = None
+    yield request.param
+    fast_rouge._rouge_core = built
 
 
 _ANY_TEXT = st.one_of(_texts(), st.text(max_size=60), st.text(alphabet="ab \n.", max_size=40))
@@ -122,6 +136,31 @@ def test_score_many_gives_the_same_scores_in_order(processes: int | None) -> Non
     got = fast_rouge.score_many(pairs, TYPES, stem=True, processes=processes)
     assert got == [fast_rouge.score(p, r, TYPES, True) for p, r in pairs]
     assert [tuple(g["rougeL"]) for g in got] == [tuple(_want(r, p, True)["rougeL"]) for p, r in pairs]
+
+
+def test_the_c_core_counts_hits_of_str_and_of_token_lists() -> None:
+    from evalsvc.scorers import _rouge_core
+
+    # the cat sat | on the mat  against  the cat | sat on a mat: unigrams the, cat, sat, on, mat; bigrams the-cat,
+    # cat-sat, sat-on; LCS "the cat sat on mat"; union LCS: {the, cat} + {sat}, then {the} + {on, mat}, but the
+    # prediction's only "the" is taken already: 3 + 2 hits.
+    ref, pred = "The cat sat\non the MAT.", "the cat\nsat, on a mat"
+    want = (6, 6, 5, 3, 5, 5)
+    assert _rouge_core.hits(ref, pred, (1, 2), True, True, 1 << 22) == want
+    as_lists = [[w.lower().strip(".,") for w in line.split()] for line in ref.split("\n")], [["the", "cat"], ["sat", "on", "a", "mat"]]
+    assert _rouge_core.hits(*as_lists, (1, 2), True, True, 1 << 22) == want
+    assert _rouge_core.hits(ref, pred, (3,), False, False, 1 << 22) == (6, 6, 2, -1, -1)  # "the cat sat", "cat sat on"
+    assert _rouge_core.hits(ref, pred, (1,), True, True, 35) is None  # 36 cells
+    with pytest.raises(ValueError, match="ASCII"):
+        _rouge_core.hits("naïve", "naive", (1,), True, True, 1 << 22)
+
+
+def test_pairs_over_the_c_core_table_size_are_scored_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_rouge, "_CORE_CELLS", 100)
+    target = "one two three four five\nsix seven eight nine ten eleven"
+    prediction = "two one three five four six\nseven nine eight ten eleven twelve"
+    assert _got(target, prediction, False) == _want(target, prediction, False)
+    assert _got(target, prediction, True) == _want(target, prediction, True)
 
 
 @pytest.mark.parametrize("bad", ["rouge0", "rougeX", "rouge10", "rougel"])

@@ -12,7 +12,10 @@ and divisions are the same (hence the same floats), but:
 - rougeLsum depends on *which* LCS rouge-score's backtrack picks, so the rows are kept and its backtrack is
   replayed on them; the candidate's sentences share one bit-vector, split by guard bits, so one pass per
   reference sentence gives its rows against all of them;
-- a prediction is tokenized once for all references; ``score_many`` can spread a batch over processes.
+- a prediction is tokenized once for all references; ``score_many`` can spread a batch over processes;
+- when the C extension ``_rouge_core`` is built (``pip install`` builds it where a C compiler is found), it does
+  the counting on tokens turned into small ints: rouge-score's own tables and backtrack, with no Python per
+  cell. Pairs too long for full tables (over 2**22 cells), or an install without the extension, count in Python.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from nltk.stem.porter import PorterStemmer
+
+try:
+    from evalsvc.scorers import _rouge_core
+except ImportError:  # no C compiler at install: the same scores, counted in Python
+    _rouge_core = None
+
+_CORE_CELLS = 1 << 22  # _rouge_core's LCS tables hold len(ref) x len(pred) 16-bit cells at most
 
 TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -244,7 +254,7 @@ def _rouge_lsum(ref: _Text, pred: _Text) -> Score:
 _BY_TYPE = {"rougeL": _rouge_l, "rougeLsum": _rouge_lsum}
 
 
-def _score(ref: _Text, pred: _Text, types: Sequence[str]) -> dict[str, Score]:
+def _score_py(ref: _Text, pred: _Text, types: Sequence[str]) -> dict[str, Score]:
     done: dict[str, Score] = {}
 
     def get(t: str) -> Score:
@@ -257,14 +267,53 @@ def _score(ref: _Text, pred: _Text, types: Sequence[str]) -> dict[str, Score]:
     return {t: get("rougeL" if one and t == "rougeLsum" else t) for t in types}
 
 
+def _score_core(ref: str | list[list[str]], pred: str | list[list[str]], types: Sequence[str]) -> dict[str, Score] | None:
+    """The same scores from the hits that ``_rouge_core`` counts; None for a pair too long for its tables."""
+    ns = tuple(int(t[5:]) for t in types if t not in _BY_TYPE)
+    got = _rouge_core.hits(ref, pred, ns, "rougeL" in types, "rougeLsum" in types, _CORE_CELLS)
+    if got is None:
+        return None
+    nr, npred, *grams, lcs, lsum = got
+    out = {f"rouge{n}": _prf(h, max(npred - n + 1, 1), max(nr - n + 1, 1)) for n, h in zip(ns, grams, strict=True)}
+    if nr and npred:
+        out["rougeL"], out["rougeLsum"] = _prf(lcs, npred, nr), _prf(lsum, npred, nr)
+    else:
+        out["rougeL"] = out["rougeLsum"] = _ZERO
+    return {t: out[t] for t in types}
+
+
+class _Pair:
+    """Scores references against one prediction, tokenizing the prediction at most once."""
+
+    __slots__ = ("lsum", "pred", "stem", "text", "types")
+
+    def __init__(self, prediction: str, types: Sequence[str], stem: bool) -> None:
+        self.text, self.types, self.stem, self.lsum = prediction, types, stem, "rougeLsum" in types
+        self.pred: _Text | None = None
+
+    def score(self, reference: str) -> dict[str, Score]:
+        if _rouge_core is not None:
+            if not self.stem and reference.isascii() and self.text.isascii():  # tokenized in C
+                got = _score_core(reference, self.text, self.types)
+            else:
+                got = _score_core(_Text(reference, self.stem, True).sents, self._pred().sents, self.types)
+            if got is not None:
+                return got
+        return _score_py(_Text(reference, self.stem, self.lsum), self._pred(), self.types)
+
+    def _pred(self) -> _Text:
+        if self.pred is None:  # split into lines whatever the types: its tokens are the same
+            self.pred = _Text(self.text, self.stem, True)
+        return self.pred
+
+
 def score_multi(
     prediction: str, references: Iterable[str], types: Sequence[str] = TYPES, stem: bool = False
 ) -> list[dict[str, Score]]:
     """``RougeScorer(types, use_stemmer=stem).score(ref, prediction)`` for each reference, in order."""
     _check_types(types)
-    lsum = "rougeLsum" in types
-    pred = _Text(prediction, stem, lsum)
-    return [_score(_Text(ref, stem, lsum), pred, types) for ref in references]
+    pair = _Pair(prediction, tuple(types), stem)
+    return [pair.score(ref) for ref in references]
 
 
 def score(prediction: str, reference: str, types: Sequence[str] = TYPES, stem: bool = False) -> dict[str, Score]:
@@ -273,8 +322,7 @@ def score(prediction: str, reference: str, types: Sequence[str] = TYPES, stem: b
 
 
 def _score_chunk(pairs: Sequence[tuple[str, str]], types: tuple[str, ...], stem: bool) -> list[dict[str, Score]]:
-    lsum = "rougeLsum" in types
-    return [_score(_Text(ref, stem, lsum), _Text(pred, stem, lsum), types) for pred, ref in pairs]
+    return [_Pair(pred, types, stem).score(ref) for pred, ref in pairs]
 
 
 def score_many(
@@ -283,7 +331,8 @@ def score_many(
     """Score (prediction, reference) pairs, in order.
 
     ``processes`` None or 1: in this process; N > 1: a pool of N processes, 4 chunks each so that no core
-    idles on a slow chunk. Starting a pool costs tens of milliseconds: worth it for thousands of pairs.
+    idles on a slow chunk. With the C core, one process scores tens of thousands of pairs a second and moving
+    pairs and scores between processes costs about as much: a pool pays only with the stemmer, or without the core.
     """
     pairs = list(pairs)
     types = tuple(types)
