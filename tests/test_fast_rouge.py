@@ -151,8 +151,19 @@ def test_the_c_core_counts_hits_of_str_and_of_token_lists() -> None:
     assert _rouge_core.hits(*as_lists, (1, 2), True, True, 1 << 22) == want
     assert _rouge_core.hits(ref, pred, (3,), False, False, 1 << 22) == (6, 6, 2, -1, -1)  # "the cat sat", "cat sat on"
     assert _rouge_core.hits(ref, pred, (1,), True, True, 35) is None  # 36 cells
+    with pytest.raises(ValueError, match="at most"):
+        _rouge_core.hits(ref, pred, (1,), True, True, 1 << 23)
     with pytest.raises(ValueError, match="ASCII"):
         _rouge_core.hits("naïve", "naive", (1,), True, True, 1 << 22)
+
+    class Growing(str):  # its __hash__ would run while the core reads the list it belongs to
+        def __hash__(self) -> int:
+            sentence.append("more")
+            return str.__hash__(self)
+
+    sentence: list[str] = [Growing("a")]
+    with pytest.raises(TypeError, match="tokens must be str"):
+        _rouge_core.hits([sentence], [["a"]], (1,), True, True, 1 << 22)
 
 
 def test_pairs_over_the_c_core_table_size_are_scored_the_same(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,10 +9,9 @@
  *   the hits of rouge-score's _summary_level_lcs, or -1 if lsum is false;
  * or None when len(ref) * len(pred) > max_cells (at most 2**22: the shorter text then has at most 2048 tokens,
  * so the 16-bit cells of the full LCS tables cannot overflow).
- * Tokens are compared as strings (interned through a dict into small ints). The LCS tables are rouge-score's
- * own recurrence and its _backtrack_norec walk, so rougeLsum takes the same LCS as rouge-score does.
- * The caller keeps len(ref) * len(pred) small enough for full tables (fast_rouge passes at most 2**22 cells,
- * so the shorter side has at most 2048 tokens and uint16 cells cannot overflow).
+ * Tokens are compared as strings (interned into small ints). The LCS tables are rouge-score's own recurrence
+ * and its _backtrack_norec walk, so rougeLsum takes the same LCS as rouge-score does. Lists and tokens must be
+ * exactly list and str: a subclass could run Python code (__hash__, __eq__) that resizes a list mid-read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,14 +34,14 @@ static void text_free(text_t *t) {
 /* Fills t from a list of lists of str, giving each distinct token the next id in vocab. */
 static int text_read(PyObject *sents, PyObject *vocab, text_t *t) {
     memset(t, 0, sizeof(*t));
-    if (!PyList_Check(sents)) {
+    if (!PyList_CheckExact(sents)) {
         PyErr_SetString(PyExc_TypeError, "sentences must be a list of lists of str");
         return -1;
     }
     Py_ssize_t ns = PyList_GET_SIZE(sents), n = 0;
     for (Py_ssize_t k = 0; k < ns; k++) {
         PyObject *s = PyList_GET_ITEM(sents, k);
-        if (!PyList_Check(s)) {
+        if (!PyList_CheckExact(s)) {
             PyErr_SetString(PyExc_TypeError, "sentences must be a list of lists of str");
             return -1;
         }
@@ -63,7 +62,7 @@ static int text_read(PyObject *sents, PyObject *vocab, text_t *t) {
         t->start[k] = p;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s); i++) {
             PyObject *tok = PyList_GET_ITEM(s, i);
-            if (!PyUnicode_Check(tok)) {
+            if (!PyUnicode_CheckExact(tok)) {
                 PyErr_SetString(PyExc_TypeError, "tokens must be str");
                 text_free(t);
                 return -1;
@@ -386,7 +385,11 @@ static PyObject *hits(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *out = NULL;
     Py_ssize_t nn = PyTuple_GET_SIZE(ns);
-    if ((double)ref.n * (double)pred.n > (double)max_cells || max_cells > (1 << 22)) {
+    if (max_cells > (1 << 22)) {
+        PyErr_SetString(PyExc_ValueError, "max_cells must be at most 2**22 (16-bit LCS tables)");
+        goto done;
+    }
+    if ((double)ref.n * (double)pred.n > (double)max_cells) {
         out = Py_None; /* too long for 16-bit full tables: the caller counts another way */
         Py_INCREF(out);
         goto done;
@@ -394,8 +397,14 @@ static PyObject *hits(PyObject *self, PyObject *args) {
     out = PyTuple_New(nn + 4);
     if (!out)
         goto done;
-    PyTuple_SET_ITEM(out, 0, PyLong_FromSsize_t(ref.n));
-    PyTuple_SET_ITEM(out, 1, PyLong_FromSsize_t(pred.n));
+    for (int k = 0; k < 2; k++) {
+        PyObject *item = PyLong_FromSsize_t(k ? pred.n : ref.n);
+        if (!item) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyTuple_SET_ITEM(out, k, item);
+    }
     for (Py_ssize_t k = 0; k < nn + 2; k++) {
         long long v;
         if (k < nn) {
@@ -417,13 +426,12 @@ static PyObject *hits(PyObject *self, PyObject *args) {
             Py_CLEAR(out);
             goto done;
         }
-        PyTuple_SET_ITEM(out, k + 2, PyLong_FromLongLong(v < 0 ? -1 : v));
-    }
-    for (Py_ssize_t k = 0; k < nn + 4; k++) {
-        if (!PyTuple_GET_ITEM(out, k)) { /* a failed PyLong allocation */
+        PyObject *item = PyLong_FromLongLong(v < 0 ? -1 : v);
+        if (!item) {
             Py_CLEAR(out);
-            break;
+            goto done;
         }
+        PyTuple_SET_ITEM(out, k + 2, item);
     }
 done:
     text_free(&ref);
