@@ -86,16 +86,21 @@ class Sim:
         self.proc.wait(10)
 
 
-def write_project(folder: Path, cases: int, sim: Sim, concurrency: int, tokens: int, lm_eval: bool = True) -> None:
-    """An evalsvc project (suite `bench`, variant `sim`, SQLite store) and, with lm_eval, the same prompts as a task."""
+def write_project(folder: Path, cases: int, sim: Sim, concurrency: int, tokens: int, lm_eval: bool = True,
+                  judge: bool = False) -> None:
+    """An evalsvc project (suite `bench`, variant `sim`, SQLite store) and, with lm_eval, the same prompts as a task.
+
+    With judge, every case also has a judge check, graded by the simulator as a second variant (`simjudge`).
+    """
     (folder / "suites").mkdir()
+    judged = [{"type": "judge", "judge": "simjudge", "rubric": "Is the sum right?", "threshold": 5}] if judge else []
     with open(folder / "suites" / "bench.jsonl", "w") as f:
         for i in range(cases):
             a, b = i % 97, i // 97
             f.write(json.dumps({"id": f"case-{i:05d}", "input": f"What is {a} + {b}? Explain briefly.",
                                 "references": [f"the answer is {a + b} because {a} plus {b} makes {a + b}"],
                                 "checks": [{"type": "numeric", "value": a + b, "match": "last"},
-                                           {"type": "rouge", "rouge_types": ["rougeL"], "threshold": 0.3}]}) + "\n")
+                                           {"type": "rouge", "rouge_types": ["rougeL"], "threshold": 0.3}, *judged]}) + "\n")
     (folder / "suites" / "bench.yaml").write_text(
         "name: bench\ncases: bench.jsonl\nprompt_template: \"{input}\"\n"
         f"generation: {{max_tokens: {tokens}}}\n")
@@ -103,7 +108,9 @@ def write_project(folder: Path, cases: int, sim: Sim, concurrency: int, tokens: 
         "store: sqlite:///store.db\nsuites_dir: suites\n"
         f"concurrency: {concurrency}\n"
         "variants:\n  - name: sim\n    family: bench\n    cache: true\n"
-        f"    endpoint: {{base_url: '{sim.url}/v1', model: sim, api: completions}}\n")
+        f"    endpoint: {{base_url: '{sim.url}/v1', model: sim, api: completions}}\n"
+        + (f"  - name: simjudge\n    family: judge\n    cache: false\n    endpoint: {{base_url: '{sim.url}/v1', model: judge}}\n"
+           if judge else ""))
     if not lm_eval:
         return
     tasks = folder / "tasks"

@@ -2,6 +2,7 @@
 
     python3 bench/memory_peak.py                       # 1,000 / 10,000 / 100,000 cases
     python3 bench/memory_peak.py --sizes 1000 20000
+    python3 bench/memory_peak.py --judge               # every case also judged (the simulator as judge variant)
 
 Each size is a fresh project and SQLite store; `evalsvc run` runs as a subprocess and its peak resident set
 (ru_maxrss from wait4) is reported with the time and the growth per case over the smallest size. The simulator
@@ -32,7 +33,7 @@ def peak_of_run(folder: Path) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of one `evalsvc run` in folder."""
     env = {k: v for k, v in os.environ.items() if k != "EVALSVC_STORE"}
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "run", "--no-progress", "--no-compare"],
+    proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "run", "--no-progress", "--no-compare", "--variant", "sim"],
                             cwd=folder, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -44,6 +45,7 @@ def peak_of_run(folder: Path) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    ap.add_argument("--judge", action="store_true", help="give every case a judge check too (a second request per case)")
     args = ap.parse_args()
     sim = Sim(SLOTS, TOKENS, 0.0)
     rows = []
@@ -51,7 +53,7 @@ def main() -> None:
         for n in args.sizes:
             folder = Path(tempfile.mkdtemp(prefix="evalsvc-mem-"))
             try:
-                write_project(folder, n, sim, SLOTS, TOKENS, lm_eval=False)
+                write_project(folder, n, sim, SLOTS, TOKENS, lm_eval=False, judge=args.judge)
                 rss, wall = peak_of_run(folder)
                 rows.append((n, rss, wall))
                 print(f"{n} cases: peak RSS {rss:.0f} MiB, {wall:.1f} s", flush=True)

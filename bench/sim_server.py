@@ -7,8 +7,9 @@ engine benchmark compares against.
 
     python3 bench/sim_server.py --port 8099 --slots 8 --tokens 32 --per-token-ms 4
 
-Serves POST /v1/chat/completions and /v1/completions, GET /v1/models, and for the benchmark
-GET /stats (requests answered, slot-seconds busy, first start and last end) and POST /reset.
+A chat request whose messages ask for a ``VERDICT:`` line (an evalsvc judge) gets one at the end of its
+answer, so the simulator can also judge. Serves POST /v1/chat/completions and /v1/completions, GET /v1/models,
+and for the benchmark GET /stats (requests answered, slot-seconds busy, first start and last end) and POST /reset.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Simulator:
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         text, n = await self.generate(body.get("max_tokens"))
+        if any("VERDICT" in str(m.get("content")) for m in body.get("messages", [])):
+            text += "\nVERDICT: 7"
         return web.json_response({
             "id": f"sim-{self.requests}", "object": "chat.completion", "model": body.get("model", "sim"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],

@@ -3,14 +3,17 @@
 Answers from the generation phase are stored first with status ``generated``; each verdict
 is written as it arrives (in the row's ``judge`` column, with the judge's identity), and a
 row becomes ``ok`` (scored) or ``judge_error`` once all its judge checks are settled. A
-crash at any point resumes where it stopped, like generation does.
+crash at any point resumes where it stopped, like generation does. Like generation, the phase
+reads the suite's cases and their waiting answers a batch at a time, so its memory does not grow
+with the suite.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from evalsvc.store.schema import CaseResult
 from evalsvc.suites import Case, Suite
 from evalsvc.variants import VariantConfig, fingerprint
 
+CASE_BATCH = 500  # cases read, and their answers awaiting a verdict loaded, at a time
 JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 200, "seed": 0}
 NUDGE = "Your reply did not end with a valid final line 'VERDICT: ...'. Reply again and end with exactly that line."
 
@@ -138,29 +142,31 @@ class Grader:
 
     async def _grade_all(self, judge: Judge, runs: list[tuple[Suite, int]],
                          canary_rates: dict[int, dict[str, tuple[float, int]]]) -> None:
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        work = self._work(judge, runs)
 
-        async def one(suite: Suite, row: CaseResult, case: Case, check: JudgeCheck) -> None:
-            async with sem:
+        async def worker() -> None:  # a fixed pool of workers takes the verdicts to ask for as they are read
+            for suite, row, case, check in work:
                 v = await judge.grade(check, _question(suite, case), row.output or "", case.references)
-            detail = {**judge.identity(check), "verdict": v.value, "prob": v.prob, "reply": v.reply, "error": v.error}
-            repo.save_verdict(self.engine, row, check.label, detail)
+                detail = {**judge.identity(check), "verdict": v.value, "prob": v.prob, "reply": v.reply, "error": v.error}
+                repo.save_verdict(self.engine, row, check.label, detail)
 
-        tasks = []
+        await asyncio.gather(*(worker() for _ in range(self.cfg.concurrency)))
+        for suite, run_id in runs:
+            for check in judge_checks(suite).get(judge.variant.name, []):
+                canary_rates.setdefault(run_id, {})[f"{check.label}_canary_failure_rate"] = await self._canaries(judge, check)
+
+    def _work(self, judge: Judge, runs: list[tuple[Suite, int]]) -> Iterator[tuple[Suite, CaseResult, Case, JudgeCheck]]:
+        """Each (answer, judge check) of this judge that still lacks a verdict, in suite order."""
         for suite, run_id in runs:
             checks = judge_checks(suite).get(judge.variant.name, [])
             if not checks:
                 continue
-            cases = {c.id: c for c in suite.cases}  # the suite is read once, not once per answer
-            for row in self._pending(run_id):
-                case = cases[row.case_id]
-                for check in checks:
-                    if check in case.checks and check.label not in (row.judge or {}):
-                        tasks.append(one(suite, row, case, check))
-        await asyncio.gather(*tasks)
-        for suite, run_id in runs:
-            for check in judge_checks(suite).get(judge.variant.name, []):
-                canary_rates.setdefault(run_id, {})[f"{check.label}_canary_failure_rate"] = await self._canaries(judge, check)
+            for cases, rows in self._pending(suite, run_id):
+                for row in rows:
+                    case = cases[row.case_id]
+                    for check in checks:
+                        if check in case.checks and check.label not in (row.judge or {}):
+                            yield suite, row, case, check
 
     async def _canaries(self, judge: Judge, check: JudgeCheck) -> tuple[float, int]:
         """Share of the bundled manipulative answers the judge let through (judge errors left out)."""
@@ -169,30 +175,38 @@ class Grader:
         fooled = sum(canary_fooled(check, v) for v in valid)
         return (fooled / len(valid) if valid else float("nan"), len(valid))
 
-    def _pending(self, run_id: int) -> list[CaseResult]:
-        with Session(self.engine) as s:
-            return list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.status == "generated")))
+    def _pending(self, suite: Suite, run_id: int) -> Iterator[tuple[dict[str, Case], list[CaseResult]]]:
+        """The run's ``generated`` answers with their cases, CASE_BATCH cases at a time, in suite order."""
+        it = iter(suite.cases)
+        while batch := {c.id: c for c in islice(it, CASE_BATCH)}:
+            with Session(self.engine) as s:
+                rows = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.status == "generated",
+                                                               CaseResult.case_id.in_(batch))))
+            if rows:
+                yield batch, rows
 
     def _settle(self, suite: Suite, run_id: int) -> None:
         """Rows with every judge verdict in hand become ok (scored) or judge_error."""
-        cases = {c.id: c for c in suite.cases}
-        for row in self._pending(run_id):
-            case = cases[row.case_id]
-            wanted = [c for c in case.checks if isinstance(c, JudgeCheck)]
-            got = row.judge or {}
-            if any(c.label not in got for c in wanted):
-                continue
-            errors = [f"{c.label}: {got[c.label]['error']}" for c in wanted if got[c.label]["error"]]
-            if errors:
-                repo.set_status(self.engine, row, "judge_error", error="; ".join(errors))
-                continue
-            graded = {}
-            for c in wanted:
-                graded[c.label] = got[c.label]["verdict"]
-                if got[c.label]["prob"] is not None:
-                    graded[f"{c.label}_prob"] = got[c.label]["prob"]
-            scores = score_output(list(case.checks), row.output or "", case, graded)
-            repo.set_status(self.engine, row, "ok", scores=scores)
+        for cases, rows in self._pending(suite, run_id):
+            for row in rows:
+                self._settle_row(cases[row.case_id], row)
+
+    def _settle_row(self, case: Case, row: CaseResult) -> None:
+        wanted = [c for c in case.checks if isinstance(c, JudgeCheck)]
+        got = row.judge or {}
+        if any(c.label not in got for c in wanted):
+            return
+        errors = [f"{c.label}: {got[c.label]['error']}" for c in wanted if got[c.label]["error"]]
+        if errors:
+            repo.set_status(self.engine, row, "judge_error", error="; ".join(errors))
+            return
+        graded = {}
+        for c in wanted:
+            graded[c.label] = got[c.label]["verdict"]
+            if got[c.label]["prob"] is not None:
+                graded[f"{c.label}_prob"] = got[c.label]["prob"]
+        scores = score_output(list(case.checks), row.output or "", case, graded)
+        repo.set_status(self.engine, row, "ok", scores=scores)
 
 
 def needs_judge(case: Case) -> bool:

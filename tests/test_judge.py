@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from evalsvc import grading
 from evalsvc.config import load_config
 from evalsvc.judge import JudgeCheck, canaries, parse_verdict, prob_weighted
 from evalsvc.runs import Runner
@@ -110,6 +111,18 @@ def test_judge_phase_scores_cases_and_stores_the_judges_identity(tmp_path: Path)
     # the answer under judgement reached the judge fenced, once per case, plus one request per canary
     assert len(judge.requests) == 4 + len(canaries())
     assert "echo: question 0" in str(judge.requests)
+
+
+def test_judge_phase_reads_cases_and_answers_a_batch_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(grading, "CASE_BATCH", 3)  # 4 cases: batches of 3 and 1
+    with FakeEndpoint() as cand, FakeEndpoint(reply=lambda body: "VERDICT: 7") as judge:
+        outcome, engine = _run(_judged_project(tmp_path, cand, judge))
+    assert outcome.status == "succeeded", outcome.error
+    with Session(engine) as s:
+        rows = s.scalars(select(CaseResult)).all()
+    assert sorted(r.case_id for r in rows if r.status == "ok" and r.scores["judge"] == 7.0) == ["q0", "q1", "q2", "q3"]
+    judged = [m["content"] for r in judge.requests for m in r["messages"] if "echo: question" in m["content"]]
+    assert sorted(next(f"q{i}" for i in range(4) if f"echo: question {i}" in c) for c in judged) == ["q0", "q1", "q2", "q3"]
 
 
 def test_unparsable_verdicts_are_retried_then_judge_errors_never_scores(tmp_path: Path) -> None:
