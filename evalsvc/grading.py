@@ -110,6 +110,9 @@ def judge_checks(suite: Suite) -> dict[str, list[JudgeCheck]]:
     return {name: list(checks.values()) for name, checks in out.items()}
 
 
+_Judged = tuple[Suite, int, list[JudgeCheck]]  # a run, its suite, and the checks one judge grades in it
+
+
 class Grader:
     """Runs the judge phase for the runs of one variant."""
 
@@ -123,16 +126,17 @@ class Grader:
         and a re-run resumes them.
         """
         canary_rates: dict[int, dict[str, tuple[float, int]]] = {}
-        judges = sorted({name for suite, _ in runs for name in judge_checks(suite)})
-        for name in judges:
+        by_run = [(suite, run_id, judge_checks(suite)) for suite, run_id in runs]  # each suite's file read once here
+        for name in sorted({name for *_, checks in by_run for name in checks}):
             variant = self.cfg.variant(name)
+            mine = [(suite, run_id, checks[name]) for suite, run_id, checks in by_run if name in checks]
             with serve(variant, self.log_dir) as served:
-                asyncio.run(self._grade_with(served, variant, runs, canary_rates))
+                asyncio.run(self._grade_with(served, variant, mine, canary_rates))
         for suite, run_id in runs:
             self._settle(suite, run_id)
         return canary_rates
 
-    async def _grade_with(self, served: Served, variant: VariantConfig, runs: list[tuple[Suite, int]],
+    async def _grade_with(self, served: Served, variant: VariantConfig, runs: list[_Judged],
                           canary_rates: dict[int, dict[str, tuple[float, int]]]) -> None:
         client = EndpointClient.for_served(served, self.cfg)
         try:
@@ -140,9 +144,9 @@ class Grader:
         finally:
             await client.aclose()
 
-    async def _grade_all(self, judge: Judge, runs: list[tuple[Suite, int]],
+    async def _grade_all(self, judge: Judge, runs: list[_Judged],
                          canary_rates: dict[int, dict[str, tuple[float, int]]]) -> None:
-        work = self._work(judge, runs)
+        work = self._work(runs)
 
         async def worker() -> None:  # a fixed pool of workers takes the verdicts to ask for as they are read
             for suite, row, case, check in work:
@@ -151,16 +155,13 @@ class Grader:
                 repo.save_verdict(self.engine, row, check.label, detail)
 
         await asyncio.gather(*(worker() for _ in range(self.cfg.concurrency)))
-        for suite, run_id in runs:
-            for check in judge_checks(suite).get(judge.variant.name, []):
+        for _, run_id, checks in runs:
+            for check in checks:
                 canary_rates.setdefault(run_id, {})[f"{check.label}_canary_failure_rate"] = await self._canaries(judge, check)
 
-    def _work(self, judge: Judge, runs: list[tuple[Suite, int]]) -> Iterator[tuple[Suite, CaseResult, Case, JudgeCheck]]:
-        """Each (answer, judge check) of this judge that still lacks a verdict, in suite order."""
-        for suite, run_id in runs:
-            checks = judge_checks(suite).get(judge.variant.name, [])
-            if not checks:
-                continue
+    def _work(self, runs: list[_Judged]) -> Iterator[tuple[Suite, CaseResult, Case, JudgeCheck]]:
+        """Each (answer, judge check) of these runs that still lacks a verdict, in suite order."""
+        for suite, run_id, checks in runs:
             for cases, rows in self._pending(suite, run_id):
                 for row in rows:
                     case = cases[row.case_id]

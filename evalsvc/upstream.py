@@ -30,10 +30,8 @@ def output_hash(session: Session, run_id: int) -> str:
     """A hash of the run's (case, sample, output) triples in any order: the sum, modulo 2^256, of each triple's
     sha256. The rows stream through it, so a run of any size costs constant memory."""
     total = 0
-    stmt = select(CaseResult.case_id, CaseResult.sample_index, CaseResult.output).where(
-        CaseResult.run_id == run_id, CaseResult.status.in_(_ANSWERED))
-    for cid, s, out in session.execute(stmt.execution_options(yield_per=2000)):
-        total += int.from_bytes(hashlib.sha256(f"{cid}\x1f{s}\x1f{out or ''}".encode()).digest(), "big")
+    for cid, s, out in session.execute(select(_outputs(run_id)).execution_options(yield_per=2000)):
+        total += int.from_bytes(hashlib.sha256(f"{cid}\x1f{s}\x1f{out}".encode()).digest(), "big")
     return f"{total % (1 << 256):064x}"
 
 

@@ -29,6 +29,20 @@ typedef struct {
 static void text_free(text_t *t) {
     PyMem_Free(t->ids);
     PyMem_Free(t->start);
+    t->ids = NULL;
+    t->start = NULL;
+}
+
+/* Room for n tokens in nsent sentences; on failure nothing stays allocated and MemoryError is set. */
+static int text_alloc(text_t *t, Py_ssize_t n, Py_ssize_t nsent) {
+    t->ids = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1));
+    t->start = PyMem_Malloc(sizeof(Py_ssize_t) * (nsent + 1));
+    if (!t->ids || !t->start) {
+        text_free(t);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
 }
 
 /* Fills t from a list of lists of str, giving each distinct token the next id in vocab. */
@@ -47,13 +61,8 @@ static int text_read(PyObject *sents, PyObject *vocab, text_t *t) {
         }
         n += PyList_GET_SIZE(s);
     }
-    t->ids = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1));
-    t->start = PyMem_Malloc(sizeof(Py_ssize_t) * (ns + 1));
-    if (!t->ids || !t->start) {
-        text_free(t);
-        PyErr_NoMemory();
+    if (text_alloc(t, n, ns) < 0)
         return -1;
-    }
     t->n = n;
     t->nsent = ns;
     Py_ssize_t p = 0;
@@ -292,13 +301,8 @@ static int text_scan(const char *src, Py_ssize_t size, Py_ssize_t base, char *bu
             words++;
         lines += ch == '\n';
     }
-    t->ids = PyMem_Malloc(sizeof(int32_t) * (words ? words : 1));
-    t->start = PyMem_Malloc(sizeof(Py_ssize_t) * (lines + 1));
-    if (!t->ids || !t->start) {
-        text_free(t);
-        PyErr_NoMemory();
+    if (text_alloc(t, words, lines) < 0)
         return -1;
-    }
     Py_ssize_t p = 0, ns = 0, k = 0;
     t->start[0] = 0;
     while (k < size) {

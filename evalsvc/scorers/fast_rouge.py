@@ -292,14 +292,16 @@ class _Pair:
         self.pred: _Text | None = None
 
     def score(self, reference: str) -> dict[str, Score]:
+        ref: _Text | None = None
         if _rouge_core is not None:
             if not self.stem and reference.isascii() and self.text.isascii():  # tokenized in C
                 got = _score_core(reference, self.text, self.types)
             else:
-                got = _score_core(_Text(reference, self.stem, True).sents, self._pred().sents, self.types)
+                ref = _Text(reference, self.stem, True)
+                got = _score_core(ref.sents, self._pred().sents, self.types)
             if got is not None:
                 return got
-        return _score_py(_Text(reference, self.stem, self.lsum), self._pred(), self.types)
+        return _score_py(ref or _Text(reference, self.stem, self.lsum), self._pred(), self.types)
 
     def _pred(self) -> _Text:
         if self.pred is None:  # split into lines whatever the types: its tokens are the same
