@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 from bench.seed_store import BASELINE, FAMILY, Plan, seed  # noqa: E402
 from evalsvc.config import GateConfig  # noqa: E402
 from evalsvc.dashboard import queries as q  # noqa: E402
-from evalsvc.dashboard.readonly import open_readonly  # noqa: E402
 from evalsvc.store.db import open_engine, upgrade  # noqa: E402
+from evalsvc.store.readonly import open_readonly  # noqa: E402
 from evalsvc.store.schema import utcnow  # noqa: E402
 
 RATES = {BASELINE: 0.80, "smollm2-q8_0": 0.79, "smollm2-q6_k": 0.78, "smollm2-q5_k": 0.77, "smollm2-q4_0": 0.72,

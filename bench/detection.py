@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evalsvc import suites as suites_mod  # noqa: E402
-from evalsvc.compare import compare  # noqa: E402
 from evalsvc.config import load_config  # noqa: E402
 from evalsvc.store.db import open_engine  # noqa: E402
+from evalsvc.verdicts import compare  # noqa: E402
 
 
 def interval(c) -> str:

@@ -1,4 +1,4 @@
-"""Time evalsvc's ROUGE (evalsvc.scorers.fast_rouge) against Google's rouge-score on the same pairs.
+"""Time evalsvc's ROUGE (evalsvc.checks.fast_rouge) against Google's rouge-score on the same pairs.
 
 Builds ``--pairs`` (prediction, reference) pairs deterministically from ``--seed``: references of 10-60
 words drawn Zipf-like from a fixed vocabulary of inflected English words (about half of them 2-4
@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from rouge_score import rouge_scorer
 
-from evalsvc.scorers import fast_rouge
+from evalsvc.checks import fast_rouge
 
 TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 # Function words first: with Zipf weights they are the most frequent, as in news text.
@@ -135,7 +135,7 @@ def main() -> int:
     ap.add_argument("--per-type", action="store_true", help="also time each ROUGE type alone (no stemmer, 1 process)")
     args = ap.parse_args()
     if fast_rouge._rouge_core is None:
-        print("evalsvc/scorers/_rouge_core.c is not built (pip install -e . needs a C compiler): "
+        print("evalsvc/checks/_rouge_core.c is not built (pip install -e . needs a C compiler): "
               "the 'fast_rouge' rows count in Python", file=sys.stderr)
     pairs = make_pairs(args.pairs, args.seed)
     n_tokens = sum(len(fast_rouge.tokenize(p)) + len(fast_rouge.tokenize(r)) for p, r in pairs) / len(pairs)

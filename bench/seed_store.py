@@ -1,5 +1,5 @@
 """Seed a store with a realistic history: variants x suites x scheduled runs, every case result, metric
-points, real verdicts (computed by evalsvc.compare from the seeded cases), arena battles, alerts, firings.
+points, real verdicts (computed by evalsvc.verdicts from the seeded cases), arena battles, alerts, firings.
 
 Used by the dashboard tests (small) and by bench/dashboard_store.py (1M case results). Outcomes are
 paired the way real variants are: each case has a difficulty shared by every variant, and a variant
@@ -19,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
-from evalsvc import alerts, compare, verdicts
+from evalsvc import alerts, verdicts
 from evalsvc.aggregate import t_interval, wilson_interval
 from evalsvc.config import GateConfig
 from evalsvc.identity import content_hash
+from evalsvc.store.latest import latest_pairs
 from evalsvc.store.schema import BattleRecord, CaseResult, Firing, MetricPoint, Run, Suite, SuiteCase, Variant
 
 FAMILY = "smollm2"
@@ -187,8 +188,8 @@ def _verdicts(engine: Engine, plan: Plan) -> int:
         if v == BASELINE:
             continue
         with Session(engine) as s:
-            pairs = compare.latest_pairs(s, BASELINE, v)
-            report = compare.compare_runs(s, gate, BASELINE, v, pairs)
+            pairs = latest_pairs(s, BASELINE, v)
+            report = verdicts.compare_runs(s, gate, BASELINE, v, pairs)
         verdicts.record(engine, report)
         firing, checked = alerts.regression_conditions(report, "http://127.0.0.1:8501")
         alerter.sync(firing, checked)

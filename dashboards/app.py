@@ -1,13 +1,8 @@
-"""evalsvc dashboard: `evalsvc dashboard` starts it (read-only; see README: the dashboard)."""
+"""The dashboard from a source checkout: `streamlit run dashboards/app.py` (`evalsvc dashboard` does the same).
 
-import streamlit as st
+The pages live in the package (evalsvc/dashboard/views/) so that an installed wheel ships them.
+"""
 
-st.set_page_config(page_title="evalsvc", layout="wide")
-pages = [
-    st.Page("views/overview.py", title="Overview", default=True),
-    st.Page("views/trends.py", title="Trends", url_path="trends"),
-    st.Page("views/compare.py", title="Compare", url_path="compare"),
-    st.Page("views/arena.py", title="Arena", url_path="arena"),
-    st.Page("views/runs.py", title="Runs and alerts", url_path="runs"),
-]
-st.navigation(pages).run()
+from evalsvc.dashboard.app import main
+
+main()

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from scipy.special import ndtri, stdtrit  # quantiles; scipy.stats costs 2.5 s to import
 
-from evalsvc.scorers import MetricSpec
+
+class MetricKind(Protocol):
+    """What aggregation needs to know of a metric (evalsvc.checks.MetricSpec is one)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def higher_is_better(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ def t_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, flo
     return (mean - half, mean + half)
 
 
-def aggregate(specs: dict[str, MetricSpec], score_rows: Iterable[dict[str, float]]) -> list[Aggregate]:
+def aggregate(specs: Mapping[str, MetricKind], score_rows: Iterable[dict[str, float]]) -> list[Aggregate]:
     """Mean of each metric over the rows that carry it (only ``ok`` cases are passed in)."""
     columns: dict[str, array[float]] = {name: array("d") for name in specs}  # 8 bytes a value
     for row in score_rows:

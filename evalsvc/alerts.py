@@ -15,20 +15,16 @@ environment or a secret file and is never logged or stored.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
 
-from pydantic import Field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc.errors import ConfigError
+from evalsvc.config import AlertsConfig
 from evalsvc.store.schema import Alert, utcnow
-from evalsvc.variants import Strict
 
 log = logging.getLogger(__name__)
 Kind = Literal["regression", "endpoint", "upstream", "drift"]
@@ -65,26 +61,6 @@ def sink(name: str) -> Callable[[Callable[..., AlertSink]], Callable[..., AlertS
         return factory
 
     return register
-
-
-class SlackConfig(Strict):
-    webhook_env: str = Field("EVALSVC_SLACK_WEBHOOK", description="environment variable holding the webhook URL")
-    webhook_file: Path | None = Field(None, description="or a secret file holding it (e.g. a mounted secret)")
-    max_retries: int = Field(3, ge=0, le=10, description="retries after HTTP 429, each after its Retry-After")
-
-    def url(self) -> str | None:
-        if self.webhook_file is not None:
-            try:
-                return self.webhook_file.read_text().strip() or None
-            except OSError as exc:
-                raise ConfigError(f"alerts.slack.webhook_file {self.webhook_file}", f"cannot read it ({exc.strerror})",
-                                  "point it at a readable file that holds the webhook URL") from None
-        return os.environ.get(self.webhook_env) or None
-
-
-class AlertsConfig(Strict):
-    dashboard_url: str | None = Field(None, description="base URL of `evalsvc dashboard`, linked from every alert")
-    slack: SlackConfig | None = None
 
 
 class _Redact(logging.Filter):
@@ -155,7 +131,7 @@ def build_sinks(cfg: AlertsConfig | None) -> dict[str, AlertSink]:
 
 
 def view_link(base: str | None, page: str, **params: str) -> str | None:
-    """A link to a dashboard page with its filters in the query string (dashboards/ reads them)."""
+    """A link to a dashboard page with its filters in the query string (the dashboard reads them)."""
     return f"{base.rstrip('/')}/{page}?{urlencode(params)}" if base else None
 
 

@@ -419,16 +419,6 @@ def compare_continuous(metric: str, base: npt.ArrayLike, cand: npt.ArrayLike, ma
     return _at_level(_undecided(metric, "continuous", b, c, float(d.mean()), margin, flips_down, flips_up, method, evidence), alpha)
 
 
-def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values [holm1979]: reject hypothesis i at family level alpha iff adjusted[i] <= alpha."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    adjusted, running = [0.0] * len(pvalues), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
 def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> list[float]:
     """The level Holm's step-down tests each hypothesis at [holm1979].
 

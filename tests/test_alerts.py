@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evalsvc.alerts import Alerter, AlertsConfig, Condition, SlackConfig, build_sinks, run_conditions
+from evalsvc.alerts import Alerter, Condition, build_sinks, run_conditions
+from evalsvc.config import AlertsConfig, SlackConfig
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import Alert
 

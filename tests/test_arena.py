@@ -11,9 +11,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evalsvc.arena import Arena, combine, pair_messages, parse_pair_verdict
+from evalsvc.checks.judge import combine, pair_messages, parse_pair_verdict
 from evalsvc.cli import main
 from evalsvc.config import load_config
+from evalsvc.engine.battles import Arena
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import BattleRecord
 from evalsvc.suites import resolve
@@ -118,7 +119,7 @@ def test_unparsable_pair_verdicts_store_no_outcome(tmp_path: Path, reply: str) -
 
 
 def test_checks_judge_decides_by_pass_then_continuous_scores() -> None:
-    from evalsvc.arena import checks_verdict
+    from evalsvc.engine.battles import checks_verdict
 
     up = {"rouge1": True, "unsupported_rate": False}
     assert checks_verdict({"pass": 1.0}, {"pass": 0.0}, up) == 1.0

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from evalsvc.checks import registry
+from evalsvc.checks.judge import canaries
 from evalsvc.cli import main
 from evalsvc.config import Config, load_config
-from evalsvc.endpoint import storable
 from evalsvc.errors import ConfigError, SuiteError
-from evalsvc.judge import canaries
-from evalsvc.scorers import registry
+from evalsvc.serving.endpoint import storable
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CaseResult, MetricPoint, Run
 from evalsvc.suites import load_suite

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from evalsvc.config import load_config
+from evalsvc.config.variants import Generation, fingerprint
 from evalsvc.errors import ConfigError
-from evalsvc.variants import Generation, fingerprint
 from tests.conftest import write_config
 
 BASE = """\
@@ -69,3 +69,29 @@ def test_local_checkpoint_bytes_are_part_of_the_fingerprint(tmp_path: Path) -> N
     first = fingerprint(cfg.variants[0], Generation())
     (tmp_path / "m.gguf").write_bytes(b"weights-2")
     assert fingerprint(cfg.variants[0], Generation()) != first
+
+
+STORE_URLS = ["sqlite:///evalsvc.db", "sqlite:////abs/path.db", "sqlite://", "postgresql+psycopg://host/db",
+              "postgresql+psycopg://user@host:5432/db", "postgresql+psycopg://user:secret@host/db",
+              "postgresql://u:p%40ss@h/db", "mysql+pymysql://:pw@h/db", "not a url", "evalsvc.db", "://host/db", ""]
+
+
+@pytest.mark.parametrize("url", STORE_URLS)
+def test_store_urls_are_read_as_sqlalchemy_reads_them_without_importing_it(url: str) -> None:
+    """The schema refuses a URL that is not one, or that carries a password, exactly when SQLAlchemy's parser says so."""
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from evalsvc.config import Config
+
+    try:
+        expected = "password" if make_url(url).password else "ok"
+    except Exception:
+        expected = "not a URL"
+    try:
+        Config(store=url)
+        got = "ok"
+    except ValidationError as exc:
+        got = "password" if "contains a password" in str(exc) else "not a URL"
+        assert got == "password" or "not a database URL" in str(exc)
+    assert got == expected

@@ -20,15 +20,15 @@ from streamlit.testing.v1 import AppTest
 
 from evalsvc.cli import main
 from evalsvc.dashboard.diff import side_by_side
-from evalsvc.dashboard.readonly import open_readonly
 from evalsvc.errors import StoreError
 from evalsvc.store.db import open_engine, upgrade
+from evalsvc.store.readonly import open_readonly
 from evalsvc.store.schema import Alert
 from tests.conftest import ROOT, write_config, write_suite
 from tests.dashboard_store import seeded_project
 from tests.fake_endpoint import FakeEndpoint
 
-PAGES = ROOT / "dashboards" / "views"
+PAGES = ROOT / "evalsvc" / "dashboard" / "views"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

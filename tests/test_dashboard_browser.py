@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -33,6 +33,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, base: str, output: Callable[[], str], within_s: float = 60) -> None:
+    """Wait for a started `evalsvc dashboard` to answer its health check; fail with its output if it exits or hangs."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"evalsvc dashboard exited {proc.returncode}: {output()}")
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f"evalsvc dashboard did not answer its health check within {within_s:g} s: {output()}")
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("browser")
@@ -42,19 +58,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "dashboard", "-c", str(config), "--port", str(port)],
                             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"evalsvc dashboard exited: {proc.stdout.read() if proc.stdout else ''}")
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("evalsvc dashboard did not answer its health check within 60 s")
+    wait_healthy(proc, base, lambda: proc.stdout.read() if proc.stdout else "")
     yield base
     proc.terminate()
     proc.wait(timeout=20)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from evalsvc.endpoint import EndpointClient, parse_retry_after
 from evalsvc.errors import FatalEndpointError, RateLimitedError, TransientEndpointError
+from evalsvc.serving.endpoint import EndpointClient, parse_retry_after
 from tests.fake_endpoint import FakeEndpoint
 
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from nltk.stem import porter
 from rouge_score import rouge_scorer, tokenize
 
-from evalsvc.scorers import build_check, fast_rouge
+from evalsvc.checks import build_check, fast_rouge
 from evalsvc.suites import Case
 
 TYPES = ("rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum")
@@ -36,7 +36,7 @@ def counting(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test runs twice: counting in the C extension (built by pip install) and in pure Python."""
     built = fast_rouge._rouge_core
     if request.param == "C core":
-        assert built is not None, "evalsvc/scorers/_rouge_core.c is not built: run pip install -e . where a C compiler is found"
+        assert built is not None, "evalsvc/checks/_rouge_core.c is not built: run pip install -e . where a C compiler is found"
     else:
         fast_rouge._rouge_core = None
     yield request.param
@@ -139,7 +139,7 @@ def test_score_many_gives_the_same_scores_in_order(processes: int | None) -> Non
 
 
 def test_the_c_core_counts_hits_of_str_and_of_token_lists() -> None:
-    from evalsvc.scorers import _rouge_core
+    from evalsvc.checks import _rouge_core
 
     # the cat sat | on the mat  against  the cat | sat on a mat: unigrams the, cat, sat, on, mat; bigrams the-cat,
     # cat-sat, sat-on; LCS "the cat sat on mat"; union LCS: {the, cat} + {sat}, then {the} + {on, mat}, but the

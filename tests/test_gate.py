@@ -122,3 +122,43 @@ def test_run_compares_with_the_baseline_and_stores_every_verdict(tmp_path: Path)
     echo = next(r for r in rows if r.scope == "echo" and r.metric == "pass")
     assert echo.candidate_run_id == newest_cand and echo.flips_down == N // 3 and echo.overall == "regression"
     assert echo.baseline_mean == 1.0 and abs(echo.candidate_mean - 2 / 3) < 1e-9
+
+
+def test_comparing_runs_with_several_samples_reads_without_writing(tmp_path: Path) -> None:
+    """Samples of a case are averaged into plain values: the read-only dashboard can compare them, and the gate's
+    session holds nothing to flush (it used to assign the averages to the rows it read, and autoflush wrote them)."""
+    from sqlalchemy.orm import Session
+
+    from evalsvc.config import load_config
+    from evalsvc.dashboard import queries
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.latest import latest_pairs
+    from evalsvc.store.readonly import open_readonly
+    from evalsvc.store.schema import CaseResult
+    from evalsvc.verdicts import compare_runs
+
+    def every_other(first_right: bool):  # samples of a case disagree, so their average is no stored value
+        calls = iter(range(10_000))
+        return lambda body: f"echo {_number(body)}" if (next(calls) % 2 == 0) == first_right else "no idea"
+
+    with FakeEndpoint(reply=every_other(True)) as base, FakeEndpoint(reply=every_other(False)) as cand:
+        project = _project(tmp_path, base, cand, n=12, extra="generation: {temperature: 0.7, samples: 2}")
+        out = CliRunner().invoke(main, ["run", "-c", str(project / "evalsvc.yaml"), "--no-compare"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    cfg = load_config(project / "evalsvc.yaml")
+    url = cfg.store_url()
+    engine = open_engine(url)
+    with Session(engine) as s:
+        before = sorted((r.case_id, r.sample_index, r.scores["pass"]) for r in s.query(CaseResult))
+    assert {p for *_, p in before} == {0.0, 1.0}
+
+    shown = queries.comparison(open_readonly(url), cfg.gate.model_dump(), "base", "cand")
+    assert shown is not None and "error" not in shown
+    assert shown["metrics"]["n"].max() == 12  # one value per case
+    with Session(engine) as s:
+        report = compare_runs(s, cfg.gate, "base", "cand", latest_pairs(s, "base", "cand"))
+        assert not s.dirty and not s.new  # no row was read as an entity, so none can be written back
+    assert report.primary and report.primary[0][1].n == 12
+    with Session(engine) as s:
+        after = sorted((r.case_id, r.sample_index, r.scores["pass"]) for r in s.query(CaseResult))
+    assert after == before  # nothing stored changed

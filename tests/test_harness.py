@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import load_config
+from evalsvc.engine.runner import Runner
 from evalsvc.errors import SuiteError
-from evalsvc.runs import Runner
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CaseResult, MetricPoint, SuiteCase
 from evalsvc.suites import load_suite, resolve

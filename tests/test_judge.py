@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evalsvc import grading
+from evalsvc.checks.judge import JudgeCheck, canaries, parse_verdict, prob_weighted
 from evalsvc.config import load_config
-from evalsvc.judge import JudgeCheck, canaries, parse_verdict, prob_weighted
-from evalsvc.runs import Runner
+from evalsvc.engine import judge_phase
+from evalsvc.engine.runner import Runner
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CaseResult, MetricPoint
 from evalsvc.suites import resolve
@@ -114,7 +114,7 @@ def test_judge_phase_scores_cases_and_stores_the_judges_identity(tmp_path: Path)
 
 
 def test_judge_phase_reads_cases_and_answers_a_batch_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(grading, "CASE_BATCH", 3)  # 4 cases: batches of 3 and 1
+    monkeypatch.setattr(judge_phase, "CASE_BATCH", 3)  # 4 cases: batches of 3 and 1
     with FakeEndpoint() as cand, FakeEndpoint(reply=lambda body: "VERDICT: 7") as judge:
         outcome, engine = _run(_judged_project(tmp_path, cand, judge))
     assert outcome.status == "succeeded", outcome.error

@@ -9,7 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import load_config
-from evalsvc.runs import Runner
+from evalsvc.engine.generate import Generator
+from evalsvc.engine.plan import Planner
+from evalsvc.engine.runner import Runner
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CaseResult, MetricPoint, Run
 from evalsvc.suites import resolve
@@ -81,18 +83,18 @@ def test_rerun_after_failure_resends_only_errored_cases(echo_project: Path, fake
 
 def test_ctrl_c_marks_the_run_cancelled_and_the_next_invocation_resumes_it(
         echo_project: Path, fake: FakeEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    real, real_unfinished = Runner._generate, Runner._unfinished
+    real, real_unfinished = Generator.generate, Planner.unfinished
 
     def interrupted(self, served, variant, fp, job):  # Ctrl-C arrives after two answers
         real(self, served, variant, fp, job)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Runner, "_unfinished", lambda self, *args: islice(real_unfinished(self, *args), 2))
-    monkeypatch.setattr(Runner, "_generate", interrupted)
+    monkeypatch.setattr(Planner, "unfinished", lambda self, *args: islice(real_unfinished(self, *args), 2))
+    monkeypatch.setattr(Generator, "generate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(echo_project)
-    monkeypatch.setattr(Runner, "_generate", real)
-    monkeypatch.setattr(Runner, "_unfinished", real_unfinished)
+    monkeypatch.setattr(Generator, "generate", real)
+    monkeypatch.setattr(Planner, "unfinished", real_unfinished)
     assert len(fake.requests) == 2
     cfg = load_config(echo_project / "evalsvc.yaml")
     with Session(open_engine(cfg.store_url())) as s:

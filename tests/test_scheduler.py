@@ -14,9 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evalsvc.cli import main
-from evalsvc.config import load_config
-from evalsvc.scheduler import ScheduleSpec, single_scheduler
+from evalsvc.config import ScheduleSpec, load_config
+from evalsvc.scheduler import slot_at
 from evalsvc.store.db import open_engine
+from evalsvc.store.locks import single_scheduler
 from evalsvc.store.schema import Run
 from tests.conftest import write_config, write_suite
 from tests.fake_endpoint import FakeEndpoint
@@ -25,14 +26,41 @@ from tests.test_alerts import Receiver
 
 def test_a_late_firing_runs_under_the_slot_it_stands_for() -> None:
     spec = ScheduleSpec(name="s", cron="*/5 * * * *")
-    assert spec.slot_at(datetime(2026, 11, 21, 1, 7, 30, tzinfo=UTC)) == datetime(2026, 11, 21, 1, 5, tzinfo=UTC)
-    assert spec.slot_at(datetime(2026, 11, 21, 1, 10, tzinfo=UTC)) == datetime(2026, 11, 21, 1, 10, tzinfo=UTC)
+    assert slot_at(spec, datetime(2026, 11, 21, 1, 7, 30, tzinfo=UTC)) == datetime(2026, 11, 21, 1, 5, tzinfo=UTC)
+    assert slot_at(spec, datetime(2026, 11, 21, 1, 10, tzinfo=UTC)) == datetime(2026, 11, 21, 1, 10, tzinfo=UTC)
 
 
 def test_invalid_cron_names_the_line(tmp_path: Path) -> None:
     write_config(tmp_path, "schedules: [{name: s, cron: '61 * * * *'}]\n")
     out = CliRunner().invoke(main, ["serve", "-c", str(tmp_path / "evalsvc.yaml")])
     assert out.exit_code == 2 and "evalsvc.yaml:1" in out.output and "invalid crontab" in out.output
+
+
+CRONTABS = ["0 3 * * *", "*/5 * * * *", "0 0 1 1 *", "59 23 31 12 6", "0 9-17/2 * * mon-fri", "0 3 * jan,jul sun",
+            "1,2,3 * * * *", "0 0 * * 0", "* * * * *", "0 0 L * *", "61 * * * *", "* 24 * * *", "* * 0 * *",
+            "* * * 13 *", "* * * * 7", "5-1 * * * *", "*/0 * * * *", "0 3 * *", "0 3 * * * *", "a * * * *", "0 3 * foo *",
+            "0 0 * * tue-mon", "1-2/3,4 * * * *", "", "0 0 29 2 *", "*/59 * * * *", "*/60 * * * *", "5/54 * * * *",
+            "5/55 * * * *", "0 0 * * mon-fri/2", "0 0 * jan-mar *", "0 0 * * 1-5/2"]
+
+
+@pytest.mark.parametrize("cron", CRONTABS)
+def test_the_config_accepts_a_crontab_exactly_when_apscheduler_does(cron: str) -> None:
+    """The schema checks cron expressions without importing APScheduler; it must agree with the scheduler that runs them."""
+    from apscheduler.triggers.cron import CronTrigger
+    from pydantic import ValidationError
+
+    try:
+        CronTrigger.from_crontab(cron, timezone="UTC")
+        runs = True
+    except ValueError:
+        runs = False
+    try:
+        ScheduleSpec(name="s", cron=cron)
+        accepted = True
+    except ValidationError as exc:
+        accepted = False
+        assert "invalid crontab expression" in str(exc)
+    assert accepted == runs
 
 
 def _number(body: dict[str, Any]) -> int:

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 from rouge_score import rouge_scorer
 
-from evalsvc.scorers import build_check, score_output
+from evalsvc.checks import build_check, score_output
 from evalsvc.suites import Case
 
 

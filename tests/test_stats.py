@@ -12,7 +12,6 @@ from evalsvc.stats import (
     compare_binary,
     compare_continuous,
     decide,
-    holm_adjusted,
     holm_levels,
     margin_from,
     mcnemar,
@@ -75,9 +74,8 @@ PVALUES = [[0.01, 0.04, 0.03, 0.2, 0.005], [0.001, 0.001, 0.3], [0.02], [0.5, 0.
 @pytest.mark.parametrize("pvalues", PVALUES, ids=["five", "ties", "one", "six"])
 def test_holm_matches_statsmodels(pvalues: list[float]) -> None:
     multitest = pytest.importorskip("statsmodels.stats.multitest", reason="pip install statsmodels for this cross-check")
-    reject, corrected, _, _ = multitest.multipletests(pvalues, alpha=ALPHA, method="holm")
+    reject, *_ = multitest.multipletests(pvalues, alpha=ALPHA, method="holm")
 
-    assert holm_adjusted(pvalues) == pytest.approx(list(corrected))
     assert [p < level for p, level in zip(pvalues, holm_levels(pvalues, ALPHA), strict=True)] == list(reject)
 
 

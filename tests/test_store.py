@@ -13,10 +13,21 @@ from sqlalchemy.orm import Session
 
 from evalsvc.errors import StoreError
 from evalsvc.store import repo
-from evalsvc.store.db import current_revision, head_revision, make_engine, open_engine, partition_names, upgrade
+from evalsvc.store.db import current_revision, head_revision, make_engine, open_engine, upgrade
 from evalsvc.store.schema import CaseResult
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def partition_names(engine, table: str) -> list[str]:
+    """Names of the partitions of ``table`` (PostgreSQL only; empty elsewhere)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :t ORDER BY 1"), {"t": table})
+        return [r[0] for r in rows]
 
 
 def test_upgrade_from_empty_reaches_head_and_alembic_check_is_clean(store_url: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsvc.config import load_config
-from evalsvc.runs import Runner
+from evalsvc.engine.runner import Runner
 from evalsvc.store.db import open_engine
 from evalsvc.suites import resolve
 from tests.fake_endpoint import FakeEndpoint, answer_from_prompt

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from evalsvc.config import load_config
+from evalsvc.config.variants import Generation, fingerprint
+from evalsvc.engine.runner import Runner
 from evalsvc.errors import ServingError
-from evalsvc.runs import Runner
 from evalsvc.serving import serve
 from evalsvc.store.db import open_engine
 from evalsvc.suites import resolve
-from evalsvc.variants import Generation, fingerprint
 from tests.conftest import ROOT, write_config, write_suite
 
 

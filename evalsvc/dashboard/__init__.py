@@ -1,1 +1,1 @@
-"""The Streamlit dashboard's data side: read-only store access and the SQL behind each page (dashboards/ holds the pages)."""
+"""The Streamlit dashboard: the app and its pages (``app.py``, ``views/``) and the SQL behind each page (``queries``)."""

@@ -14,7 +14,12 @@ import pandas as pd
 from sqlalchemy import Engine, Float, and_, case, cast, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from evalsvc import ratings
+from evalsvc.config import GateConfig
+from evalsvc.service.compare import compare_latest
+from evalsvc.store.latest import BY_NAME, latest_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
+from evalsvc.verdicts import NotComparable
 
 SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
 
@@ -40,11 +45,6 @@ def metrics_of(engine: Engine, suite: str) -> list[str]:
         return sorted(conn.scalars(select(MetricPoint.metric).where(MetricPoint.run_id == newest)).all())
 
 
-def _latest_runs(status: str | None = None):
-    q = select(func.max(Run.id).label("id")).group_by(Run.variant_name, Run.suite_name)
-    return q.where(Run.status == status) if status else q
-
-
 def overview(engine: Engine, baselines: dict[str, str], stale_after: timedelta, now: datetime | None = None) -> pd.DataFrame:
     """One row per variant x suite: the newest run, the newest verdict against the baseline, and a status.
 
@@ -56,11 +56,11 @@ def overview(engine: Engine, baselines: dict[str, str], stale_after: timedelta, 
     now = now or utcnow()
     latest = _frame(engine, select(Run.variant_name.label("variant"), Run.suite_name.label("suite"),
                                    Run.status.label("last_status"), Run.created_at.label("last_run"), Run.error,
-                                   Run.upstream_change).where(Run.id.in_(_latest_runs())))
+                                   Run.upstream_change).where(Run.id.in_(latest_ids(BY_NAME, status=None))))
     if latest.empty:
         return latest
     ok = _frame(engine, select(Run.variant_name.label("variant"), Run.suite_name.label("suite"),
-                               Run.created_at.label("last_success")).where(Run.id.in_(_latest_runs("succeeded"))))
+                               Run.created_at.label("last_success")).where(Run.id.in_(latest_ids(BY_NAME))))
     frame = latest.merge(ok, on=["variant", "suite"], how="left")
     verdicts = latest_verdicts(engine)
     if not verdicts.empty:
@@ -248,18 +248,13 @@ def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: s
     ``runs`` {suite: (baseline run id, candidate run id)}, the overall ``verdict`` and ``notes``.
     None when the two have no suite version in common.
     """
-    from evalsvc.compare import NotComparable, compare_runs, latest_pairs
-    from evalsvc.config import GateConfig
-
-    with Session(engine) as s:
-        pairs = latest_pairs(s, baseline, candidate, list(suites) or None)
-        if not pairs:
-            return None
-        try:
-            report = compare_runs(s, GateConfig.model_validate(gate), baseline, candidate, pairs)
-        except NotComparable as exc:
-            return {"error": str(exc)}
-        runs = {name: (b.id, c.id) for name, (b, c) in pairs.items()}
+    try:
+        report = compare_latest(engine, GateConfig.model_validate(gate), baseline, candidate, suites)
+    except NotComparable as exc:
+        return {"error": str(exc)}
+    if report is None:
+        return None
+    runs = {name: (b.id, c.id) for name, (b, c) in report.runs.items()}
     rows = []
     for scope, c in [*report.primary, *report.secondary]:
         base, cand = report.measured_means(c)
@@ -280,8 +275,6 @@ def shared_cases(engine: Engine, base_run: int, cand_run: int) -> list[str]:
 
 def leaderboard(engine: Engine, suite: str, judge: str, anchor: str, n_boot: int = 300) -> pd.DataFrame:
     """Bradley-Terry ratings (anchor = 1000) with bootstrap intervals, fitted on the battles' tally (a few rows)."""
-    from evalsvc import ratings
-
     frame = battle_tally(engine, suite, judge)
     fights = [ratings.Battle(r.a, r.b, float(r.outcome), count=int(r.n)) for r in frame.itertuples()]
     if not fights:

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from evalsvc.config import DEFAULT_CONFIG, Config, load_config
 from evalsvc.dashboard import queries
-from evalsvc.dashboard.readonly import dashboard_url, open_readonly
 from evalsvc.errors import EvalsvcError
+from evalsvc.store.readonly import dashboard_url, open_readonly
 
 CONFIG_ENV = "EVALSVC_CONFIG"
 STATUS_COLOURS = {"regression": "#d62728", "failed run": "#7f7f7f", "upstream change": "#9467bd", "inconclusive": "#ff9f0e",

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from evalsvc.config.variants import VariantConfig
 from evalsvc.errors import ServingError
-from evalsvc.serving import Served, backend
+from evalsvc.serving.base import Served, backend
 from evalsvc.serving.process import free_port, launched
-from evalsvc.variants import VariantConfig
 
 
 class LlamaCppBackend:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from evalsvc.errors import ServingError
-from evalsvc.serving import Served
+from evalsvc.serving.base import Served
 
 
 def free_port() -> int:

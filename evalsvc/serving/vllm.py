@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from evalsvc.config.variants import LocalSpec, VariantConfig
 from evalsvc.errors import ServingError
-from evalsvc.serving import Served, backend
+from evalsvc.serving.base import Served, backend
 from evalsvc.serving.process import free_port, launched
-from evalsvc.variants import LocalSpec, VariantConfig
 
 DEFAULT_ENTRYPOINT = "vllm.entrypoints.openai.api_server"  # the `vllm` console script is missing in some builds
 

@@ -7,13 +7,13 @@ deliberate step in production; until then every command says so and stops.
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from evalsvc.errors import StoreError
+from evalsvc.store.locks import migration_lock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -90,33 +90,9 @@ def open_engine(url: str) -> Engine:
 
 def _upgrade_sqlite(engine: Engine, url: str) -> None:
     """Migrate under a file lock beside the database: two processes opening a new store at once must not both migrate."""
-    db = engine.url.database
-    if not db or db == ":memory:":
-        upgrade(url)
-        return
-    try:
-        fh = Path(f"{db}.migrate.lock").open("a")
-    except OSError as exc:
-        raise StoreError(f"cannot reach the store at {_safe(url)}: {exc}") from None
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with migration_lock(engine, _safe(url)):
         if current_revision(engine) != head_revision():  # the other process may have finished it meanwhile
             upgrade(url)
-
-
-def partition_names(engine: Engine, table: str) -> list[str]:
-    """Names of the partitions of ``table`` (PostgreSQL only; empty elsewhere)."""
-    if engine.dialect.name != "postgresql":
-        return []
-    with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :t ORDER BY 1"), {"t": table})
-        return [r[0] for r in rows]
-
-
-def table_names(engine: Engine) -> list[str]:
-    return inspect(engine).get_table_names()
 
 
 def _safe(url: str) -> str:

@@ -8,16 +8,13 @@ of one variant share, ignores an entry another process stored first.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from itertools import islice
-from typing import IO, Any
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -161,102 +158,6 @@ def _add_cached_many(session: Session, entries: list[tuple[str, str, dict[str, A
                     [{"key": key, "variant_fingerprint": fp, "response": response} for key, fp, response in entries])
 
 
-_held: set[tuple[str, int]] = set()  # (store, run id) locked by this process, whichever thread
-_guard = threading.Lock()
-_lock_files: dict[str, IO[str]] = {}  # one handle per lock file, never closed: closing any drops the process's locks
-
-
-class RunLocks:
-    """Execution locks on runs: a run key executes in one process at a time.
-
-    A lock dies with its holder, so a SIGKILLed run is resumable at once: on PostgreSQL a
-    session advisory lock on one connection held for the block; on SQLite a POSIX record
-    lock on byte ``run id`` of ``<database>.runs.lock``. Threads of one process are told
-    apart by a set of held keys, since neither kind of lock excludes its own process.
-    """
-
-    _NAMESPACE = 0x65766C  # first key of pg_try_advisory_lock(int, int); the scheduler uses the one-bigint form
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        db = engine.url.database
-        self._file = f"{os.path.realpath(db)}.runs.lock" if engine.dialect.name == "sqlite" and db and db != ":memory:" else None
-        self._store = self._file or engine.url.render_as_string(hide_password=False)
-        self._conn: Connection | None = None
-        self._mine: list[int] = []
-
-    def __enter__(self) -> RunLocks:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release_all()
-
-    def acquire(self, run_id: int) -> bool:
-        """Take run ``run_id``'s lock without waiting; False when another process or thread is executing it."""
-        key = (self._store, run_id)
-        with _guard:
-            if key in _held:
-                return False
-            _held.add(key)
-        try:
-            got = self._pg_try(run_id) if self.engine.dialect.name == "postgresql" else self._file_try(run_id)
-        except BaseException:
-            self._forget(run_id)
-            raise
-        if got:
-            self._mine.append(run_id)
-        else:
-            self._forget(run_id)
-        return got
-
-    def release_all(self) -> None:
-        """Release every lock this holder took; errors are ignored (a lost connection released them already)."""
-        for run_id in self._mine:
-            try:
-                if self._conn is None:
-                    fh = _lock_files.get(self._store)
-                    if fh is not None:
-                        fcntl.lockf(fh, fcntl.LOCK_UN, 1, run_id)
-                else:
-                    self._conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": self._NAMESPACE, "id": run_id})
-                    self._conn.commit()
-            except Exception:  # the store went away, and the lock with it
-                pass
-            self._forget(run_id)
-        self._mine = []
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
-
-    def _forget(self, run_id: int) -> None:
-        with _guard:
-            _held.discard((self._store, run_id))
-
-    def _pg_try(self, run_id: int) -> bool:
-        if self._conn is None:
-            self._conn = self.engine.connect()
-        got = self._conn.execute(text("SELECT pg_try_advisory_lock(:ns, :id)"), {"ns": self._NAMESPACE, "id": run_id})
-        value = bool(got.scalar())
-        self._conn.commit()  # the lock is the session's; do not sit idle in a transaction for the whole run
-        return value
-
-    def _file_try(self, run_id: int) -> bool:
-        if self._file is None:
-            return True  # a private in-memory store: only this process's threads can see it
-        with _guard:
-            fh = _lock_files.get(self._file)
-            if fh is None:
-                fh = _lock_files[self._file] = open(self._file, "a")  # kept open: see _lock_files
-        try:
-            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, run_id)
-        except OSError:  # EAGAIN / EACCES: another process holds it
-            return False
-        return True
-
-
 def _row(session: Session, row: CaseResult) -> CaseResult:
     found = session.get(CaseResult, (row.run_id, row.case_id, row.sample_index, row.run_ts))
     assert found is not None, f"case result {row.case_id} of run {row.run_id} vanished"
@@ -305,15 +206,3 @@ def write_metric_points(session: Session, run: Run, aggregates: list[Aggregate])
                                   variant_fingerprint=run.variant_fingerprint, kind=a.kind,
                                   higher_is_better=a.higher_is_better, value=a.value, n=a.n,
                                   ci_low=a.ci_low, ci_high=a.ci_high))
-
-
-def latest_points(session: Session, suite_names: list[str] | None = None) -> list[MetricPoint]:
-    """The newest metric points per (suite, variant, metric), from succeeded runs."""
-    latest = (select(MetricPoint.suite_name, MetricPoint.variant_name, func.max(MetricPoint.run_id).label("rid"))
-              .group_by(MetricPoint.suite_name, MetricPoint.variant_name))
-    if suite_names:
-        latest = latest.where(MetricPoint.suite_name.in_(suite_names))
-    sub = latest.subquery()
-    q = select(MetricPoint).join(sub, (MetricPoint.run_id == sub.c.rid) & (MetricPoint.suite_name == sub.c.suite_name)
-                                 & (MetricPoint.variant_name == sub.c.variant_name))
-    return list(session.scalars(q.order_by(MetricPoint.suite_name, MetricPoint.variant_name, MetricPoint.metric)))

@@ -1,0 +1,214 @@
+"""The ``evalsvc`` command line.
+
+Exit codes (shared by every command): 0 ok, 1 regression, 2 could not evaluate
+(bad config or suite, endpoint or store failure, failed run), 3 inconclusive.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from evalsvc.cli import admin, schedule
+from evalsvc.cli.options import CONFIG_OPTION
+from evalsvc.config import load_config
+from evalsvc.errors import EvalsvcError
+
+
+class _Group(click.Group):
+    """Turns evalsvc's own errors into one clear message and exit code 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        # SIGTERM unwinds like Ctrl-C, so managed model servers are stopped, not orphaned
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return super().invoke(ctx)
+        except EvalsvcError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """Evaluate LLM variants and catch quality regressions, with results in a time-series store.
+
+    \b
+    Typical first steps:
+      evalsvc init                 write a starter evalsvc.yaml
+      evalsvc suites validate      check every suite in suites/
+      evalsvc run                  all suites x all variants, into the store
+      evalsvc results              latest score of each variant on each suite
+
+    A run is (suite version x variant fingerprint x slot). Editing a suite or a
+    variant's checkpoint/serving/sampling starts a new series; re-running a
+    crashed or interrupted run resumes it and sends only the missing requests.
+    """
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--suite", "-s", "suites", multiple=True, help="Suite name (repeatable). Default: config 'suites', else all.")
+@click.option("--variant", "-v", "variants", multiple=True, help="Variant name (repeatable). Default: all variants.")
+@click.option("--slot", default=None, help="Run-key slot (a schedule time). Default: resume the last unfinished "
+              "manual run of this suite x variant, else start a new one.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("--compare/--no-compare", "do_compare", default=True, show_default=True,
+              help="Afterwards compare each variant with its family's baseline and store the verdicts (the dashboard's "
+              "Overview shows them).")
+def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], slot: str | None,
+        progress: bool | None, do_compare: bool) -> None:
+    """Run suites against variants and store every case, output and score.
+
+    \b
+    Examples:
+      evalsvc run                              everything in the config
+      evalsvc run -s arithmetic -v smollm2-q8_0 -v smollm2-f16
+    Exit code 0 when every run succeeded, 2 when any failed (the table says why).
+    """
+    from evalsvc.cli.tables import outcome_table, verdict_lines
+    from evalsvc.service import runs as svc
+
+    cfg = load_config(config_path)
+    chosen_suites, chosen_variants = svc.choose(cfg, list(suites), list(variants))
+    result = svc.run_suites(cfg, svc.open_store(cfg), chosen_suites, chosen_variants, slot=slot, progress=progress,
+                            logs=svc.log_dir(config_path), compare=do_compare)
+    click.echo(outcome_table(result.outcomes))
+    if result.reports:
+        click.echo("\nAgainst the family baseline (`evalsvc gate` for the full report):")
+        click.echo(verdict_lines(result.reports))
+    if not result.ok:
+        sys.exit(2)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--suite", "-s", "suites", multiple=True, help="Only these suites.")
+@click.option("--metric", "-m", default="pass", show_default=True, help="Metric to tabulate ('all' for every metric).")
+def results(config_path: str, suites: tuple[str, ...], metric: str) -> None:
+    """Latest stored result of each variant on each suite: value [95% interval] (n)."""
+    from evalsvc.cli.tables import results_table
+    from evalsvc.service import runs as svc
+
+    cfg = load_config(config_path)
+    click.echo(results_table(svc.latest_results(svc.open_store(cfg), list(suites) or None), metric))
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--suite", "-s", "suite_name", required=True, help="Suite whose prompts the variants answer.")
+@click.option("--variant", "-v", "variants", multiple=True, required=True, help="Variant (repeat: two or more).")
+@click.option("--judge", "-j", "judge_name", required=True,
+              help="Judge variant (any configured variant), or 'checks': decide by the suite's own check scores.")
+@click.option("--limit", type=int, default=None, help="Only the first N cases (a quick arena).")
+@click.option("--anchor", default=None, help="Variant pinned at rating 1000 (default: the family's baseline, "
+              "else the first variant).")
+@click.option("--rubric", default=None, help="What the judge should prefer (default: correct, on-topic, nothing false).")
+@click.option("--progress/--no-progress", default=None)
+def arena(config_path: str, suite_name: str, variants: tuple[str, ...], judge_name: str, limit: int | None,
+          anchor: str | None, rubric: str | None, progress: bool | None) -> None:
+    """Pairwise battles between variants on a suite's prompts, and a Bradley-Terry leaderboard.
+
+    \b
+    Every pair of answers is judged in both orders; when the verdict flips with the
+    order it counts as a tie (position bias). Missing answers are generated first;
+    battles already stored are never judged again. With '-j checks' each battle is
+    decided by the suite's own checks (pass, then the continuous scores): no judge
+    model needed. Examples:
+      evalsvc arena -s records -v smollm2-f16 -v smollm2-q8_0 -v smollm2-q2_k -j checks
+      evalsvc arena -s facts -v smollm2-f16 -v smollm2-q2_k -j my-judge --limit 10
+    """
+    from evalsvc.cli.tables import leaderboard_table
+    from evalsvc.service import arena as svc
+    from evalsvc.service.runs import log_dir, open_store
+
+    cfg = load_config(config_path)
+    battles = svc.battle(cfg, open_store(cfg), suite_name, list(variants), judge_name, rubric=rubric, limit=limit,
+                         logs=log_dir(config_path), progress=bool(progress))
+    if not battles:
+        raise click.ClickException("no battle could be decided (every judge verdict was unparsable)")
+    click.echo(leaderboard_table(battles, anchor or svc.default_anchor(cfg, list(variants)), judge_name))
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--candidate", required=True, help="Variant to judge.")
+@click.option("--baseline", default=None, help="Variant to compare with (default: the candidate family's baseline).")
+@click.option("--suite", "-s", "suites", multiple=True, help="Suites to gate on (default: config 'suites', else all).")
+@click.option("--run/--no-run", "do_run", default=True, show_default=True,
+              help="First run the suites a variant has no succeeded run on; --no-run only reads the store.")
+@click.option("--fail-on-inconclusive", is_flag=True, default=None, help="Exit 3 when the verdict is inconclusive.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None, help="Write the summary here "
+              "(it is also appended to $GITHUB_STEP_SUMMARY when set).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
+@click.option("--progress/--no-progress", default=None)
+def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[str, ...], do_run: bool,
+         fail_on_inconclusive: bool | None, markdown_path: str | None, junit_path: str | None, progress: bool | None) -> None:
+    """Pre-deploy gate: is the candidate non-inferior to the baseline, case by case?
+
+    \b
+    Compares the latest succeeded runs of both variants on the same suite versions,
+    paired on the cases that are ok in both (McNemar-based interval for pass/fail
+    metrics, paired bootstrap for continuous ones), against the non-inferiority
+    margins in evalsvc.yaml (gate:). Exit codes:
+      0  pass (or improvement; inconclusive too, unless --fail-on-inconclusive)
+      1  regression: the interval lies entirely below -margin
+      2  could not evaluate (config, endpoint or store problem, failed run)
+      3  inconclusive, with --fail-on-inconclusive
+    Example:
+      evalsvc gate --candidate smollm2-q8_0 --baseline smollm2-f16 --junit gate.xml
+    """
+    from evalsvc.service import gate as svc
+    from evalsvc.service.runs import choose, log_dir, open_store
+
+    cfg = load_config(config_path)
+    baseline = svc.baseline_of(cfg, candidate, baseline)
+    chosen, _ = choose(cfg, list(suites), [candidate])
+    result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, run_missing=do_run,
+                          fail_on_inconclusive=fail_on_inconclusive, markdown_path=Path(markdown_path) if markdown_path else None,
+                          junit_path=Path(junit_path) if junit_path else None, progress=progress, logs=log_dir(config_path))
+    for o in result.failed:
+        click.echo(f"could not evaluate: {o.variant} on {o.suite}: {o.error}", err=True)
+    if result.markdown:
+        click.echo(result.markdown)
+    sys.exit(result.exit_code)
+
+
+@main.command("drift")
+@CONFIG_OPTION
+@click.option("--suite", "-s", "suites", multiple=True, help="Only these suites.")
+@click.option("--variant", "-v", "variants", multiple=True, help="Only these variants.")
+@click.option("--metric", "-m", "metrics", multiple=True, default=("pass",), show_default=True, help="Metrics to watch.")
+@click.option("--warmup", default=5, show_default=True, help="Runs that set a series' own reference level.")
+@click.option("--alpha", default=0.05, show_default=True, help="Chance of any false alarm over 20 scheduled looks.")
+def drift_cmd(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], metrics: tuple[str, ...], warmup: int,
+              alpha: float) -> None:
+    """Has a variant drifted from its own history? (CUSUM on each series, calibrated for repeated looks.)
+
+    \b
+    A series is one variant fingerprint x suite version x metric: a new checkpoint or an
+    edited suite starts a new one. Exit code 1 when any series alarms downwards (worse).
+    """
+    from evalsvc.cli.tables import drift_table
+    from evalsvc.service.drift import check_drift
+    from evalsvc.service.runs import open_store
+
+    findings = check_drift(open_store(load_config(config_path)), list(suites) or None, list(variants) or None,
+                           list(metrics) or None, warmup=warmup, alpha=alpha)
+    if not findings:
+        click.echo("no metric series yet: run `evalsvc run` on a schedule")
+        return
+    click.echo(drift_table(findings))
+    if any(f.regression for f in findings):
+        sys.exit(1)
+
+
+for command in (admin.init, admin.db, admin.dashboard, admin.suites_group, admin.variants_cmd, admin.models,
+                schedule.serve, schedule.schedule_group):
+    main.add_command(command)

@@ -1,0 +1,5 @@
+"""`python -m evalsvc.cli`."""
+
+from evalsvc.cli import main
+
+main()

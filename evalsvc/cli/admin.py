@@ -1,0 +1,186 @@
+"""Setting up and looking after evalsvc: the config, the store, the dashboard, suites, variants and the demo models."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from evalsvc.cli.options import CONFIG_OPTION
+from evalsvc.config import DEFAULT_CONFIG, load_config, store_url
+
+
+@click.command()
+@click.option("--path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, force: bool) -> None:
+    """Write a starter evalsvc.yaml (the local SmolLM2 variants plus a commented endpoint example)."""
+    from evalsvc.local_models import starter_config
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise click.ClickException(f"{target} exists; pass --force to overwrite it")
+    target.write_text(starter_config())
+    click.echo(f"wrote {target}; build the local variants with `bash scripts/setup.sh`, then `evalsvc run`")
+
+
+@click.group()
+def db() -> None:
+    """Manage the store's schema (SQLite is upgraded automatically; PostgreSQL needs `db upgrade`)."""
+
+
+@db.command("upgrade")
+@CONFIG_OPTION
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(config_path: str, revision: str) -> None:
+    """Apply schema migrations to the configured store (EVALSVC_STORE overrides the config)."""
+    from evalsvc.store.db import upgrade
+
+    url = store_url(config_path)
+    upgrade(url, revision)
+    click.echo(f"store schema at {revision}")
+
+
+@db.command("status")
+@CONFIG_OPTION
+def db_status(config_path: str) -> None:
+    """Show the store's schema revision and the one this evalsvc expects."""
+    from evalsvc.store.db import current_revision, head_revision, make_engine
+
+    engine = make_engine(store_url(config_path))
+    click.echo(f"store: {current_revision(engine) or 'empty'}; expected: {head_revision()}")
+
+
+@db.command("readonly-role")
+@CONFIG_OPTION
+@click.argument("name", default="evalsvc_dashboard")
+@click.option("--password-env", default=None, metavar="VAR", help="Set the role's password from this environment variable.")
+def db_readonly_role(config_path: str, name: str, password_env: str | None) -> None:
+    """Create a PostgreSQL role that can only read the store (for `evalsvc dashboard`).
+
+    \b
+    Example:
+      DASH_PW=... evalsvc db readonly-role evalsvc_dashboard --password-env DASH_PW
+      export EVALSVC_DASHBOARD_STORE=postgresql+psycopg://evalsvc_dashboard:...@host/evalsvc
+    """
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.roles import create_readonly_role
+
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise click.UsageError(f"--password-env {password_env}: that environment variable is empty or unset")
+    create_readonly_role(open_engine(store_url(config_path)), name, password)
+    click.echo(f"role {name} can read the store and nothing else; give the dashboard its URL in "
+               "EVALSVC_DASHBOARD_STORE (or dashboard.store in evalsvc.yaml, without the password)")
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--port", type=int, default=None, help="Default: dashboard.port in evalsvc.yaml (8501).")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+def dashboard(config_path: str, port: int | None, address: str) -> None:
+    """Start the Streamlit dashboard on the store in evalsvc.yaml; it only ever reads.
+
+    \b
+    Pages: Overview (latest verdicts, problems first), Trends, Compare (paired deltas,
+    flips, outputs side by side), Arena, Runs and alerts. Filters are in the URL, e.g.
+      http://127.0.0.1:8501/compare?baseline=smollm2-f16&candidate=smollm2-q2_k
+    On PostgreSQL give it a read-only role (`evalsvc db readonly-role`) via
+    EVALSVC_DASHBOARD_STORE or dashboard.store.
+    """
+    from evalsvc.store.readonly import dashboard_url, open_readonly
+
+    cfg = load_config(config_path)
+    open_readonly(dashboard_url(cfg)).dispose()  # fail here, with the reason, rather than in the browser
+    app = Path(importlib.util.find_spec("evalsvc.dashboard").origin).parent / "app.py"  # shipped in the package
+    env = {**os.environ, "EVALSVC_CONFIG": str(Path(config_path).resolve())}
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless=true", f"--server.address={address}",
+            f"--server.port={port or cfg.dashboard.port}", "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer",
+            "--server.fileWatcherType=none"]
+    click.echo(f"dashboard: http://{address}:{port or cfg.dashboard.port}/ (Ctrl-C stops it)")
+    os.execvpe(argv[0], argv, env)
+
+
+@click.group("suites")
+def suites_group() -> None:
+    """Inspect and validate suites."""
+
+
+@suites_group.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--suites-dir", default="suites", show_default=True, type=click.Path(file_okay=False))
+def suites_validate(paths: tuple[str, ...], suites_dir: str) -> None:
+    """Check suite files (default: every *.yaml in suites/) and print each one's version.
+
+    Every problem names the file and line (or the case id) and how to fix it.
+    Nothing is written anywhere.
+    """
+    from evalsvc.errors import SuiteError
+    from evalsvc.suites import load_suite
+
+    files = [Path(p) for p in paths] or sorted(Path(suites_dir).glob("*.yaml"))
+    if not files:
+        raise click.ClickException(f"no suite headers (*.yaml) in {suites_dir}")
+    bad = 0
+    for f in files:
+        try:
+            s = load_suite(f)
+        except SuiteError as exc:
+            bad += 1
+            click.echo(f"FAIL {exc}", err=True)
+        else:
+            if s.harness is not None:
+                what = f"lm-eval task '{s.harness.task}'"
+            else:
+                what = f"{len(s.cases)} cases; metrics: {', '.join(sorted(s.metrics()))}"
+            click.echo(f"ok   {f}: suite '{s.name}' version {s.version}, {what}")
+    if bad:
+        sys.exit(2)
+
+
+@click.command("variants")
+@CONFIG_OPTION
+def variants_cmd(config_path: str) -> None:
+    """List configured variants with their fingerprints (what identifies their results)."""
+    cfg = load_config(config_path)
+    for v in cfg.variants:
+        where = v.endpoint.base_url if v.endpoint else str(v.local.model_path if v.local else "")
+        try:
+            fp = cfg.fingerprint(v.name)
+        except FileNotFoundError:
+            fp = "(checkpoint missing)"
+        click.echo(f"{v.name:<20} {v.family:<16} {v.quantization or '-':<8} {fp:<18} {where}")
+
+
+@click.group()
+def models() -> None:
+    """Build the bundled local model variants (SmolLM2-135M re-quantized with llama.cpp)."""
+
+
+@models.command("build")
+@click.option("--out", default="models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--quant", "quants", multiple=True, help="Quantization types (default: F16 Q8_0 Q4_0 Q2_K).")
+def models_build(out: str, quants: tuple[str, ...]) -> None:
+    """Re-quantize the packaged SmolLM2-135M GGUF into one file per variant (skips files already built)."""
+    from evalsvc.local_models import DEFAULT_QUANTS, build_variants
+
+    for path in build_variants(Path(out), list(quants) or DEFAULT_QUANTS):
+        click.echo(str(path))
+
+
+@models.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def models_check(path: str) -> None:
+    """Decode a short prompt from a GGUF file in a child process: proves the llama.cpp build works on this CPU."""
+    from evalsvc.local_models import smoke_test
+
+    problem = smoke_test(Path(path))
+    if problem:
+        click.echo(f"llama.cpp cannot run {path}: {problem}", err=True)
+        sys.exit(2)
+    click.echo(f"ok: llama.cpp decodes {path}")

@@ -1,0 +1,137 @@
+"""`evalsvc serve` and `evalsvc schedule`: the scheduler daemon and the commands that steer it."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from evalsvc.cli.options import CONFIG_OPTION
+from evalsvc.config import load_config
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--wait", is_flag=True, help="If another `evalsvc serve` holds this store, wait for it instead of exiting.")
+def serve(config_path: str, wait: bool) -> None:
+    """Run the schedules in evalsvc.yaml (schedules:) until stopped (Ctrl-C or SIGTERM: finishes the current run).
+
+    \b
+    Jobs live in the store, so a restart loses no schedule, and a slot missed while the
+    service was down runs once when it comes back. Only one `evalsvc serve` acts per store.
+    """
+    import threading
+
+    from evalsvc.scheduler import build, sync_jobs
+    from evalsvc.service.runs import open_store
+    from evalsvc.store.locks import single_scheduler
+
+    cfg = load_config(config_path)
+    if not cfg.schedules:
+        raise click.ClickException(f"{config_path} has no 'schedules:'; add one, e.g. "
+                                   "schedules: [{name: nightly, cron: '0 3 * * *'}]")
+    with single_scheduler(open_store(cfg), wait=wait):
+        scheduler = build(cfg.store_url())
+        scheduler.start(paused=True)  # read the stored jobs before anything fires
+        sync_jobs(scheduler, config_path, cfg.schedules)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        click.echo(f"evalsvc serve: {len(cfg.schedules)} schedule(s); Ctrl-C to stop", err=True)
+        scheduler.resume()
+        stop.wait()
+        click.echo("evalsvc serve: stopping after the current run", err=True)
+        scheduler.shutdown(wait=True)
+
+
+@click.group("schedule")
+def schedule_group() -> None:
+    """Inspect and steer the schedules of `evalsvc serve`."""
+
+
+def _with_scheduler(config_path: str):
+    from evalsvc.scheduler import build, sync_jobs
+    from evalsvc.service.runs import open_store
+
+    cfg = load_config(config_path)
+    open_store(cfg)
+    scheduler = build(cfg.store_url())
+    scheduler.start(paused=True)  # paused: this process only edits the job store, it never fires jobs
+    sync_jobs(scheduler, config_path, cfg.schedules)
+    return cfg, scheduler
+
+
+@schedule_group.command("list")
+@CONFIG_OPTION
+def schedule_list(config_path: str) -> None:
+    """Each schedule with its cron, next fire time (UTC) and whether it is paused."""
+    from evalsvc.cli.tables import table
+
+    cfg, scheduler = _with_scheduler(config_path)
+    rows = []
+    for spec in cfg.schedules:
+        job = scheduler.get_job(spec.name)
+        nxt = job.next_run_time.strftime("%Y-%m-%d %H:%M") if job and job.next_run_time else "paused"
+        rows.append([spec.name, spec.cron, nxt, ", ".join(spec.suites or ["(config suites)"]),
+                     ", ".join(spec.variants or ["(all)"])])
+    scheduler.shutdown(wait=False)
+    click.echo(table(["schedule", "cron (UTC)", "next", "suites", "variants"], rows) if rows else "no schedules")
+
+
+@schedule_group.command("run-now")
+@CONFIG_OPTION
+@click.argument("name")
+def schedule_run_now(config_path: str, name: str) -> None:
+    """Fire a schedule now, in this process, under the slot of its latest fire time."""
+    from evalsvc.scheduler import execute
+
+    cfg = load_config(config_path)
+    if name not in {s.name for s in cfg.schedules}:
+        raise click.ClickException(f"no schedule '{name}'; known: {', '.join(s.name for s in cfg.schedules) or 'none'}")
+    summary = execute(str(Path(config_path).resolve()), name)
+    for variant, suite, status in summary["runs"]:
+        click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}")
+    for key in summary["alerts_firing"]:
+        click.echo(f"alert: {key}")
+
+
+@schedule_group.command("history")
+@CONFIG_OPTION
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True)
+def schedule_history(config_path: str, name: str | None, limit: int) -> None:
+    """Past firings (newest first): slot, when, how long, the runs' statuses and the alerts that fired."""
+    from evalsvc.cli.tables import firings_table
+    from evalsvc.service.runs import open_store
+    from evalsvc.service.schedule import history
+
+    firings = history(open_store(load_config(config_path)), name, limit)
+    click.echo(firings_table(firings) if firings else "no firings yet")
+
+
+def _steer(config_path: str, name: str, action: str) -> None:
+    cfg, scheduler = _with_scheduler(config_path)
+    try:
+        if name not in {spec.name for spec in cfg.schedules}:
+            raise click.ClickException(f"no schedule '{name}'; known: {', '.join(x.name for x in cfg.schedules) or 'none'}")
+        getattr(scheduler, f"{action}_job")(name)
+    finally:
+        scheduler.shutdown(wait=False)
+    click.echo(f"{action}d {name}")
+
+
+@schedule_group.command("pause")
+@CONFIG_OPTION
+@click.argument("name")
+def schedule_pause(config_path: str, name: str) -> None:
+    """Stop firing a schedule (kept in the store; `resume` brings it back)."""
+    _steer(config_path, name, "pause")
+
+
+@schedule_group.command("resume")
+@CONFIG_OPTION
+@click.argument("name")
+def schedule_resume(config_path: str, name: str) -> None:
+    """Fire a paused schedule again from its next fire time."""
+    _steer(config_path, name, "resume")

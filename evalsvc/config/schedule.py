@@ -1,0 +1,78 @@
+"""`schedules:` in evalsvc.yaml: what `evalsvc serve` runs, and when.
+
+The crontab expression is checked here, field by field, with the ranges and names that
+APScheduler's ``CronTrigger.from_crontab`` accepts, so that reading the file needs no scheduler.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from evalsvc.config.base import Strict
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# (name, lowest, highest, names allowed in place of numbers)
+_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()), ("month", 1, 12, _MONTHS),
+           ("day of week", 0, 6, _DAYS))
+_PART = re.compile(r"^(?:(?P<any>\*)|(?P<lo>[A-Za-z0-9]+)(?:-(?P<hi>[A-Za-z0-9]+))?)(?:/(?P<step>\d+))?$")
+
+
+def _value(token: str, lo: int, hi: int, names: tuple[str, ...]) -> int:
+    if token.isdigit():
+        value = int(token)
+    elif token.lower() in names:
+        return names.index(token.lower())
+    else:
+        raise ValueError(f"'{token}' is not a number" + (f" or one of {', '.join(names)}" if names else ""))
+    if not lo <= value <= hi:
+        raise ValueError(f"{value} is outside {lo}-{hi}")
+    return value
+
+
+def check_crontab(cron: str) -> None:
+    """Raise ValueError naming the field at fault unless ``cron`` is a five-field crontab expression."""
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+    for text, (name, lo, hi, names) in zip(fields, _FIELDS, strict=True):
+        for part in text.split(","):
+            m = _PART.match(part)
+            if m is None:
+                raise ValueError(f"{name} field: cannot read '{part}'")
+            try:
+                step = int(m["step"]) if m["step"] is not None else None
+                if step == 0:
+                    raise ValueError("a step of 0")
+                if m["any"]:
+                    first, last = lo, hi
+                else:
+                    first = _value(m["lo"], lo, hi, names)
+                    last = _value(m["hi"], lo, hi, names) if m["hi"] is not None else hi
+                    if last < first:
+                        raise ValueError(f"the range '{part}' runs backwards")
+                if step is not None and step > last - first:
+                    raise ValueError(f"the step {step} is larger than the range it steps through ({last - first})")
+            except ValueError as exc:
+                raise ValueError(f"{name} field: {exc}") from None
+
+
+class ScheduleSpec(Strict):
+    """One entry of ``schedules:`` in evalsvc.yaml."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    cron: str = Field(description="crontab expression in UTC, e.g. '0 3 * * *' (daily at 03:00)")
+    suites: list[str] | None = Field(None, description="default: the config's suites")
+    variants: list[str] | None = Field(None, description="default: every variant")
+    compare: bool = Field(True, description="after the runs, compare each variant with its family's baseline and alert")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        try:
+            check_crontab(cron)
+        except ValueError as exc:
+            raise ValueError(f"invalid crontab expression {cron!r}: {exc} (five fields: minute hour day month weekday)") from None
+        return cron

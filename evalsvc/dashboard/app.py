@@ -1,0 +1,26 @@
+"""evalsvc dashboard: `evalsvc dashboard` starts it (read-only; see README: the dashboard).
+
+The pages ship inside the package (``views/``), so an installed wheel serves them too.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+VIEWS = Path(__file__).resolve().parent / "views"
+
+
+def main() -> None:
+    st.set_page_config(page_title="evalsvc", layout="wide")
+    pages = [
+        st.Page(VIEWS / "overview.py", title="Overview", default=True),
+        st.Page(VIEWS / "trends.py", title="Trends", url_path="trends"),
+        st.Page(VIEWS / "compare.py", title="Compare", url_path="compare"),
+        st.Page(VIEWS / "arena.py", title="Arena", url_path="arena"),
+        st.Page(VIEWS / "runs.py", title="Runs and alerts", url_path="runs"),
+    ]
+    st.navigation(pages).run()
+
+
+if __name__ == "__main__":
+    main()

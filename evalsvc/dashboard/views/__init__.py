@@ -1,0 +1,1 @@
+"""The dashboard's pages: Streamlit scripts that ``evalsvc.dashboard.app`` runs, one per page."""

@@ -1,0 +1,113 @@
+"""Running an lm-eval task against a served variant, through lm-eval's Python API; stored per sample.
+
+lm-eval sends a task's requests as one batch and, when a request still fails after its
+retries, raises and returns nothing: such a run is *failed* with the cause and no case is
+scored. A harness run resumes at task granularity.
+
+Loglikelihood tasks (multiple choice, perplexity) need correct prompt logprobs via
+``echo``: vLLM gives them, llama.cpp's server does not, so such a task is refused unless
+the endpoint declares ``echo_logprobs: true`` and a local ``tokenizer``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalsvc.config import HarnessSpec, VariantConfig
+from evalsvc.errors import ConfigError, EndpointError, SuiteError
+from evalsvc.serving import Served
+from evalsvc.suites.harness import BINARY_METRICS, materialise
+
+LOGLIKELIHOOD = {"loglikelihood", "loglikelihood_rolling", "multiple_choice"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    case_id: str
+    output: str
+    scores: dict[str, float]
+    doc: dict[str, Any]
+
+
+def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Served, *, concurrency: int,
+             timeout_s: float, max_retries: int) -> tuple[list[Sample], list[str]]:
+    """Run one task against a served variant; returns its samples and metric names."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="evalsvc-harness-") as tmp:
+        include = Path(tmp) / "tasks"
+        include.mkdir()
+        if spec.include is not None:
+            materialise(spec, base, include)
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+
+        tm = TaskManager(include_path=str(include) if spec.include else None, include_defaults=spec.include is None)
+        if spec.task not in tm.task_index:
+            raise SuiteError(f"harness.task {spec.task}", "lm-eval knows no such task",
+                             "bundle it as a YAML in the suite's include folder (built-in tasks need the Hub)")
+        output_type = (tm.task_index[spec.task].cfg or {}).get("output_type", "generate_until")
+        model, model_args, chat = _model_args(variant, served, output_type, spec.task, concurrency, timeout_s, max_retries)
+        previous_cache = os.environ.get("HF_DATASETS_CACHE")
+        os.environ["HF_DATASETS_CACHE"] = str(Path(tmp) / "datasets")  # keep lm-eval's Arrow cache out of the way
+        try:
+            results = lm_eval.simple_evaluate(
+                model=model, model_args=model_args, tasks=[spec.task], task_manager=tm, apply_chat_template=chat,
+                log_samples=True, num_fewshot=spec.num_fewshot, limit=spec.limit, bootstrap_iters=0,
+                use_cache=None, cache_requests=False)
+        except Exception as exc:  # lm-eval raises requests/aiohttp/Timeout errors after its own retries
+            raise EndpointError(f"lm-eval task '{spec.task}' failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            if previous_cache is None:
+                os.environ.pop("HF_DATASETS_CACHE", None)
+            else:
+                os.environ["HF_DATASETS_CACHE"] = previous_cache
+    metrics = [m["metric"] for m in results["configs"][spec.task]["metric_list"]]
+    return _samples(results["samples"][spec.task], metrics), metrics
+
+
+def _model_args(variant: VariantConfig, served: Served, output_type: str, task: str, concurrency: int,
+                timeout_s: float, max_retries: int) -> tuple[str, dict[str, Any], bool]:
+    common = {"model": served.model, "num_concurrent": concurrency, "max_retries": max_retries + 1,
+              "timeout": int(timeout_s)}
+    if output_type not in LOGLIKELIHOOD:
+        return ("local-chat-completions",
+                {**common, "base_url": served.base_url + "/chat/completions", "tokenizer_backend": None,
+                 "tokenized_requests": False}, True)
+    ep, loc = variant.endpoint, variant.local
+    if loc is not None and loc.engine == "vllm":  # vLLM's echo logprobs are right, and the folder has the tokenizer
+        tokenizer = str(loc.model_path)
+    elif ep is not None and ep.echo_logprobs and ep.tokenizer:
+        tokenizer = ep.tokenizer
+    else:
+        raise ConfigError(
+            f"variant {variant.name}, task {task}",
+            f"the task needs prompt log-probabilities ({output_type}), which this endpoint cannot give "
+            "(llama.cpp's server returns them shifted by one token)",
+            "serve the variant with vLLM (local: {engine: vllm}), or for an external vLLM endpoint set "
+            "endpoint.echo_logprobs: true and endpoint.tokenizer: <local HF folder>")
+    return ("local-completions",
+            {**common, "base_url": served.base_url + "/completions", "tokenizer_backend": "huggingface",
+             "tokenizer": tokenizer, "tokenized_requests": False}, False)
+
+
+def _samples(raw: list[dict[str, Any]], metrics: list[str]) -> list[Sample]:
+    """One sample per document: the first filter's result (the one lm-eval lists first)."""
+    out: dict[int, Sample] = {}
+    first_filter = raw[0]["filter"] if raw else None
+    for s in raw:
+        if s["filter"] != first_filter or s["doc_id"] in out:
+            continue
+        doc = s["doc"]
+        case_id = str(doc.get("id", f"doc-{s['doc_id']}")) if isinstance(doc, dict) else f"doc-{s['doc_id']}"
+        scores = {m: float(s[m]) for m in metrics if isinstance(s.get(m), int | float)}
+        binary = [v for m, v in scores.items() if m in BINARY_METRICS]
+        if binary:
+            scores["pass"] = float(all(v >= 1.0 for v in binary))
+        output = s["resps"][0][0] if s.get("resps") else ""
+        out[s["doc_id"]] = Sample(case_id, str(output), scores, doc if isinstance(doc, dict) else {"doc": doc})
+    return [out[k] for k in sorted(out)]

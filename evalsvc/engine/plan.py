@@ -1,0 +1,149 @@
+"""Planning a run: claim its run key, take its lock, and list what it still lacks (store and cache first).
+
+A run key (suite version x variant fingerprint x slot) executes in one process at a time: a
+second invocation while the first is at work reports the run as running elsewhere and sends
+nothing. What a run still lacks is listed a batch of cases at a time, never all at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from evalsvc import aggregate
+from evalsvc.checks import Case, score_output
+from evalsvc.config import Config, VariantConfig, serving_identity
+from evalsvc.identity import content_hash
+from evalsvc.store import repo
+from evalsvc.store.locks import RunLocks
+from evalsvc.store.schema import CaseResult, Run, utcnow
+from evalsvc.suites import Suite
+
+ITEM_BATCH = 500  # cases looked up together in the store (finished answers) and the response cache
+
+
+@dataclass(frozen=True)
+class Item:
+    case: Case
+    sample: int
+    messages: list[dict[str, str]]
+    cache_key: str
+
+
+ITEM_BATCH = 500  # cases looked up together in the store (finished answers) and the response cache
+
+
+@dataclass
+class Job:
+    """One run in progress: what is left to send and what happened so far."""
+
+    suite: Suite
+    run_id: int
+    run_ts: datetime
+    params: dict[str, Any]
+    samples: int
+    to_send: int = 0  # answers neither in the store nor in the cache, counted before the server starts
+    finished: bool = False  # the run key had already succeeded, or another process is executing it: nothing to do
+    busy: str | None = None  # why another process has it
+    sent: int = 0
+    from_cache: int = 0
+    consecutive_errors: int = 0
+    breaker_open: bool = False
+    last_error: str | None = None
+    fatal: str | None = None
+    store_lost: SQLAlchemyError | None = None  # a write failed: stop sending, raise once the requests in flight end
+    extra: list[aggregate.Aggregate] = field(default_factory=list)  # run-level metrics (judge canary rates)
+    harness_metrics: list[str] = field(default_factory=list)  # metric names an lm-eval task reported
+
+    @property
+    def needs_server(self) -> bool:
+        return not self.finished and not self.fatal and (self.to_send > 0 or self.suite.harness is not None)
+
+
+def needs_judge(case: Case) -> bool:
+    return any(c.model_graded for c in case.checks)
+
+
+class Planner:
+    """Claims runs and lists what they lack."""
+
+    def __init__(self, cfg: Config, engine: Engine) -> None:
+        self.cfg, self.engine = cfg, engine
+
+    def plan(self, suite: Suite, variant: VariantConfig, fp: str, slot: str | None, locks: RunLocks) -> Job:
+        gen = self.cfg.generation_for(variant)
+        params = gen.model_copy(update=suite.header.generation)
+        request_params: dict[str, Any] = params.model_dump(exclude={"samples"}, exclude_none=True)
+        if not request_params.get("stop"):
+            request_params.pop("stop", None)
+        for attempt in range(3):  # another process may insert the same variant, suite or run key between our read and write
+            try:
+                with Session(self.engine) as session, session.begin():
+                    repo.record_variant(session, fp, variant.name, variant.family, variant.quantization,
+                                        {"serving": serving_identity(variant), "generation": gen.model_dump(mode="json"),
+                                         "quantization": variant.quantization, "system_prompt": variant.system_prompt})
+                    repo.record_suite(session, suite.version, suite.name, suite.header.model_dump(mode="json"),
+                                      ((c.id, c.spec) for c in suite.cases), len(suite.cases))
+                    run = repo.claim_run(session, suite.version, suite.name, fp, variant.name,
+                                         len(suite.cases) * params.samples, slot)
+                    job = Job(suite, run.id, run.created_at, request_params, params.samples)
+                    claimed = run.status
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        if claimed != "succeeded" and not locks.acquire(job.run_id):
+            job.finished = True
+            job.busy = ("being executed by another evalsvc process right now; not started twice. Wait for it, "
+                        "or re-run later to resume it if that process died")
+            return job
+        with Session(self.engine) as session, session.begin():
+            locked = session.get(Run, job.run_id)  # read again under the lock: the other process may have just finished it
+            assert locked is not None
+            if locked.status == "succeeded":
+                job.finished = True
+                return job
+            locked.status, locked.started_at, locked.attempts, locked.error = "running", utcnow(), locked.attempts + 1, None
+        return job
+
+    def unfinished(self, job: Job, variant: VariantConfig, fp: str) -> Iterator[Item]:
+        """What the run still lacks, in suite order: made as the cases are read, a batch at a time, never all at once."""
+        cases = iter(job.suite.cases)
+        while batch := list(islice(cases, ITEM_BATCH)):
+            with Session(self.engine) as session:
+                done = repo.finished_among(session, job.run_id, [c.id for c in batch])
+            for case in batch:
+                messages = job.suite.messages(case, variant.system_prompt)
+                for s in range(job.samples):
+                    if (case.id, s) not in done:
+                        request = {"messages": messages, **job.params}
+                        sample = s if job.params.get("temperature", 0.0) > 0 else 0
+                        key = content_hash({"fp": fp, "request": request, "sample": sample}, 64)
+                        yield Item(case, s, messages, key)
+
+    def answer_from_cache(self, variant: VariantConfig, fp: str, job: Job) -> None:
+        """Store the answers the response cache has (when the variant uses it) and count what is left to send."""
+        items = self.unfinished(job, variant, fp)
+        while batch := list(islice(items, ITEM_BATCH)):
+            hits = repo.cached_many(self.engine, [i.cache_key for i in batch]) if variant.use_cache else {}
+            answered = [self.ok_row(job, i, hits[i.cache_key], cached=True) for i in batch if i.cache_key in hits]
+            if answered:  # (samples of a temperature-0 request share one key)
+                repo.save_results(self.engine, answered, [])
+            job.from_cache += len(answered)
+            job.to_send += len(batch) - len(answered)
+
+    @staticmethod
+    def ok_row(job: Job, item: Item, resp: dict[str, Any], cached: bool) -> CaseResult:
+        status = "generated" if needs_judge(item.case) else "ok"
+        return CaseResult(run_id=job.run_id, case_id=item.case.id, sample_index=item.sample, run_ts=job.run_ts,
+                          status=status, output=resp["text"], error=None, latency_ms=resp["latency_ms"],
+                          prompt_tokens=resp["prompt_tokens"], completion_tokens=resp["completion_tokens"],
+                          finish_reason=resp["finish_reason"],
+                          scores=score_output(list(item.case.checks), resp["text"], item.case),
+                          cached=cached, created_at=utcnow())

@@ -1,0 +1,47 @@
+"""Read paths over case results and metric points: column selects into plain rows, never entities.
+
+Nothing read here can be written back by accident (a read-only dashboard session stays
+read-only), and only the columns a caller needs leave the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evalsvc.store.latest import BY_NAME, latest_ids
+from evalsvc.store.schema import CaseResult, MetricPoint
+
+
+def ok_cases(session: Session, run_id: int) -> list[Any]:
+    """(case_id, sample_index, scores, judge) of each ok answer of a run."""
+    return list(session.execute(select(CaseResult.case_id, CaseResult.sample_index, CaseResult.scores, CaseResult.judge)
+                                .where(CaseResult.run_id == run_id, CaseResult.status == "ok")).all())
+
+
+def outputs(session: Session, run_id: int, case_ids: Sequence[str]) -> dict[str, str]:
+    """Sample 0's output of each of these cases (the flipped ones a report shows), a chunk of ids at a time."""
+    out: dict[str, str] = {}
+    ids = list(case_ids)
+    for i in range(0, len(ids), 500):
+        out.update((cid, text or "") for cid, text in session.execute(select(CaseResult.case_id, CaseResult.output).where(
+            CaseResult.run_id == run_id, CaseResult.sample_index == 0, CaseResult.case_id.in_(ids[i:i + 500]))))
+    return out
+
+
+def metric_kinds(session: Session, run_id: int) -> dict[str, tuple[str, bool]]:
+    """metric -> (kind, higher_is_better) of a run's metric points."""
+    return {m: (k, up) for m, k, up in session.execute(
+        select(MetricPoint.metric, MetricPoint.kind, MetricPoint.higher_is_better).where(MetricPoint.run_id == run_id))}
+
+
+def latest_points(session: Session, suite_names: list[str] | None = None) -> list[Any]:
+    """The metric points of the latest run of each (suite, variant name), by suite, variant and metric."""
+    q = select(MetricPoint.suite_name, MetricPoint.variant_name, MetricPoint.metric, MetricPoint.kind, MetricPoint.value,
+               MetricPoint.n, MetricPoint.ci_low, MetricPoint.ci_high).where(MetricPoint.run_id.in_(latest_ids(BY_NAME)))
+    if suite_names:
+        q = q.where(MetricPoint.suite_name.in_(suite_names))
+    return list(session.execute(q.order_by(MetricPoint.suite_name, MetricPoint.variant_name, MetricPoint.metric)).all())

@@ -1,0 +1,204 @@
+"""Candidate vs baseline, paired case by case, read from the store.
+
+Only cases that are ``ok`` in both runs are paired (an endpoint error is never a quality
+loss), runs pair only within one suite version, and judge metrics pair only when both runs
+were judged by the same judge identity. Metrics where lower is better are negated so every
+comparison reads "higher is better" and a negative delta is always a loss.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from evalsvc import stats
+from evalsvc.config import Config, GateConfig
+from evalsvc.errors import EvalsvcError
+from evalsvc.store import queries
+from evalsvc.store.latest import latest_runs
+from evalsvc.suites import Suite
+
+RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
+
+
+@dataclass(frozen=True)
+class Flip:
+    suite: str
+    case_id: str
+    direction: Literal["down", "up"]
+    baseline_output: str
+    candidate_output: str
+
+
+@dataclass
+class Report:
+    baseline: str
+    candidate: str
+    primary: list[tuple[str, stats.Comparison]]
+    secondary: list[tuple[str, stats.Comparison]]
+    verdict: stats.Verdict
+    flips: list[Flip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    lower_is_better: set[str] = field(default_factory=set)  # metrics compared negated (their means shown as measured)
+    runs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run) rows
+
+    def measured_means(self, c: stats.Comparison) -> tuple[float, float]:
+        """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
+        base, cand = c.baseline_mean, c.candidate_mean
+        if c.metric in self.lower_is_better:
+            return (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
+        return base, cand
+
+
+@dataclass
+class _Pairs:
+    """Per metric: aligned baseline/candidate values, and the metric's kind and direction."""
+
+    values: dict[str, tuple[list[float], list[float]]] = field(default_factory=lambda: defaultdict(lambda: ([], [])))
+    kinds: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+
+class NotComparable(EvalsvcError):
+    """The store lacks what a comparison needs (no succeeded run, no shared cases)."""
+
+
+def without_runs(engine: Engine, suites: list[Suite], fp: str) -> list[Suite]:
+    """The suites on which this fingerprint has no succeeded run yet (what a gate must run first)."""
+    with Session(engine) as session:
+        return [suite for suite in suites if not latest_runs(session, suite.version, fp)]
+
+
+def _pick_runs(session: Session, suite: Suite, baseline: tuple[str, str], candidate: tuple[str, str]) -> tuple[Any, Any]:
+    """Latest run of each; for an A/A comparison (one fingerprint) the latest against the one before it."""
+    (base_name, base_fp), (cand_name, cand_fp) = baseline, candidate
+    if base_fp == cand_fp:
+        runs = latest_runs(session, suite.version, cand_fp, 2)
+        if len(runs) < 2:
+            raise NotComparable(f"an A/A comparison on '{suite.name}' needs two succeeded runs of {cand_name}; "
+                                f"found {len(runs)}: run `evalsvc run -s {suite.name} -v {cand_name}` again")
+        return runs[1], runs[0]
+    found = {name: latest_runs(session, suite.version, fp) for name, fp in (baseline, candidate)}
+    missing = [name for name, runs in found.items() if not runs]
+    if missing:
+        raise NotComparable(f"no succeeded run of {', '.join(missing)} on suite '{suite.name}' (version {suite.version}); "
+                            f"run `evalsvc run -s {suite.name} -v {' -v '.join(missing)}` first")
+    return found[base_name][0], found[cand_name][0]
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One case of a run as compared: its scores (samples averaged) and its judges' identities (sample 0's)."""
+
+    scores: dict[str, float]
+    judges: dict[str, tuple[str, str]]
+
+
+def _per_case(session: Session, run_id: int) -> dict[str, _Case]:
+    """Each ok case of a run, its samples' scores averaged; read into plain values, so nothing is written back."""
+    by_case: dict[str, list[Any]] = defaultdict(list)
+    for row in queries.ok_cases(session, run_id):
+        by_case[row.case_id].append(row)
+    out = {}
+    for cid, group in by_case.items():
+        first = min(group, key=lambda r: r.sample_index)
+        scores = dict(first.scores or {})
+        if len(group) > 1:
+            keys = set.intersection(*(set(r.scores or {}) for r in group))
+            scores = {k: sum((r.scores or {})[k] for r in group) / len(group) for k in keys}
+        out[cid] = _Case(scores, _judge_ids(first.judge))
+    return out
+
+
+def _judge_ids(judge: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
+    return {label: (d.get("fingerprint"), d.get("template")) for label, d in (judge or {}).items()}
+
+
+def compare(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, candidate: str) -> Report:
+    base_fp, cand_fp = cfg.fingerprint(baseline), cfg.fingerprint(candidate)
+    notes: list[str] = []
+    if base_fp == cand_fp:
+        notes.append("baseline and candidate have the same fingerprint: an A/A comparison of its newest run against the "
+                     "one before (the noise floor)")
+    with Session(engine) as s:
+        runs = {suite.name: _pick_runs(s, suite, (baseline, base_fp), (candidate, cand_fp)) for suite in suites}
+        return compare_runs(s, cfg.gate, baseline, candidate, runs, notes)
+
+
+def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
+                 notes: list[str] | None = None) -> Report:
+    """Pair each suite's two runs case by case and decide every metric (primary: pooled over the suites)."""
+    notes = list(notes or [])
+    pooled = _Pairs()
+    per_suite: dict[str, _Pairs] = {}
+    flips: list[Flip] = []
+    for suite_name, (base_run, cand_run) in runs.items():
+        for run, who in ((base_run, baseline), (cand_run, candidate)):
+            if run.upstream_change:
+                notes.append(f"{who} on {suite_name}: {run.upstream_change}")
+        kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
+        base_rows, cand_rows = _per_case(s, base_run.id), _per_case(s, cand_run.id)
+        shared = sorted(base_rows.keys() & cand_rows.keys())
+        if not shared:
+            raise NotComparable(f"suite '{suite_name}': no case is ok in both runs {base_run.id} and {cand_run.id}")
+        dropped = len(base_rows.keys() ^ cand_rows.keys())
+        if dropped:
+            notes.append(f"{suite_name}: {dropped} cases left out (errored or judge errors in one of the runs)")
+        pairs = per_suite.setdefault(suite_name, _Pairs())
+        mismatched: set[str] = set()
+        flipped: list[tuple[str, str]] = []
+        for cid in shared:
+            b, c = base_rows[cid], cand_rows[cid]
+            ids_b, ids_c = b.judges, c.judges
+            mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
+            for metric, (kind, up) in kinds.items():
+                if metric in mismatched or metric.removesuffix("_prob") in mismatched:
+                    continue
+                bv, cv = b.scores.get(metric), c.scores.get(metric)
+                if bv is None or cv is None:
+                    continue
+                for target in (pairs, pooled):
+                    target.values[metric][0].append(float(bv))
+                    target.values[metric][1].append(float(cv))
+                    target.kinds[metric] = (kind, up)
+            bp, cp = b.scores.get("pass"), c.scores.get("pass")
+            if bp is not None and cp is not None and bp != cp:
+                flipped.append((cid, "down" if cp < bp else "up"))
+        if flipped:  # the outputs of the flipped cases only, not of every case
+            base_out = queries.outputs(s, base_run.id, [cid for cid, _ in flipped])
+            cand_out = queries.outputs(s, cand_run.id, [cid for cid, _ in flipped])
+            flips.extend(Flip(suite_name, cid, way, base_out.get(cid, ""), cand_out.get(cid, "")) for cid, way in flipped)
+        if mismatched:
+            notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
+                         "different judges or prompt templates")
+    primary = [("all suites", _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
+    if not primary:
+        raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
+                            "set gate.primary in evalsvc.yaml")
+    secondary = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items() for metric in sorted(pairs.values)]
+    primary = list(zip([p[0] for p in primary], stats.decide([p[1] for p in primary], gate.alpha), strict=True))
+    secondary = list(zip([p[0] for p in secondary], stats.decide([p[1] for p in secondary], gate.alpha), strict=True))
+    flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
+    lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
+    return Report(baseline, candidate, primary, secondary, stats.overall([c for _, c in primary]), flips, notes, lower,
+                  dict(runs))
+
+
+def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> stats.Comparison:
+    """Orient (higher is better), pick the margin, and compare with the method for the metric's kind."""
+    base, cand = pairs.values[metric]
+    kind, up = pairs.kinds[metric]
+    m = gate.margin_for(metric)
+    binary = kind == "binary" and all(v in (0.0, 1.0) for v in base + cand)
+    if binary:
+        if not up:
+            base, cand = [1.0 - v for v in base], [1.0 - v for v in cand]
+        margin = stats.margin_from(sum(base) / len(base), m.absolute, m.relative)
+        return stats.compare_binary(metric, base, cand, margin, gate.alpha)
+    if not up:
+        base, cand = [-v for v in base], [-v for v in cand]
+    margin = stats.margin_from(sum(base) / len(base), m.absolute, m.relative)
+    return stats.compare_continuous(metric, base, cand, margin, gate.alpha)

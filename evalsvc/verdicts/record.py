@@ -1,0 +1,62 @@
+"""Stored verdicts: every comparison the gate, a schedule or `evalsvc run` makes is kept, metric by metric.
+
+The dashboard's Overview reads these rows instead of re-pairing case results on every page
+load, so it stays fast on a big store and shows exactly the verdict that was alerted on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from evalsvc.store.schema import VerdictRecord
+from evalsvc.verdicts.compare import NotComparable, Report, compare
+
+log = logging.getLogger(__name__)
+POOLED = "all suites"
+
+
+def record(engine: Engine, report: Report) -> str:
+    """Write one row per (scope, metric) of the report; returns the report id that groups them."""
+    report_id = uuid.uuid4().hex
+    primary = {c.metric for _, c in report.primary}
+    rows = []
+    for scope, c in [*report.primary, *report.secondary]:
+        base_run, cand_run = report.runs.get(scope, (None, None))
+        base, cand = report.measured_means(c)
+        lower = c.metric in report.lower_is_better
+        rows.append(VerdictRecord(
+            report_id=report_id, baseline=report.baseline, candidate=report.candidate, scope=scope,
+            baseline_run_id=base_run.id if base_run else None, candidate_run_id=cand_run.id if cand_run else None,
+            candidate_run_ts=cand_run.created_at if cand_run else None, metric=c.metric, kind=c.kind,
+            primary=c.metric in primary, lower_is_better=lower, n=c.n, baseline_mean=base, candidate_mean=cand,
+            delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high, margin=c.margin, verdict=c.verdict,
+            flips_down=c.flips_down, flips_up=c.flips_up, n_needed=c.n_needed, overall=report.verdict))
+    with Session(engine) as s, s.begin():
+        s.add_all(rows)
+    return report_id
+
+
+def compare_with_baselines(engine: Engine, cfg, suites: list, variants: Iterable) -> list[Report]:
+    """Compare each variant with its family's baseline on ``suites`` and store the verdicts.
+
+    Variants without a configured baseline, and the baselines themselves, are skipped; so is a
+    pair the store cannot compare yet (no succeeded run of one of them): that is logged, not raised.
+    """
+    reports = []
+    for v in variants:
+        base = cfg.baselines.get(v.family)
+        if base is None or base == v.name:
+            continue
+        try:
+            report = compare(engine, cfg, suites, base, v.name)
+        except NotComparable as exc:
+            log.info("no comparison of %s with %s: %s", v.name, base, exc)
+            continue
+        record(engine, report)
+        reports.append(report)
+    return reports

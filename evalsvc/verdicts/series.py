@@ -1,0 +1,67 @@
+"""Metric time series from the store, and drift verdicts on them.
+
+A series is one variant fingerprint x suite version x metric, in run order: a new checkpoint
+or an edited suite starts a new series, so drift is always a variant moving against its own
+history under unchanged conditions (anything else is a new series, not drift).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from evalsvc import drift
+from evalsvc.store.schema import MetricPoint
+
+
+@dataclass(frozen=True)
+class Series:
+    variant: str
+    fingerprint: str
+    suite: str
+    suite_version: str
+    metric: str
+    kind: str
+    higher_is_better: bool
+    points: tuple[Any, ...]  # rows: run_ts, run_id, value, n, ci_low, ci_high
+
+
+def load(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
+         metrics: list[str] | None = None) -> list[Series]:
+    q = select(MetricPoint.variant_name, MetricPoint.variant_fingerprint, MetricPoint.suite_name, MetricPoint.suite_version,
+               MetricPoint.metric, MetricPoint.kind, MetricPoint.higher_is_better, MetricPoint.run_ts, MetricPoint.run_id,
+               MetricPoint.value, MetricPoint.n, MetricPoint.ci_low, MetricPoint.ci_high
+               ).order_by(MetricPoint.run_ts, MetricPoint.run_id)
+    if suites:
+        q = q.where(MetricPoint.suite_name.in_(suites))
+    if variants:
+        q = q.where(MetricPoint.variant_name.in_(variants))
+    if metrics:
+        q = q.where(MetricPoint.metric.in_(metrics))
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    with Session(engine) as s:
+        for p in s.execute(q):
+            groups.setdefault((p.variant_fingerprint, p.suite_version, p.metric), []).append(p)
+    out = []
+    for (fp, version, metric), pts in groups.items():
+        last = pts[-1]
+        out.append(Series(last.variant_name, fp, last.suite_name, version, metric, last.kind, last.higher_is_better, tuple(pts)))
+    return sorted(out, key=lambda x: (x.suite, x.variant, x.metric))
+
+
+def _sd(p: Any) -> float | None:
+    """Per-case SD recovered from the stored t-interval (half-width = t * sd / sqrt(n)); z stands in for t."""
+    if p.ci_low is None or p.ci_high is None or p.n < 2:
+        return None
+    return (p.ci_high - p.ci_low) / (2 * 1.96) * math.sqrt(p.n)
+
+
+def check(series: Series, warmup: int = 5, alpha: float = 0.05) -> drift.DriftResult:
+    binary = series.kind == "binary"
+    pts = [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=None if binary else _sd(p))
+           for p in series.points]
+    return drift.detect(pts, warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better)
