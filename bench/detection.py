@@ -44,15 +44,16 @@ def main() -> None:
     print("|---|---|" + "---|" * len(cfg.gate.primary) + "---|")
     reports = [compare(engine, cfg, chosen, baseline, cand) for cand in candidates]
     for r in reports:
-        cells = [f"{interval(c)}, n={c.n}" for _, c in r.primary]
+        cells = [f"{interval(c)}, n={c.n}" for _, c in r.pooled]
         down = sum(1 for f in r.flips if f.direction == "down")
         print(f"| {r.candidate} | **{r.verdict}** | " + " | ".join(cells) + f" | {down}/{len(r.flips) - down} |")
-    print(f"\nPer suite, metric `{args.metric}` (Δ [CI], n, verdict; Holm-adjusted over each report's secondary metrics):\n")
+    print(f"\nPer suite, metric `{args.metric}` (Δ [CI], n, verdict; primary metrics as each suite decides them, "
+          "Holm across suites; others Holm-adjusted among themselves):\n")
     print("| suite | " + " | ".join(r.candidate for r in reports) + " |\n|---|" + "---|" * len(reports))
     for suite in chosen:
         cells = []
         for r in reports:
-            c = next((c for name, c in r.secondary if name == suite.name and c.metric == args.metric), None)
+            c = next((c for name, c in [*r.primary, *r.secondary] if name == suite.name and c.metric == args.metric), None)
             cells.append(f"{interval(c)} n={c.n} {c.verdict}" if c else "-")
         print(f"| {suite.name} | " + " | ".join(cells) + " |")
 

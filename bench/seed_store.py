@@ -193,7 +193,7 @@ def _verdicts(engine: Engine, plan: Plan) -> int:
         verdicts.record(engine, report)
         firing, checked = alerts.regression_conditions(report, "http://127.0.0.1:8501")
         alerter.sync(firing, checked)
-        n += len(report.primary) + len(report.secondary)
+        n += len(report.pooled) + len(report.primary) + len(report.secondary)
     if plan.failing:
         firing = [alerts.Condition(f"endpoint:{plan.failing}", "endpoint", f"runs of {plan.failing} are failing",
                                    {"variant": plan.failing, "cause": "HTTP 503 from the endpoint"})]

@@ -19,13 +19,15 @@ verdict read off the test cannot disagree (``Comparison`` states the invariant).
   proportions [tango1998]; McNemar's test of delta = 0 is reported alongside [mcnemar1947].
 - Continuous: paired bootstrap of the mean difference, BCa [efron-tibshirani1993] with Hesterberg's
   small-sample expansion [hesterberg2015]; p-values by inverting the BCa bounds.
-- Several metrics: Holm's step-down [holm1979] sets each metric's level before deciding (``decide``).
+- Several metrics: Holm's step-down [holm1979] sets each metric's level before deciding (``decide``);
+  across suites an overall pass is an intersection-union test [berger1982] (``decide_suites``).
 
 References (the keys in ``Comparison.method``; full entries and simulations in docs/statistics.md):
 [tango1998] Tango T. Stat Med 1998;17:891-908. [nam1997] Nam J. Biometrics 1997;53:1422-1430.
 [connor1987] Connor RJ. Biometrics 1987;43:207-211. [mcnemar1947] McNemar Q. Psychometrika 1947;12:153-157.
 [efron-tibshirani1993] Efron B, Tibshirani RJ. An Introduction to the Bootstrap, 1993, ch. 14.
 [hesterberg2015] Hesterberg TC. Am Stat 2015;69:371-386. [holm1979] Holm S. Scand J Stat 1979;6:65-70.
+[berger1982] Berger RL. Technometrics 1982;24:295-300 (intersection-union tests).
 [miller2024] Miller E. arXiv 2411.00640, 2024.
 """
 
@@ -452,6 +454,28 @@ def decide(comparisons: list[Comparison], alpha: float = 0.05) -> list[Compariso
     noninferior = holm_levels([c.p_noninferior for c in comparisons], alpha)
     inferior = holm_levels([c.p_inferior for c in comparisons], alpha)
     return [_at_level(c, noninferior[i] if c.p_noninferior <= c.p_inferior else inferior[i]) for i, c in enumerate(comparisons)]
+
+
+def decide_suites(comparisons: list[Comparison], alpha: float = 0.05, critical: Sequence[bool] | None = None) -> list[Comparison]:
+    """Decide the suites' primary metrics together, so that every suite decides and none can hide in a pool.
+
+    "Pass" overall is an intersection-union test [berger1982]: every comparison must show non-inferiority on
+    its own at the full level alpha, and the chance of a false overall pass stays <= alpha with no adjustment
+    (the claim "all are non-inferior" is false as soon as one is not). "Regression" claims are Holm-adjusted
+    across the comparisons [holm1979], so the chance of naming any suite regressed when none is stays <= alpha;
+    a comparison marked ``critical`` is tested for regression at alpha on its own instead (more power for the
+    suites a team cannot lose, at the price of up to alpha more false regressions per critical suite). Each
+    comparison's level is chosen as in ``decide`` (by the side its data lean to) and its verdict read off its
+    interval at that level.
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha is a one-sided level and must be in (0, 0.5), got {alpha}")
+    flags = list(critical) if critical is not None else [False] * len(comparisons)
+    if len(flags) != len(comparisons):
+        raise ValueError(f"critical has {len(flags)} flags for {len(comparisons)} comparisons")
+    family = [i for i, flag in enumerate(flags) if not flag]
+    holm = dict(zip(family, holm_levels([comparisons[i].p_inferior for i in family], alpha), strict=True))
+    return [_at_level(c, alpha if c.p_noninferior <= c.p_inferior or flags[i] else holm[i]) for i, c in enumerate(comparisons)]
 
 
 def overall(comparisons: Sequence[Comparison]) -> Verdict:

@@ -95,3 +95,20 @@ def test_store_urls_are_read_as_sqlalchemy_reads_them_without_importing_it(url: 
         got = "password" if "contains a password" in str(exc) else "not a URL"
         assert got == "password" or "not a database URL" in str(exc)
     assert got == expected
+
+
+def test_environment_references_point_a_variant_at_a_new_endpoint_without_templating(tmp_path: Path, monkeypatch) -> None:
+    body = """\
+variants:
+  - name: cand
+    family: f
+    endpoint: {base_url: "${CAND_URL}", model: "${CAND_MODEL:-base-model}", revision: "r-${REV:-1}"}
+"""
+    monkeypatch.setenv("CAND_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("CAND_MODEL", raising=False)
+    monkeypatch.setenv("REV", "42")
+    ep = load_config(write_config(tmp_path, body)).variants[0].endpoint
+    assert (ep.base_url, ep.model, ep.revision) == ("http://127.0.0.1:9/v1", "base-model", "r-42")
+    monkeypatch.delenv("CAND_URL")
+    msg = _error(tmp_path, body)
+    assert "evalsvc.yaml:4" in msg and "${CAND_URL} is not set" in msg and "${CAND_URL:-value}" in msg

@@ -66,17 +66,18 @@ def _marks(spec: dict) -> list[str]:
 def test_overview_flags_the_regression_the_failed_run_and_the_upstream_change(project: Path, monkeypatch) -> None:
     at = _page("overview", project, monkeypatch)
     errors = {e.value.split("**")[1]: e.value for e in at.error}
-    # q2_k regressed on every suite; q4_0 (-0.08) only where the three suites are pooled, as the gate decides
-    assert sorted(errors) == ["Regression: smollm2-q2_k vs smollm2-f16", "Regression: smollm2-q4_0 vs smollm2-f16"]
+    # q2_k regressed on every suite; q4_0 (-0.08) only where the three suites were pooled: every suite decides now,
+    # and no suite alone shows it worse, so it is inconclusive (not shown to be no worse), not a regression
+    assert sorted(errors) == ["Regression: smollm2-q2_k vs smollm2-f16"]
     q2 = errors["Regression: smollm2-q2_k vs smollm2-f16"]
     pooled_delta = float(re.search(r"all suites pooled: pass Δ (\S+) \[", q2).group(1))
     assert -0.35 < pooled_delta < -0.2 and all(f"{s}: pass Δ" in q2 for s in ("facts", "records", "summaries"))
     assert "compare?baseline=smollm2-f16&candidate=smollm2-q2_k" in q2
-    assert "facts:" not in errors["Regression: smollm2-q4_0 vs smollm2-f16"]
+    assert set(at.dataframe[-1].value.query("variant == 'smollm2-q4_0'")["status"]) == {"inconclusive"}
     warnings = " ".join(w.value for w in at.warning)
     assert "Failed run: api-upstream on facts" in warnings and "not a quality verdict" in warnings
     assert "Upstream change: smollm2-q8_0 on records" in warnings
-    assert {m.label: m.value for m in at.metric} == {"Regressions": "2", "Failed runs": "3", "Upstream changes": "1",
+    assert {m.label: m.value for m in at.metric} == {"Regressions": "1", "Failed runs": "3", "Upstream changes": "1",
                                                      "Stale": "3"}
     (spec, (data,)), = _charts(at)
     assert _marks(spec) == ["rect", "text"] and spec["layer"][0]["encoding"]["color"]["field"] == "status"
@@ -84,8 +85,9 @@ def test_overview_flags_the_regression_the_failed_run_and_the_upstream_change(pr
     assert cells[("smollm2-q2_k", "records")] == "regression" and cells[("api-upstream", "facts")] == "failed run"
     assert cells[("smollm2-f16", "facts")] == "baseline" and cells[("smollm2-q8_0", "records")] == "upstream change"
     pooled = at.dataframe[0].value
+    # 40 cases a suite cannot show q8_0 (-0.01) within the 0.05 margin on each suite: not proven is not passed
     assert dict(zip(pooled["candidate"], pooled["overall"], strict=True)) == {
-        "smollm2-q2_k": "regression", "smollm2-q4_0": "regression", "smollm2-q8_0": "pass"}
+        "smollm2-q2_k": "regression", "smollm2-q4_0": "inconclusive", "smollm2-q8_0": "inconclusive"}
 
 
 def test_overview_filters_come_from_the_url(project: Path, monkeypatch) -> None:
@@ -196,7 +198,7 @@ def test_a_readonly_role_reads_every_page_and_writes_nothing(postgres, tmp_path:
     assert out.exit_code == 0, out.output
     reader = url.replace("postgres@", "dash_reader@")
     monkeypatch.setenv("EVALSVC_DASHBOARD_STORE", reader)
-    assert len(_page("overview", config, monkeypatch).error) == 2
+    assert len(_page("overview", config, monkeypatch).error) == 1
     plain = open_engine(reader)  # even without the dashboard's read-only sessions, the role cannot write
     with pytest.raises(DBAPIError, match=r"permission denied|read-only transaction"), plain.begin() as conn:
         conn.execute(text("UPDATE alerts SET status = 'resolved'"))

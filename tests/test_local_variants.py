@@ -218,24 +218,30 @@ def _gate(project: Path, candidate: str, *extra: str) -> subprocess.CompletedPro
     return _evalsvc(project, "gate", "--candidate", candidate, "--baseline", "smollm2-f16", *extra)
 
 
-def test_gate_passes_q8_0_and_fails_q2_k_naming_the_regressed_metrics(project: Path) -> None:
+def test_gate_fails_q2_k_naming_the_regressed_suites_and_does_not_pass_q8_0_on_suites_too_small(project: Path) -> None:
     q8 = _gate(project, "smollm2-q8_0", "--no-run")
-    assert q8.returncode == 0, q8.stdout + q8.stderr
-    assert "smollm2-q8_0 vs smollm2-f16: ✅ pass" in q8.stdout
+    # Every suite decides: 15-50 cases a suite cannot show Q8_0 within 5 points on each one, so it is not passed
+    # (exit 3), though pooled over the 160 cases it would be (-0.019 [-0.049, +0.006], measured here).
+    assert q8.returncode == 3, q8.stdout + q8.stderr
+    deciding = q8.stdout.split("Pooled over the suites")[0]
+    assert "smollm2-q8_0 vs smollm2-f16: ⚠️ inconclusive" in q8.stdout and "❌" not in deciding
+    pooled = next(ln for ln in q8.stdout.splitlines() if ln.startswith("| all suites | pass | 160 |"))
+    assert "✅ pass" in pooled
     q2 = _gate(project, "smollm2-q2_k", "--no-run", "--junit", str(project / "q2.xml"))
     assert q2.returncode == 1, q2.stdout + q2.stderr
     regressed = next(ln for ln in q2.stdout.splitlines() if ln.startswith("**Regressed:**"))
-    # measured here: pooled pass -0.188 [-0.257, -0.119]; the harness task and records grounding regress too
-    assert "all suites/pass" in regressed and "addition_harness/exact_match" in regressed
+    assert "addition_harness/pass" in regressed  # records (-0.240 [-0.437, -0.024]) is inconclusive after Holm across 6 suites
     assert "<failure" in (project / "q2.xml").read_text()
 
 
 def test_gate_of_f16_against_a_rerun_of_itself_passes(project: Path) -> None:
     rerun = _evalsvc(project, "run", "-v", "smollm2-f16", "--no-progress")  # a second run: answered from the cache
     assert rerun.returncode == 0, rerun.stderr
-    aa = _gate(project, "smollm2-f16", "--no-run")
+    aa = _gate(project, "smollm2-f16", "--no-run", "--allow-inconclusive")  # small suites cannot all show a pass
     assert aa.returncode == 0, aa.stdout + aa.stderr
-    assert "✅ pass" in aa.stdout and "A/A comparison" in aa.stdout
+    assert "A/A comparison" in aa.stdout and "❌" not in aa.stdout.split("Pooled over the suites")[0]
+    pooled = next(ln for ln in aa.stdout.splitlines() if ln.startswith("| all suites | pass |"))
+    assert "✅ pass" in pooled
 
 
 def test_sampled_a_a_run_on_a_real_variant_is_not_called_a_regression(tmp_path: Path) -> None:
@@ -251,7 +257,7 @@ def test_sampled_a_a_run_on_a_real_variant_is_not_called_a_regression(tmp_path: 
         done = _evalsvc(tmp_path, "run", "-s", "extraction", "-s", "facts", "--no-progress")
         assert done.returncode == 0, done.stdout + done.stderr
     aa = _evalsvc(tmp_path, "gate", "--candidate", "smollm2-f16", "--baseline", "smollm2-f16", "--no-run",
-                  "-s", "extraction", "-s", "facts")
+                  "--allow-inconclusive", "-s", "extraction", "-s", "facts")
     assert aa.returncode == 0, aa.stdout
     assert "A/A comparison" in aa.stdout and "❌ regression" not in aa.stdout.split("<details>")[0]
 

@@ -12,6 +12,7 @@ from evalsvc.stats import (
     compare_binary,
     compare_continuous,
     decide,
+    decide_suites,
     holm_levels,
     margin_from,
     mcnemar,
@@ -21,6 +22,7 @@ from evalsvc.stats import (
 )
 
 ALPHA = 0.05
+MARGIN = 0.05
 
 
 def slack(reps: int, rate: float = ALPHA) -> float:
@@ -418,3 +420,41 @@ def test_flip_tolerance_ignores_small_continuous_changes() -> None:
     result = compare_continuous("m", [0.5, 0.5, 0.5, 0.5], [0.49, 0.3, 0.52, 0.9], margin=0.05, flip_tol=0.05, n_boot=200)
 
     assert (result.flips_down, result.flips_up) == (1, 1)
+
+
+def _suite_comparisons(rng: np.random.Generator, deltas: list[float], n: int = 200) -> list:
+    return [compare_binary("pass", *binary_pair(rng, n, d), MARGIN, ALPHA) for d in deltas]
+
+
+def test_decide_suites_passes_only_if_every_suite_passes_alone_and_holm_adjusts_regressions() -> None:
+    """The intersection-union rule and Holm, checked against statsmodels' Holm on the inferiority p-values."""
+    multitest = pytest.importorskip("statsmodels.stats.multitest", reason="pip install statsmodels for this cross-check")
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        raw = _suite_comparisons(rng, list(rng.choice([0.0, -0.05, -0.15], size=4)))
+        decided = decide_suites(raw, ALPHA)
+        reject_inferior = multitest.multipletests([c.p_inferior for c in raw], alpha=ALPHA, method="holm")[0]
+        for c, d, holm_says in zip(raw, decided, reject_inferior, strict=True):
+            assert (d.verdict in ("pass", "improvement")) == (c.p_noninferior < ALPHA)  # each at the full level
+            assert (d.verdict == "regression") == bool(holm_says)
+        assert (overall(decided) in ("pass", "improvement")) == all(d.verdict in ("pass", "improvement") for d in decided)
+
+
+def test_across_null_suites_false_regressions_and_false_passes_each_stay_under_alpha() -> None:
+    """Four suites exactly on the margin: naming any regressed (Holm) and passing all (IUT) are each rare."""
+    rng, reps = np.random.default_rng(11), 400
+    any_regression = all_pass = 0
+    for _ in range(reps):
+        decided = decide_suites(_suite_comparisons(rng, [-MARGIN] * 4), ALPHA)
+        any_regression += any(d.verdict == "regression" for d in decided)
+        all_pass += overall(decided) in ("pass", "improvement")
+    assert any_regression / reps <= ALPHA + slack(reps)
+    assert all_pass / reps <= ALPHA + slack(reps)
+
+
+def test_a_critical_suite_is_tested_for_regression_at_the_full_level() -> None:
+    rng = np.random.default_rng(3)
+    raw = _suite_comparisons(rng, [-0.15, 0.0, 0.0, 0.0], n=60)
+    plain, critical = decide_suites(raw, ALPHA), decide_suites(raw, ALPHA, [True, False, False, False])
+    assert critical[0].alpha == ALPHA and plain[0].alpha < ALPHA
+    assert critical[0].ci_high <= plain[0].ci_high  # a narrower interval: more power where it matters

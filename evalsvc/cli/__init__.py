@@ -141,28 +141,40 @@ def arena(config_path: str, suite_name: str, variants: tuple[str, ...], judge_na
 @click.option("--candidate", required=True, help="Variant to judge.")
 @click.option("--baseline", default=None, help="Variant to compare with (default: the candidate family's baseline).")
 @click.option("--suite", "-s", "suites", multiple=True, help="Suites to gate on (default: config 'suites', else all).")
-@click.option("--run/--no-run", "do_run", default=True, show_default=True,
-              help="First run the suites a variant has no succeeded run on; --no-run only reads the store.")
-@click.option("--fail-on-inconclusive", is_flag=True, default=None, help="Exit 3 when the verdict is inconclusive.")
+@click.option("--reuse", is_flag=True, help="Compare the latest stored runs instead of measuring both now (running only "
+              "the suites a variant has no succeeded run on).")
+@click.option("--no-run", "no_run", is_flag=True, help="With --reuse implied: only read the store, run nothing.")
+@click.option("--max-age", default=None, metavar="AGE", help="With --reuse: refuse stored runs older than this (90m, 36h, 7d).")
+@click.option("--baseline-run", "baseline_runs", multiple=True, type=int, metavar="ID",
+              help="Compare with this stored baseline run (a release reference; one per suite, repeatable).")
+@click.option("--fail-on-inconclusive/--allow-inconclusive", "fail_on_inconclusive", default=None,
+              help="Exit 3 (the default, gate.fail_on_inconclusive) or 0 when the verdict is inconclusive.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None, help="Write the summary here "
               "(it is also appended to $GITHUB_STEP_SUMMARY when set).")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every verdict and number as JSON here (with the exit code).")
 @click.option("--progress/--no-progress", default=None)
-def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[str, ...], do_run: bool,
-         fail_on_inconclusive: bool | None, markdown_path: str | None, junit_path: str | None, progress: bool | None) -> None:
+def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[str, ...], reuse: bool, no_run: bool,
+         max_age: str | None, baseline_runs: tuple[int, ...], fail_on_inconclusive: bool | None, markdown_path: str | None,
+         junit_path: str | None, json_path: str | None, progress: bool | None) -> None:
     """Pre-deploy gate: is the candidate non-inferior to the baseline, case by case?
 
     \b
-    Compares the latest succeeded runs of both variants on the same suite versions,
-    paired on the cases that are ok in both (McNemar-based interval for pass/fail
-    metrics, paired bootstrap for continuous ones), against the non-inferiority
-    margins in evalsvc.yaml (gate:). Exit codes:
-      0  pass (or improvement; inconclusive too, unless --fail-on-inconclusive)
-      1  regression: the interval lies entirely below -margin
+    Runs baseline and candidate now, under one new shared slot, and compares exactly
+    those two runs, paired on the cases that are ok in both (Tango's score interval
+    for pass/fail metrics, paired BCa bootstrap for continuous ones), against the
+    non-inferiority margins in evalsvc.yaml (gate:). Every suite decides: a pass
+    needs every suite to pass; regressions are Holm-adjusted across suites. Stored
+    answers are reused only for local checkpoints (their bytes are in the fingerprint).
+    Exit codes:
+      0  pass (or improvement)
+      1  regression: a suite's interval lies entirely below -margin
       2  could not evaluate (config, endpoint or store problem, failed run)
-      3  inconclusive, with --fail-on-inconclusive
-    Example:
+      3  inconclusive: not shown to be no worse (--allow-inconclusive makes it 0)
+    Examples:
       evalsvc gate --candidate smollm2-q8_0 --baseline smollm2-f16 --junit gate.xml
+      evalsvc gate --candidate api-new --reuse --max-age 24h
     """
     from evalsvc.service import gate as svc
     from evalsvc.service.runs import choose, log_dir, open_store
@@ -170,9 +182,11 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     cfg = load_config(config_path)
     baseline = svc.baseline_of(cfg, candidate, baseline)
     chosen, _ = choose(cfg, list(suites), [candidate])
-    result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, run_missing=do_run,
+    result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, reuse=reuse or no_run, run_missing=not no_run,
+                          max_age=svc.parse_age(max_age) if max_age else None, baseline_runs=baseline_runs,
                           fail_on_inconclusive=fail_on_inconclusive, markdown_path=Path(markdown_path) if markdown_path else None,
-                          junit_path=Path(junit_path) if junit_path else None, progress=progress, logs=log_dir(config_path))
+                          junit_path=Path(junit_path) if junit_path else None, json_path=Path(json_path) if json_path else None,
+                          progress=progress, logs=log_dir(config_path))
     for o in result.failed:
         click.echo(f"could not evaluate: {o.variant} on {o.suite}: {o.error}", err=True)
     if result.markdown:

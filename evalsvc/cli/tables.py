@@ -53,11 +53,11 @@ def _fmt(p: Any) -> str:
 
 
 def verdict_lines(reports: Sequence[Report]) -> str:
-    """One row per comparison: its verdict and the pooled primary deltas with their intervals."""
+    """One row per comparison: its verdict and the pooled primary deltas with their intervals (a summary)."""
     rows = [[r.candidate, r.baseline, r.verdict,
-             "; ".join(f"{c.metric} {c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n})" for _, c in r.primary)]
+             "; ".join(f"{c.metric} {c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n})" for _, c in r.pooled)]
             for r in reports]
-    return table(["candidate", "baseline", "verdict", "Δ [CI]"], rows)
+    return table(["candidate", "baseline", "verdict", "pooled Δ [CI]"], rows)
 
 
 def leaderboard_table(battles: list[ratings.Battle], anchor: str, judge: str, n_boot: int = 1000) -> str:

@@ -7,7 +7,7 @@ validating a config or a suite is cheap and cannot reach past this package.
 from evalsvc.config.alerts import AlertsConfig, SlackConfig
 from evalsvc.config.base import Strict
 from evalsvc.config.dashboard import DashboardConfig
-from evalsvc.config.gate import GateConfig, Margin
+from evalsvc.config.gate import GateConfig, Margin, SuiteGate
 from evalsvc.config.harness import HarnessSpec
 from evalsvc.config.root import DEFAULT_CONFIG, STORE_ENV, Config, load_config, store_url
 from evalsvc.config.schedule import ScheduleSpec
@@ -16,6 +16,6 @@ from evalsvc.config.variants import EndpointSpec, Generation, LocalSpec, Variant
 
 __all__ = [
     "DEFAULT_CONFIG", "STORE_ENV", "AlertsConfig", "CaseSpec", "Config", "DashboardConfig", "EndpointSpec", "GateConfig",
-    "Generation", "HarnessSpec", "LocalSpec", "Margin", "Message", "ScheduleSpec", "SlackConfig", "Strict", "SuiteHeader",
+    "Generation", "HarnessSpec", "LocalSpec", "Margin", "Message", "ScheduleSpec", "SlackConfig", "Strict", "SuiteGate", "SuiteHeader",
     "VariantConfig", "fingerprint", "load_config", "serving_identity", "store_url",
 ]

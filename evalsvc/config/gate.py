@@ -20,16 +20,29 @@ class Margin(Strict):
         return self
 
 
+class SuiteGate(Strict):
+    """How one suite takes part in the gate (``gate.suites.<name>``)."""
+
+    critical: bool = Field(False, description="test this suite for regression at alpha on its own, outside the Holm family "
+                           "(more power for a suite you cannot lose; up to alpha more false regressions)")
+
+
 class GateConfig(Strict):
     """How `evalsvc gate` decides (see README: the gate)."""
 
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided error rate, Holm-adjusted across primary metrics")
-    primary: list[str] = Field(default_factory=lambda: ["pass"], description="metrics pooled over all gated suites "
-                               "that decide the exit code")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided error rate: of a false pass (every suite must pass), "
+                         "and of any false regression (Holm across suites)")
+    primary: list[str] = Field(default_factory=lambda: ["pass"], description="metrics that decide, in every gated suite "
+                               "that measures them (pooled over the suites as a summary)")
     margins: dict[str, Margin] = Field(default_factory=lambda: {"default": Margin(absolute=0.05)},
                                        description="per metric name; 'default' for the rest")
-    fail_on_inconclusive: bool = False
+    fail_on_inconclusive: bool = Field(True, description="inconclusive (not shown to be no worse) exits 3, not 0; "
+                                       "`--allow-inconclusive` or false here for exit 0")
+    suites: dict[str, SuiteGate] = Field(default_factory=dict, description="per suite name: critical")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
+
+    def suite(self, name: str) -> SuiteGate:
+        return self.suites.get(name) or SuiteGate()
 
     def margin_for(self, metric: str) -> Margin:
         return self.margins.get(metric) or self.margins.get("default") or Margin(absolute=0.05)

@@ -93,9 +93,10 @@ def store_url(config_path: str | os.PathLike[str] = DEFAULT_CONFIG) -> str:
 
 
 def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
-    """Read and validate the config; relative paths in it are taken from the file's folder."""
+    """Read and validate the config; ``${VAR}`` and ``${VAR:-default}`` come from the environment, and relative
+    paths in it are taken from the file's folder."""
     path = Path(path)
-    cfg = load_yaml_model(path, Config, ConfigError)
+    cfg = load_yaml_model(path, Config, ConfigError, env=True)
     base = path.resolve().parent
     if not cfg.suites_dir.is_absolute():
         cfg.suites_dir = base / cfg.suites_dir

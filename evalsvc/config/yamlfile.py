@@ -14,6 +14,7 @@ exponentially ("billion laughs"). Nesting is bounded so that no later step
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -198,8 +199,33 @@ def parse_yaml(text: str, path: Path, error_cls: type[UserInputError],
     return root, data
 
 
-def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputError]) -> M:
-    """Parse ``path`` and validate it as ``model``."""
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[UserInputError],
+               loc: tuple[Any, ...] = ()) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` in string values, from the environment (so CI can point a variant at a new
+    URL, model or revision without templating the file); an unset variable without a default names its line."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, root, path, error_cls, (*loc, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, root, path, error_cls, (*loc, i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def value(m: re.Match[str]) -> str:
+        found = os.environ.get(m[1])
+        if found is None and m[2] is None:
+            line = _line_of(root, loc)
+            raise error_cls(f"{path}:{line}" if line else str(path), f"{'.'.join(map(str, loc))}: ${{{m[1]}}} is not set",
+                            f"export {m[1]}=..., or give a default: ${{{m[1]}:-value}}")
+        return found if found is not None else m[2]
+
+    return _ENV_REF.sub(value, data)
+
+
+def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputError], env: bool = False) -> M:
+    """Parse ``path`` and validate it as ``model`` (``env``: expand ``${VAR}`` references first)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -214,6 +240,8 @@ def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputE
         data = {}
     if not isinstance(data, dict):
         raise error_cls(f"{path}:1", "expected a mapping of keys to values at the top level", "see the example in README.md")
+    if env:
+        data = expand_env(data, root, path, error_cls)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

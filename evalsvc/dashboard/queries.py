@@ -256,9 +256,10 @@ def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: s
         return None
     runs = {name: (b.id, c.id) for name, (b, c) in report.runs.items()}
     rows = []
-    for scope, c in [*report.primary, *report.secondary]:
+    deciding = {id(c) for _, c in report.primary}
+    for scope, c in [*report.primary, *report.pooled, *report.secondary]:
         base, cand = report.measured_means(c)
-        rows.append({"scope": scope, "metric": c.metric, "primary": (scope, c) in report.primary, "n": c.n,
+        rows.append({"scope": scope, "metric": c.metric, "decides": id(c) in deciding, "n": c.n,
                      "baseline": base, "candidate": cand, "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
                      "margin": c.margin, "verdict": c.verdict, "flips_down": c.flips_down, "flips_up": c.flips_up,
                      "n_needed": c.n_needed, "method": c.method})

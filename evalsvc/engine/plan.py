@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -25,6 +25,7 @@ from evalsvc.store.locks import RunLocks
 from evalsvc.store.schema import CaseResult, Run, utcnow
 from evalsvc.suites import Suite
 
+CacheUse = Literal["variant", "pinned", "off"]
 ITEM_BATCH = 500  # cases looked up together in the store (finished answers) and the response cache
 
 
@@ -36,6 +37,7 @@ class Item:
     cache_key: str
 
 
+CacheUse = Literal["variant", "pinned", "off"]
 ITEM_BATCH = 500  # cases looked up together in the store (finished answers) and the response cache
 
 
@@ -73,8 +75,14 @@ def needs_judge(case: Case) -> bool:
 class Planner:
     """Claims runs and lists what they lack."""
 
-    def __init__(self, cfg: Config, engine: Engine) -> None:
-        self.cfg, self.engine = cfg, engine
+    def __init__(self, cfg: Config, engine: Engine, cache: CacheUse = "variant") -> None:
+        self.cfg, self.engine, self.cache = cfg, engine, cache
+
+    def reads_cache(self, variant: VariantConfig) -> bool:
+        """Whether stored answers may stand in for requests to this variant (see ``Runner``'s ``cache``)."""
+        if self.cache == "off" or not variant.use_cache:
+            return False
+        return self.cache == "variant" or variant.local is not None
 
     def plan(self, suite: Suite, variant: VariantConfig, fp: str, slot: str | None, locks: RunLocks) -> Job:
         gen = self.cfg.generation_for(variant)
@@ -131,7 +139,7 @@ class Planner:
         """Store the answers the response cache has (when the variant uses it) and count what is left to send."""
         items = self.unfinished(job, variant, fp)
         while batch := list(islice(items, ITEM_BATCH)):
-            hits = repo.cached_many(self.engine, [i.cache_key for i in batch]) if variant.use_cache else {}
+            hits = repo.cached_many(self.engine, [i.cache_key for i in batch]) if self.reads_cache(variant) else {}
             answered = [self.ok_row(job, i, hits[i.cache_key], cached=True) for i in batch if i.cache_key in hits]
             if answered:  # (samples of a temperature-0 request share one key)
                 repo.save_results(self.engine, answered, [])

@@ -16,7 +16,7 @@ from evalsvc.config import Config, VariantConfig
 from evalsvc.engine.finish import Finisher, Outcome
 from evalsvc.engine.generate import Generator
 from evalsvc.engine.judge_phase import Grader
-from evalsvc.engine.plan import Job, Planner
+from evalsvc.engine.plan import CacheUse, Job, Planner
 from evalsvc.errors import EvalsvcError, StoreError, SuiteError
 from evalsvc.serving import serve
 from evalsvc.store.locks import RunLocks
@@ -28,12 +28,15 @@ __all__ = ["Outcome", "Runner"]
 class Runner:
     """Runs suites against variants and records everything in the store."""
 
-    def __init__(self, cfg: Config, engine: Engine, *, progress: bool | None = None, log_dir: Path | None = None):
+    def __init__(self, cfg: Config, engine: Engine, *, progress: bool | None = None, log_dir: Path | None = None,
+                 cache: CacheUse = "variant"):
+        """``cache``: "variant" reads the response cache where the variant uses it; "pinned" only where its
+        fingerprint pins the checkpoint bytes (local files: an endpoint can change behind its name); "off" never."""
         self.cfg = cfg
         self.engine = engine
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log_dir = log_dir or Path(".evalsvc/logs")
-        self.planner = Planner(cfg, engine)
+        self.planner = Planner(cfg, engine, cache)
         self.finisher = Finisher(cfg, engine)
 
     def run(self, suite: Suite, variant: VariantConfig, slot: str | None = None) -> Outcome:

@@ -1,17 +1,30 @@
-"""The pre-deploy gate: run what is missing, compare case by case, store the verdict, write the outputs."""
+"""The pre-deploy gate: measure baseline and candidate now, compare exactly those runs, store the verdict, write outputs.
+
+Fresh by default: both variants run under one new shared slot, so the verdict is about what the
+endpoints answer today (an endpoint's fingerprint cannot see a checkpoint swapped behind its URL).
+Stored answers stand in for requests only where the fingerprint pins the checkpoint bytes (local
+files). ``reuse`` compares the latest stored runs instead (``max_age`` bounds how old they may be);
+``baseline_runs`` pins a release reference run per suite.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from evalsvc.config import Config
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError
+from evalsvc.store import queries
+from evalsvc.store.latest import runs_by_id
 from evalsvc.suites import Suite
-from evalsvc.verdicts import Report, compare, record, without_runs
+from evalsvc.verdicts import NotComparable, Report, compare, compare_runs, record, without_runs
 from evalsvc.verdicts.gate_report import exit_code, write_outputs
 
 
@@ -35,19 +48,115 @@ def baseline_of(cfg: Config, candidate: str, baseline: str | None) -> str:
     return found
 
 
-def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, *, run_missing: bool = True,
+def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, *, reuse: bool = False,
+             run_missing: bool = True, max_age: timedelta | None = None, baseline_runs: tuple[int, ...] = (),
              fail_on_inconclusive: bool | None = None, markdown_path: Path | None = None, junit_path: Path | None = None,
-             progress: bool | None = None, logs: Path | None = None) -> GateResult:
+             json_path: Path | None = None, progress: bool | None = None, logs: Path | None = None) -> GateResult:
     """Is the candidate non-inferior to the baseline on these suites? Exit code 0/1/2/3 as the CLI documents."""
-    if run_missing:
-        runner = Runner(cfg, engine, progress=progress, log_dir=logs)
-        for name in dict.fromkeys([baseline, candidate]):
-            todo = without_runs(engine, suites, cfg.fingerprint(name))
-            failed = [o for o in runner.run_variant(todo, cfg.variant(name)) if o.status != "succeeded"] if todo else []
-            if failed:
-                return GateResult(2, failed=failed)
-    report = compare(engine, cfg, suites, baseline, candidate)
+    pinned = _pinned(engine, suites, baseline_runs)
+    if reuse:
+        failed = _run_missing(cfg, engine, suites, [baseline, candidate], progress, logs) if run_missing else []
+        if failed:
+            return GateResult(2, failed=failed)
+        report = compare(engine, cfg, suites, baseline, candidate)
+        if pinned:
+            report = _compare_ids(engine, cfg, baseline, candidate, {
+                name: (pinned[name].id, cand.id) for name, (_, cand) in report.runs.items()}, report.notes)
+    else:
+        runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs)
+        if failed:
+            return GateResult(2, failed=failed)
+        ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
+        report = _compare_ids(engine, cfg, baseline, candidate, ids, [])
+    report.provenance = _provenance(engine, report, max_age)
     record(engine, report)
     fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive
-    md = write_outputs(report, markdown_path, junit_path, fail_inc, cfg.gate.top_flips)
+    md = write_outputs(report, markdown_path, junit_path, fail_inc, cfg.gate.top_flips, cfg.gate.alpha, json_path)
     return GateResult(exit_code(report, fail_inc), report, md)
+
+
+def _run_missing(cfg: Config, engine: Engine, suites: list[Suite], names: list[str], progress: bool | None,
+                 logs: Path | None) -> list[Outcome]:
+    runner = Runner(cfg, engine, progress=progress, log_dir=logs)
+    for name in dict.fromkeys(names):
+        todo = without_runs(engine, suites, cfg.fingerprint(name))
+        failed = [o for o in runner.run_variant(todo, cfg.variant(name)) if o.status != "succeeded"] if todo else []
+        if failed:
+            return failed
+    return []
+
+
+def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str, pinned: set[str],
+                 progress: bool | None, logs: Path | None) -> tuple[dict[str, tuple[Any, Outcome]], list[Outcome]]:
+    """Run both variants now under one new slot; an A/A gate runs the variant twice, with the response cache off."""
+    slot = f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}"
+    same = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
+    runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if same else "pinned")
+    base_suites = [s for s in suites if s.name not in pinned]
+    base = runner.run_variant(base_suites, cfg.variant(baseline), slot=f"{slot}:a" if same else slot) if base_suites else []
+    cand = runner.run_variant(suites, cfg.variant(candidate), slot=f"{slot}:b" if same else slot)
+    failed = [o for o in [*base, *cand] if o.status != "succeeded"]
+    by_suite = {o.suite: o for o in base}
+    return {o.suite: (by_suite.get(o.suite), o) for o in cand}, failed
+
+
+def _pinned(engine: Engine, suites: list[Suite], run_ids: tuple[int, ...]) -> dict[str, Any]:
+    """--baseline-run: each id a succeeded run of one of the gated suites' versions, by suite name."""
+    if not run_ids:
+        return {}
+    with Session(engine) as s:
+        rows = runs_by_id(s, run_ids)
+    versions = {suite.version: suite.name for suite in suites}
+    out: dict[str, Any] = {}
+    for rid in run_ids:
+        row = rows.get(rid)
+        if row is None or row.status != "succeeded":
+            raise ConfigError(f"--baseline-run {rid}", "no succeeded run with that id in the store",
+                              "pick one from `evalsvc schedule history` or the dashboard's Runs page")
+        if row.suite_version not in versions:
+            raise ConfigError(f"--baseline-run {rid}", f"it is a run of suite '{row.suite_name}' version {row.suite_version}, "
+                              "not of a gated suite version", "pin a run of the suite as it is now (an edited suite is "
+                              "a new version), or gate with -s on that suite")
+        out[versions[row.suite_version]] = row
+    return out
+
+
+def _compare_ids(engine: Engine, cfg: Config, baseline: str, candidate: str, ids: dict[str, tuple[int, int]],
+                 notes: list[str]) -> Report:
+    with Session(engine) as s:
+        rows = runs_by_id(s, [i for pair in ids.values() for i in pair])
+        return compare_runs(s, cfg.gate, baseline, candidate, {name: (rows[b], rows[c]) for name, (b, c) in ids.items()},
+                            list(notes))
+
+
+def _provenance(engine: Engine, report: Report, max_age: timedelta | None) -> list[str]:
+    """One line per suite: the two runs compared, when, which checkpoints, how much came from the cache, which evalsvc."""
+    now = datetime.now(UTC)
+    lines = []
+    with Session(engine) as s:
+        rows = runs_by_id(s, [r.id for pair in report.runs.values() for r in pair])
+        for name, (b, c) in report.runs.items():
+            parts = []
+            for who, run in (("baseline", rows[b.id]), ("candidate", rows[c.id])):
+                made = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
+                if max_age is not None and now - made > max_age:
+                    raise NotComparable(f"the {who} run {run.id} of '{name}' is {_age(now - made)} old, more than "
+                                        f"--max-age {_age(max_age)}: drop --reuse to measure both now, or raise --max-age")
+                parts.append(f"{who} run {run.id} ({made:%Y-%m-%d %H:%M}Z, {_age(now - made)} ago, fingerprint "
+                             f"{run.variant_fingerprint}, {queries.cached_share(s, run.id):.0%} from the cache, "
+                             f"evalsvc {run.evalsvc_version or 'unknown'})")
+            lines.append(f"{name}: " + "; ".join(parts))
+    return lines
+
+
+def _age(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 1440}d {minutes % 1440 // 60}h" if minutes >= 1440 else f"{minutes // 60}h {minutes % 60}m"
+
+
+def parse_age(text: str) -> timedelta:
+    """'90m', '36h', '7d' -> a timedelta (for --max-age)."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ConfigError(f"--max-age {text}", "not a duration", "write minutes, hours or days: 90m, 36h, 7d")
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])

@@ -11,6 +11,7 @@ Everything here selects columns into plain rows; nothing returns an entity to mu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -53,3 +54,8 @@ def latest_pairs(session: Session, baseline: str, candidate: str, suite_names: S
             pairs[suite] = (run, other) if name == baseline else (other, run)
     return pairs
 
+
+def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    """These runs as plain rows (with status and evalsvc version), by id."""
+    rows = session.execute(select(*RUN_COLUMNS, Run.status, Run.evalsvc_version).where(Run.id.in_(tuple(ids))))
+    return {r.id: r for r in rows}

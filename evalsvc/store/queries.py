@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from evalsvc.store.latest import BY_NAME, latest_ids
@@ -30,6 +30,13 @@ def outputs(session: Session, run_id: int, case_ids: Sequence[str]) -> dict[str,
         out.update((cid, text or "") for cid, text in session.execute(select(CaseResult.case_id, CaseResult.output).where(
             CaseResult.run_id == run_id, CaseResult.sample_index == 0, CaseResult.case_id.in_(ids[i:i + 500]))))
     return out
+
+
+def cached_share(session: Session, run_id: int) -> float:
+    """Share of a run's answers that came from the response cache (0 for a run with none)."""
+    total, cached = session.execute(select(func.count(), func.sum(case((CaseResult.cached, 1), else_=0))).where(
+        CaseResult.run_id == run_id)).one()
+    return (cached or 0) / total if total else 0.0
 
 
 def metric_kinds(session: Session, run_id: int) -> dict[str, tuple[str, bool]]:

@@ -8,6 +8,7 @@ of one variant share, ignores an entry another process stored first.
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -62,6 +63,14 @@ def slot_time(slot: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def evalsvc_version() -> str:
+    """This evalsvc's version (its scorers' code): stored with each run it makes."""
+    try:
+        return importlib.metadata.version("evalsvc")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def claim_run(session: Session, suite_version: str, suite_name: str, fp: str, variant_name: str,
               n_cases: int, slot: str | None) -> Run:
     """The run for this run key: an explicit slot, else the newest unfinished manual run, else a new one."""
@@ -77,7 +86,8 @@ def claim_run(session: Session, suite_version: str, suite_name: str, fp: str, va
                                                 Run.variant_fingerprint == fp, Run.slot == slot)).first()
     if run is None:
         run = Run(suite_version=suite_version, suite_name=suite_name, variant_fingerprint=fp,
-                  variant_name=variant_name, slot=slot, status="planned", n_cases=n_cases, created_at=slot_time(slot))
+                  variant_name=variant_name, slot=slot, status="planned", n_cases=n_cases, created_at=slot_time(slot),
+                  evalsvc_version=evalsvc_version())
         session.add(run)
         session.flush()
     return run

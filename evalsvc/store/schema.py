@@ -75,6 +75,7 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     output_hash: Mapped[str | None] = mapped_column(String(64))  # of every (case, sample, output): temperature-0 runs only
     upstream_change: Mapped[str | None] = mapped_column(Text)  # set when outputs moved under an unchanged fingerprint
+    evalsvc_version: Mapped[str | None] = mapped_column(String(32))  # the evalsvc (and so scorer) version that made it
 
 
 class CaseResult(Base):

@@ -23,6 +23,7 @@ from evalsvc.store.latest import latest_runs
 from evalsvc.suites import Suite
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
+POOLED = "all suites"  # the scope of the pooled summary
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,15 @@ class Flip:
 class Report:
     baseline: str
     candidate: str
-    primary: list[tuple[str, stats.Comparison]]
-    secondary: list[tuple[str, stats.Comparison]]
+    primary: list[tuple[str, stats.Comparison]]  # (suite, comparison) of each suite's primary metrics: these decide
+    secondary: list[tuple[str, stats.Comparison]]  # every other metric per suite: shown, Holm-adjusted among themselves
     verdict: stats.Verdict
     flips: list[Flip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lower_is_better: set[str] = field(default_factory=set)  # metrics compared negated (their means shown as measured)
     runs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run) rows
+    pooled: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # primary metrics over all suites: a summary
+    provenance: list[str] = field(default_factory=list)  # the runs compared, one line per suite (the gate fills it)
 
     def measured_means(self, c: stats.Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -130,7 +133,12 @@ def compare(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, can
 
 def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
                  notes: list[str] | None = None) -> Report:
-    """Pair each suite's two runs case by case and decide every metric (primary: pooled over the suites)."""
+    """Pair each suite's two runs case by case and decide every metric.
+
+    Every suite decides: its primary metrics are the deciding comparisons (``Report.primary``), combined by
+    ``stats.decide_suites``: an overall pass needs every suite to pass, regressions are Holm-adjusted across
+    suites. The primary metrics pooled over all suites are a summary (``Report.pooled``), never the decision.
+    """
     notes = list(notes or [])
     pooled = _Pairs()
     per_suite: dict[str, _Pairs] = {}
@@ -174,17 +182,39 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         if mismatched:
             notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
                          "different judges or prompt templates")
-    primary = [("all suites", _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
-    if not primary:
+    deciding = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items()
+                for metric in gate.primary if metric in pairs.values]
+    if not deciding:
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
                             "set gate.primary in evalsvc.yaml")
-    secondary = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items() for metric in sorted(pairs.values)]
-    primary = list(zip([p[0] for p in primary], stats.decide([p[1] for p in primary], gate.alpha), strict=True))
-    secondary = list(zip([p[0] for p in secondary], stats.decide([p[1] for p in secondary], gate.alpha), strict=True))
+    critical = [gate.suite(name).critical for name, _ in deciding]
+    primary = list(zip([p[0] for p in deciding], stats.decide_suites([p[1] for p in deciding], gate.alpha, critical),
+                       strict=True))
+    summary = [(POOLED, _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
+    summary = list(zip([p[0] for p in summary], stats.decide([p[1] for p in summary], gate.alpha), strict=True))
+    others = []
+    for name, pairs in per_suite.items():
+        for metric in sorted(pairs.values):
+            if metric in gate.primary:
+                continue
+            twin = _same_numbers(pairs, metric, gate.primary)
+            if twin is not None:  # e.g. a one-check suite's check and its pass: one quantity, counted once
+                notes.append(f"{name}: {metric} is the same number as {twin} on every case; decided once, as {twin}")
+                continue
+            others.append((name, _compare(metric, pairs, gate)))
+    secondary = list(zip([p[0] for p in others], stats.decide([p[1] for p in others], gate.alpha), strict=True)) if others else []
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
     return Report(baseline, candidate, primary, secondary, stats.overall([c for _, c in primary]), flips, notes, lower,
-                  dict(runs))
+                  dict(runs), summary)
+
+
+def _same_numbers(pairs: _Pairs, metric: str, primary: list[str]) -> str | None:
+    """The primary metric that has exactly this metric's paired values and direction, if one does."""
+    for other in primary:
+        if other in pairs.values and pairs.kinds[other] == pairs.kinds[metric] and pairs.values[other] == pairs.values[metric]:
+            return other
+    return None
 
 
 def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> stats.Comparison:

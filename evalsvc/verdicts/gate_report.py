@@ -1,11 +1,13 @@
-"""The pre-deploy gate's outputs: an exit code, a Markdown summary and JUnit XML.
+"""The pre-deploy gate's outputs: an exit code, a Markdown summary, JUnit XML and JSON.
 
-Exit codes: 0 pass (or improvement), 1 regression, 2 could not evaluate, 3 inconclusive
-when the config asks to fail on it (otherwise inconclusive exits 0 with a warning).
+Exit codes: 0 pass (or improvement), 1 regression, 2 could not evaluate, 3 inconclusive: not shown
+to be no worse is not a pass (``--allow-inconclusive`` or ``gate.fail_on_inconclusive: false`` make it 0).
+JUnit fails exactly the comparisons that decide the exit code.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -13,7 +15,7 @@ from xml.etree import ElementTree as ET
 from evalsvc.stats import Comparison
 from evalsvc.verdicts.compare import Report
 
-EXIT = {"pass": 0, "improvement": 0, "regression": 1, "inconclusive": 0}
+EXIT = {"pass": 0, "improvement": 0, "regression": 1, "inconclusive": 0}  # inconclusive: 3 unless allowed
 ICON = {"pass": "✅ pass", "improvement": "🟢 improvement", "regression": "❌ regression", "inconclusive": "⚠️ inconclusive"}
 
 
@@ -35,15 +37,31 @@ HEADER = ("| scope | metric | n | baseline | candidate | Δ [CI] | margin | flip
           "|---|---|---|---|---|---|---|---|---|")
 
 
-def markdown(report: Report, top_flips: int = 10) -> str:
+def _margins(report: Report) -> str:
+    seen: dict[str, float] = {}
+    for _, c in [*report.primary, *report.secondary]:
+        seen.setdefault(c.metric, c.margin)
+    return ", ".join(f"{m} {v:.3f}" for m, v in seen.items())
+
+
+def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) -> str:
+    level = f"one-sided α = {alpha:g} ({1 - 2 * alpha:.0%} two-sided intervals before adjustment); " if alpha else ""
     lines = [f"## evalsvc gate: {report.candidate} vs {report.baseline}: {ICON[report.verdict]}", "",
-             "Primary (decides the exit code; Holm-adjusted):", "", HEADER]
+             f"{level}non-inferiority margins: {_margins(report)}.", ""]
+    if report.provenance:
+        lines += ["Runs compared:", *(f"- {line}" for line in report.provenance), ""]
+    lines += [
+             "Every suite decides (pass needs every suite to pass; regressions Holm-adjusted across suites):", "", HEADER]
     lines += [_row(scope, c, report) for scope, c in report.primary]
-    regressed = [f"{scope}/{c.metric}" for scope, c in report.primary + report.secondary if c.verdict == "regression"]
+    regressed = [f"{scope}/{c.metric}" for scope, c in report.primary if c.verdict == "regression"]
     if regressed:
         lines += ["", f"**Regressed:** {', '.join(regressed)}"]
-    lines += ["", "<details><summary>Per suite and metric (informational; Holm-adjusted among themselves)</summary>", "",
-              HEADER, *(_row(scope, c, report) for scope, c in report.secondary), "", "</details>"]
+    if report.pooled:
+        lines += ["", "Pooled over the suites (a summary; it decides nothing):", "", HEADER,
+                  *(_row(scope, c, report) for scope, c in report.pooled)]
+    if report.secondary:
+        lines += ["", "<details><summary>Other metrics per suite (informational; Holm-adjusted among themselves)</summary>",
+                  "", HEADER, *(_row(scope, c, report) for scope, c in report.secondary), "", "</details>"]
     down = [f for f in report.flips if f.direction == "down"][:top_flips]
     if down:
         lines += ["", f"Top cases that flipped pass → fail ({sum(f.direction == 'down' for f in report.flips)} in all):", "",
@@ -52,9 +70,9 @@ def markdown(report: Report, top_flips: int = 10) -> str:
     if report.notes:
         lines += ["", "Notes:", *(f"- {n}" for n in report.notes)]
     lines += ["", "Means are as measured; Δ is candidate − baseline oriented so that a negative Δ is always a loss "
-              "(for lower-is-better metrics Δ = baseline − candidate); CI is the two-sided interval at the metric's "
-              "Holm-adjusted level; verdicts use the non-inferiority margin: pass when CI low > −margin, regression "
-              "when CI high < −margin."]
+              "(for lower-is-better metrics Δ = baseline − candidate); CI is the two-sided interval at the level each "
+              "comparison was decided at; pass when CI low > −margin, regression when CI high < −margin; n≈ is the "
+              "paired n that would decide an inconclusive row with 80% power if the true Δ were 0."]
     return "\n".join(lines) + "\n"
 
 
@@ -65,34 +83,60 @@ def _cell(text: str, limit: int = 120) -> str:
 
 
 def junit(report: Report, fail_on_inconclusive: bool) -> str:
-    """One test case per comparison: regressions fail; inconclusive fails only when configured, else is skipped."""
-    cases = report.primary + report.secondary
-    suite = ET.Element("testsuite", name=f"evalsvc gate {report.candidate} vs {report.baseline}", tests=str(len(cases)))
+    """One test case per comparison; only the deciding ones can fail, exactly as they set the exit code.
+
+    A deciding regression fails, a deciding inconclusive one fails when it exits 3 (else it is skipped);
+    the pooled summary and the other metrics are informational and never fail.
+    """
+    rows = [("decides", scope, c) for scope, c in report.primary] + [("summary", scope, c) for scope, c in report.pooled] + [
+        ("informational", scope, c) for scope, c in report.secondary]
+    suite = ET.Element("testsuite", name=f"evalsvc gate {report.candidate} vs {report.baseline}", tests=str(len(rows)))
     failures = skipped = 0
-    for i, (scope, c) in enumerate(cases):
-        kind = "primary" if i < len(report.primary) else "secondary"
-        tc = ET.SubElement(suite, "testcase", classname=f"evalsvc.{kind}.{scope}", name=c.metric)
-        detail = (f"delta {c.delta:+.4f} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}] margin {c.margin:.4f} n {c.n} "
+    for role, scope, c in rows:
+        tc = ET.SubElement(suite, "testcase", classname=f"evalsvc.{role}.{scope}", name=c.metric)
+        detail = (f"{c.verdict}: delta {c.delta:+.4f} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}] margin {c.margin:.4f} n {c.n} "
                   f"flips down {c.flips_down} up {c.flips_up}; {c.method}")
-        if c.verdict == "regression":
+        deciding = role == "decides"
+        if deciding and (c.verdict == "regression" or (c.verdict == "inconclusive" and fail_on_inconclusive)):
             failures += 1
-            ET.SubElement(tc, "failure", message=f"regression: {detail}")
-        elif c.verdict == "inconclusive":
-            if fail_on_inconclusive and kind == "primary":
-                failures += 1
-                ET.SubElement(tc, "failure", message=f"inconclusive: {detail}")
-            else:
-                skipped += 1
-                ET.SubElement(tc, "skipped", message=f"inconclusive: {detail}")
+            ET.SubElement(tc, "failure", message=detail)
+        elif c.verdict in ("regression", "inconclusive"):
+            skipped += 1
+            ET.SubElement(tc, "skipped", message=detail if deciding else f"{role}, decides nothing: {detail}")
         ET.SubElement(tc, "system-out").text = detail
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
 
 
+def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = None) -> str:
+    """Every verdict and number of the report, for a pipeline to read (the same facts as the Markdown)."""
+    def row(role: str, scope: str, c: Comparison) -> dict[str, object]:
+        base, cand = report.measured_means(c)
+        return {"role": role, "scope": scope, "metric": c.metric, "kind": c.kind, "verdict": c.verdict, "n": c.n,
+                "baseline_mean": base, "candidate_mean": cand, "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                "margin": c.margin, "alpha": c.alpha, "p_noninferior": c.p_noninferior, "p_inferior": c.p_inferior,
+                "flips_down": c.flips_down, "flips_up": c.flips_up, "n_needed": c.n_needed,
+                "lower_is_better": c.metric in report.lower_is_better, "method": c.method}
+
+    return json.dumps({
+        "candidate": report.candidate, "baseline": report.baseline, "verdict": report.verdict,
+        "exit_code": exit_code(report, fail_on_inconclusive), "alpha": alpha, "runs": report.provenance,
+        "comparisons": [row("decides", sc, c) for sc, c in report.primary] + [row("summary", sc, c) for sc, c in report.pooled]
+        + [row("informational", sc, c) for sc, c in report.secondary],
+        "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
+        "notes": report.notes}, indent=2, allow_nan=False, default=_finite)
+
+
+def _finite(value: object) -> object:
+    raise TypeError(f"not JSON: {value!r}")
+
+
 def write_outputs(report: Report, markdown_path: Path | None, junit_path: Path | None, fail_on_inconclusive: bool,
-                  top_flips: int) -> str:
-    md = markdown(report, top_flips)
+                  top_flips: int, alpha: float | None = None, json_path: Path | None = None) -> str:
+    if json_path:
+        json_path.write_text(as_json(report, fail_on_inconclusive, alpha), encoding="utf-8")
+    md = markdown(report, top_flips, alpha)
     if markdown_path:
         markdown_path.write_text(md, encoding="utf-8")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")

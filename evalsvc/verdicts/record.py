@@ -17,7 +17,6 @@ from evalsvc.store.schema import VerdictRecord
 from evalsvc.verdicts.compare import NotComparable, Report, compare
 
 log = logging.getLogger(__name__)
-POOLED = "all suites"
 
 
 def record(engine: Engine, report: Report) -> str:
@@ -25,7 +24,7 @@ def record(engine: Engine, report: Report) -> str:
     report_id = uuid.uuid4().hex
     primary = {c.metric for _, c in report.primary}
     rows = []
-    for scope, c in [*report.primary, *report.secondary]:
+    for scope, c in [*report.pooled, *report.primary, *report.secondary]:
         base_run, cand_run = report.runs.get(scope, (None, None))
         base, cand = report.measured_means(c)
         lower = c.metric in report.lower_is_better

@@ -25,8 +25,8 @@ if "error" in result:
     st.stop()
 verdict, metrics, flips = result["verdict"], result["metrics"], result["flips"]
 (st.error if verdict == "regression" else st.warning if verdict == "inconclusive" else st.success)(
-    f"**{candidate} vs {baseline}: {verdict}** (gate metrics {', '.join(cfg.gate.primary)}, pooled over "
-    f"{', '.join(result['runs'])}; margins and alpha from evalsvc.yaml)")
+    f"**{candidate} vs {baseline}: {verdict}** (gate metrics {', '.join(cfg.gate.primary)} decided in every suite: "
+    f"{', '.join(result['runs'])}; the 'all suites' rows are a pooled summary; margins and alpha from evalsvc.yaml)")
 for note in result["notes"]:
     st.caption(note)
 st.altair_chart(charts.deltas(metrics), width="stretch")
