@@ -171,6 +171,14 @@ def test_comparing_runs_with_several_samples_reads_without_writing(tmp_path: Pat
         report = compare_runs(s, cfg.gate, "base", "cand", latest_pairs(s, "base", "cand"))
         assert not s.dirty and not s.new  # no row was read as an entity, so none can be written back
     assert report.primary and report.primary[0][1].n == 12
+    reduced = {}
+    with Session(engine) as s:
+        for how in ("mean", "majority", "any"):
+            gate = cfg.gate.model_copy(update={"samples_pass": how})
+            c = compare_runs(s, gate, "base", "cand", latest_pairs(s, "base", "cand")).primary[0][1]
+            reduced[how] = (c.kind, c.baseline_mean, c.candidate_mean)
+    # each case passed one of its two samples in both runs: half (a score), no majority, pass@2
+    assert reduced == {"mean": ("continuous", 0.5, 0.5), "majority": ("binary", 0.0, 0.0), "any": ("binary", 1.0, 1.0)}
     with Session(engine) as s:
         after = sorted((r.case_id, r.sample_index, r.scores["pass"]) for r in s.query(CaseResult))
     assert after == before  # nothing stored changed

@@ -5,9 +5,11 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from evalsvc.cli import main
 from evalsvc.config import load_config
 from evalsvc.engine.generate import Generator
 from evalsvc.engine.plan import Planner
@@ -157,12 +159,31 @@ def test_a_copy_of_the_cases_removed_before_the_run_fails_it_naming_the_file(ech
     assert "echo.jsonl" in outcome.error and "cannot read the copy of its cases" in outcome.error
 
 
-def test_samples_of_a_temperature_0_request_are_each_answered_from_the_cache(echo_project: Path, fake: FakeEndpoint) -> None:
+def test_samples_at_temperature_0_are_refused_as_a_config_error(echo_project: Path, fake: FakeEndpoint) -> None:
+    """k samples of one request with one seed are one answer k times: they would shrink intervals for nothing."""
     header = echo_project / "suites" / "echo.yaml"
     header.write_text(header.read_text() + "generation: {samples: 3}\n")
+    out = CliRunner().invoke(main, ["run", "-c", str(echo_project / "evalsvc.yaml"), "--no-progress"])
+    assert out.exit_code == 2 and "samples: 3 at temperature 0" in out.output and "seed + k" in out.output
+    assert fake.requests == []
+    config = echo_project / "evalsvc.yaml"
+    config.write_text(config.read_text() + "generation: {samples: 2}\n")
+    bad = CliRunner().invoke(main, ["run", "-c", str(config)])
+    assert bad.exit_code == 2 and "variant 'fake': samples: 2 at temperature 0" in bad.output
+
+
+def test_samples_are_epochs_with_distinct_seeds_and_a_case_counts_once(echo_project: Path, fake: FakeEndpoint) -> None:
+    header = echo_project / "suites" / "echo.yaml"
+    header.write_text(header.read_text() + "generation: {samples: 3, temperature: 0.7, seed: 10}\n")
     config = echo_project / "evalsvc.yaml"
     config.write_text(config.read_text().replace("model: fake}", "model: fake}\n    cache: true"))
     first, _ = _run(echo_project)
     assert (first.status, first.sent, first.from_cache, first.n_ok) == ("succeeded", 18, 0, 18)
-    again, _ = _run(echo_project, slot="2026-12-01T00:00Z")  # the 3 samples of a case share one cache key
-    assert (again.status, again.sent, again.from_cache, again.n_ok) == ("succeeded", 0, 18, 18)
+    seeds = sorted((r["messages"][-1]["content"], r["seed"]) for r in fake.requests)
+    assert seeds[:3] == [("say 0", 10), ("say 0", 11), ("say 0", 12)]  # sample k is sent with seed + k
+    again, _ = _run(echo_project, slot="2026-12-01T00:00Z")  # each sample has its own cache entry
+    assert (again.status, again.sent, again.from_cache) == ("succeeded", 0, 18)
+    cfg = load_config(config)
+    with Session(open_engine(cfg.store_url())) as s:
+        point = s.scalars(select(MetricPoint).where(MetricPoint.metric == "pass")).first()
+    assert point is not None and point.n == 6  # n counts cases, not cases x samples

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from evalsvc.config.base import Strict
@@ -38,6 +40,9 @@ class GateConfig(Strict):
                                        description="per metric name; 'default' for the rest")
     fail_on_inconclusive: bool = Field(True, description="inconclusive (not shown to be no worse) exits 3, not 0; "
                                        "`--allow-inconclusive` or false here for exit 0")
+    samples_pass: Literal["mean", "majority", "any"] = Field(
+        "mean", description="with samples > 1, a case's pass: the share of its samples that pass (compared as a score), "
+        "pass when most do, or pass@k (any does); pass/fail comparisons use Tango's interval")
     suites: dict[str, SuiteGate] = Field(default_factory=dict, description="per suite name: critical")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
 

@@ -54,6 +54,12 @@ class Config(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        for v in self.variants:
+            gen = self.generation_for(v)
+            if gen.samples > 1 and gen.temperature == 0:
+                raise ValueError(f"variant '{v.name}': samples: {gen.samples} at temperature 0 asks {gen.samples} times for "
+                                 "one answer (the same request, the same seed); raise generation.temperature above 0 "
+                                 "(sample k is then sent with seed + k), or set samples: 1")
         by_name = {v.name: v for v in self.variants}
         for family, base in self.baselines.items():
             if base not in by_name:

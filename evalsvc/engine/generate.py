@@ -97,7 +97,7 @@ class Generator:
             c: Completion | None = None
             failure: EndpointError | None = None
             try:
-                c = await client.complete(client.body(item.messages, job.params))
+                c = await client.complete(client.body(item.messages, item.params))
             except EndpointError as exc:
                 failure = exc
             if job.store_lost:

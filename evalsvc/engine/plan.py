@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from evalsvc import aggregate
 from evalsvc.checks import Case, score_output
 from evalsvc.config import Config, VariantConfig, serving_identity
+from evalsvc.errors import ConfigError
 from evalsvc.identity import content_hash
 from evalsvc.store import repo
 from evalsvc.store.locks import RunLocks
@@ -35,6 +36,7 @@ class Item:
     sample: int
     messages: list[dict[str, str]]
     cache_key: str
+    params: dict[str, Any]  # the request's sampling parameters: sample k of a case is sent with seed + k
 
 
 CacheUse = Literal["variant", "pinned", "off"]
@@ -68,6 +70,17 @@ class Job:
         return not self.finished and not self.fatal and (self.to_send > 0 or self.suite.harness is not None)
 
 
+SAMPLES_AT_T0 = ("samples: {k} at temperature 0 asks {k} times for one answer (the same request, the same seed): "
+                 "it adds no information and would shrink every interval as if it did")
+
+
+def sample_params(params: dict[str, Any], sample: int) -> dict[str, Any]:
+    """Sample k of a case is an epoch of its own: the same request with seed + k (a seedless request is left as is)."""
+    if sample == 0 or params.get("seed") is None:
+        return params
+    return {**params, "seed": params["seed"] + sample}
+
+
 def needs_judge(case: Case) -> bool:
     return any(c.model_graded for c in case.checks)
 
@@ -87,6 +100,9 @@ class Planner:
     def plan(self, suite: Suite, variant: VariantConfig, fp: str, slot: str | None, locks: RunLocks) -> Job:
         gen = self.cfg.generation_for(variant)
         params = gen.model_copy(update=suite.header.generation)
+        if params.samples > 1 and params.temperature == 0:
+            raise ConfigError(f"suite {suite.name}, variant {variant.name}", SAMPLES_AT_T0.format(k=params.samples),
+                              "raise generation.temperature above 0 (sample k is then sent with seed + k), or set samples: 1")
         request_params: dict[str, Any] = params.model_dump(exclude={"samples"}, exclude_none=True)
         if not request_params.get("stop"):
             request_params.pop("stop", None)
@@ -130,10 +146,11 @@ class Planner:
                 messages = job.suite.messages(case, variant.system_prompt)
                 for s in range(job.samples):
                     if (case.id, s) not in done:
-                        request = {"messages": messages, **job.params}
-                        sample = s if job.params.get("temperature", 0.0) > 0 else 0
+                        params = sample_params(job.params, s)
+                        request = {"messages": messages, **params}
+                        sample = s if params.get("temperature", 0.0) > 0 else 0
                         key = content_hash({"fp": fp, "request": request, "sample": sample}, 64)
-                        yield Item(case, s, messages, key)
+                        yield Item(case, s, messages, key, params)
 
     def answer_from_cache(self, variant: VariantConfig, fp: str, job: Job) -> None:
         """Store the answers the response cache has (when the variant uses it) and count what is left to send."""

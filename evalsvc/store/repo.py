@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import groupby, islice
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select
@@ -196,10 +196,18 @@ def counts(session: Session, run_id: int) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-def ok_scores(session: Session, run_id: int) -> Iterable[dict[str, float]]:
-    """The scores of the run's ok cases, streamed (not fetched all at once)."""
-    stmt = select(CaseResult.scores).where(CaseResult.run_id == run_id, CaseResult.status == "ok")
-    return session.scalars(stmt.execution_options(yield_per=2000))
+def ok_scores(session: Session, run_id: int) -> Iterator[dict[str, float]]:
+    """One score row per ok case, streamed (not fetched all at once): the samples of a case are averaged, metric by
+    metric over the metrics every sample has, so that a run's n counts cases, not cases x samples."""
+    stmt = (select(CaseResult.case_id, CaseResult.scores).where(CaseResult.run_id == run_id, CaseResult.status == "ok")
+            .order_by(CaseResult.case_id, CaseResult.sample_index))
+    for _, group in groupby(session.execute(stmt.execution_options(yield_per=2000)), key=lambda r: r.case_id):
+        rows = [r.scores or {} for r in group]
+        if len(rows) == 1:
+            yield rows[0]
+        else:
+            keys = set.intersection(*(set(r) for r in rows))
+            yield {k: sum(r[k] for r in rows) / len(rows) for k in keys}
 
 
 def error_causes(session: Session, run_id: int, limit: int = 3) -> list[tuple[str, int]]:

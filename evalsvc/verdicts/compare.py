@@ -100,8 +100,9 @@ class _Case:
     judges: dict[str, tuple[str, str]]
 
 
-def _per_case(session: Session, run_id: int) -> dict[str, _Case]:
-    """Each ok case of a run, its samples' scores averaged; read into plain values, so nothing is written back."""
+def _per_case(session: Session, run_id: int, samples_pass: str = "mean") -> dict[str, _Case]:
+    """Each ok case of a run as one value per metric: its samples' scores averaged, and its pass reduced as
+    ``samples_pass`` says (mean, majority, any = pass@k); read into plain values, so nothing is written back."""
     by_case: dict[str, list[Any]] = defaultdict(list)
     for row in queries.ok_cases(session, run_id):
         by_case[row.case_id].append(row)
@@ -112,6 +113,9 @@ def _per_case(session: Session, run_id: int) -> dict[str, _Case]:
         if len(group) > 1:
             keys = set.intersection(*(set(r.scores or {}) for r in group))
             scores = {k: sum((r.scores or {})[k] for r in group) / len(group) for k in keys}
+            if "pass" in scores and samples_pass != "mean":
+                passes = [(r.scores or {})["pass"] for r in group]
+                scores["pass"] = float(max(passes) if samples_pass == "any" else sum(passes) > len(passes) / 2)
         out[cid] = _Case(scores, _judge_ids(first.judge))
     return out
 
@@ -148,7 +152,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             if run.upstream_change:
                 notes.append(f"{who} on {suite_name}: {run.upstream_change}")
         kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
-        base_rows, cand_rows = _per_case(s, base_run.id), _per_case(s, cand_run.id)
+        base_rows, cand_rows = _per_case(s, base_run.id, gate.samples_pass), _per_case(s, cand_run.id, gate.samples_pass)
         shared = sorted(base_rows.keys() & cand_rows.keys())
         if not shared:
             raise NotComparable(f"suite '{suite_name}': no case is ok in both runs {base_run.id} and {cand_run.id}")
