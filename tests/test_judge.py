@@ -160,3 +160,27 @@ def test_judge_down_fails_the_run_and_resume_judges_only_what_is_missing(tmp_pat
         second, _ = _run(project)
     assert second.status == "succeeded" and second.run_id == first.run_id
     assert len(cand.requests) == sent, "answers already stored are not generated again"
+
+
+def test_a_judge_score_out_of_10_needs_its_own_margin_to_be_gated(tmp_path: Path) -> None:
+    """The default margin is 0.05 points of a [0, 1] metric: on a 1-10 score it would be meaningless."""
+    from click.testing import CliRunner
+
+    from evalsvc.cli import main
+
+    with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=lambda body: "VERDICT: 8") as judge:
+        project = _judged_project(tmp_path, cand, judge)
+        config = project / "evalsvc.yaml"
+        config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
+                          "model: b}}\ngate: {fail_on_inconclusive: false}\n")
+        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base"]
+        plain = CliRunner().invoke(main, gate)
+        config.write_text(config.read_text().replace("gate: {fail_on_inconclusive: false}",
+                                                     "gate: {fail_on_inconclusive: false, primary: [judge]}"))
+        judged_primary = CliRunner().invoke(main, [*gate, "--reuse"])
+        config.write_text(config.read_text().replace("primary: [judge]}", "primary: [judge], margins: {judge: {absolute: 1}}}"))
+        with_margin = CliRunner().invoke(main, [*gate, "--reuse"])
+    assert plain.exit_code == 0, plain.output
+    assert "judge not compared: its values lie outside [0, 1]" in plain.output and "gate.margins.judge" in plain.output
+    assert judged_primary.exit_code == 2 and "set gate.margins.judge" in judged_primary.output
+    assert with_margin.exit_code == 0 and "| judged | judge | 4 |" in with_margin.output

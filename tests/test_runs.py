@@ -105,6 +105,33 @@ def test_ctrl_c_marks_the_run_cancelled_and_the_next_invocation_resumes_it(
     assert resumed.status == "succeeded" and len(fake.requests) == 6
 
 
+def test_sigterm_during_a_run_marks_it_cancelled_not_running_and_the_next_invocation_resumes_it(
+        echo_project: Path, fake: FakeEndpoint) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fake.delay_s = 0.4  # slow enough that the signal lands mid-run
+    config = str(echo_project / "evalsvc.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "run", "-c", config, "--no-progress", "--no-compare"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not fake.requests and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    cfg = load_config(echo_project / "evalsvc.yaml")
+    with Session(open_engine(cfg.store_url())) as s:
+        run = s.scalars(select(Run)).one()
+    assert run.status == "cancelled" and "stopped by a signal" in (run.error or "")  # was left "running" for good
+    fake.delay_s = 0.0
+    resumed, _ = _run(echo_project)
+    assert resumed.status == "succeeded"
+
+
 def test_a_suite_larger_than_a_batch_resumes_and_answers_from_the_cache_case_by_case(
         echo_project: Path, fake: FakeEndpoint) -> None:
     """Cases stream through the run in batches: errors and cache hits spread over every batch are each found."""

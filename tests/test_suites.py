@@ -123,3 +123,10 @@ def test_copies_left_by_a_killed_process_are_removed_by_the_next_load(tmp_path: 
         assert not orphan.exists() and mine.exists()
     finally:
         mine.unlink(missing_ok=True)
+
+
+def test_a_literal_input_placeholder_inside_a_context_passage_is_not_substituted(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path, "s", '{"id": "a", "input": "Which field?", "context": "Templates use {input} '
+                                   'and {context}.", "checks": [{"type": "contains", "value": "x"}]}'))
+    prompt = suite.messages(next(iter(suite.cases)))[-1]["content"]
+    assert prompt == "Templates use {input} and {context}.\n\nWhich field?"

@@ -65,10 +65,11 @@ class Runner:
         try:
             self._generate_all(jobs, variant, fp)
             self._judge_all(jobs)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (the CLI turns it into SystemExit)
+            why = "interrupted by the user" if isinstance(stop, KeyboardInterrupt) else f"stopped by a signal (exit {stop.code})"
             for job in jobs:
                 if not job.finished:
-                    self.finisher.finish(job, "cancelled", "interrupted by the user; re-run the same command to resume")
+                    self.finisher.finish(job, "cancelled", f"{why}; re-run the same command to resume")
             raise
         return [self.finisher.outcome_of(job) if job.finished else self.finisher.close(job) for job in jobs]
 

@@ -61,7 +61,9 @@ class Suite:
         out = [{"role": "system", "content": system}] if system else []
         if isinstance(case.input, str):
             template = self.header.prompt_template or ("{context}\n\n{input}" if case.context else "{input}")
-            prompt = template.replace("{context}", case.context_text).replace("{input}", case.input)
+            # one pass over the template: a literal "{input}" inside a context passage stays as written
+            fields = {"{context}": case.context_text, "{input}": case.input}
+            prompt = _PLACEHOLDER.sub(lambda m: fields[m[0]], template)
             out.append({"role": "user", "content": prompt})
         else:
             out.extend(dict(m) for m in case.input)
@@ -74,6 +76,9 @@ class Suite:
     @property
     def harness(self) -> HarnessSpec | None:
         return self.header.harness
+
+
+_PLACEHOLDER = re.compile(r"\{context\}|\{input\}")
 
 
 def _build_checks(raw: list[dict[str, Any]], where: str, base: Path) -> list[Check]:

@@ -186,6 +186,15 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         if mismatched:
             notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
                          "different judges or prompt templates")
+    for name, pairs in per_suite.items():
+        for metric in [m for m in pairs.values if _unscaled(pairs, m, gate)]:
+            if metric in gate.primary:
+                raise NotComparable(f"suite '{name}': {metric} takes values outside [0, 1], so the default margin "
+                                    f"(absolute {gate.margin_for(metric).absolute}) means nothing for it; set "
+                                    f"gate.margins.{metric} in evalsvc.yaml (absolute, in its units, or relative)")
+            notes.append(f"{name}: {metric} not compared: its values lie outside [0, 1] and it has no margin of its "
+                         f"own (set gate.margins.{metric})")
+            del pairs.values[metric]
     deciding = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items()
                 for metric in gate.primary if metric in pairs.values]
     if not deciding:
@@ -211,6 +220,12 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
     return Report(baseline, candidate, primary, secondary, stats.overall([c for _, c in primary]), flips, notes, lower,
                   dict(runs), summary)
+
+
+def _unscaled(pairs: _Pairs, metric: str, gate: GateConfig) -> bool:
+    """A metric outside [0, 1] (a 1-10 judge score, sacrebleu's 0-100) whose margin would be the default."""
+    base, cand = pairs.values[metric]
+    return metric not in gate.margins and (min(base + cand) < 0 or max(base + cand) > 1)
 
 
 def _same_numbers(pairs: _Pairs, metric: str, primary: list[str]) -> str | None:
