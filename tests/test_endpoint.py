@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -83,3 +84,24 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after("soon") is None
     assert RateLimitedError("x", retry_after=2).status == 429
+
+
+def _answer(content: object, finish_reason: str = "stop") -> tuple[int, dict, bytes]:
+    choice = {"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}
+    return 200, {"content-type": "application/json"}, json.dumps({"choices": [choice]}).encode()
+
+
+def test_no_content_and_a_content_filter_are_errors_with_their_cause_not_wrong_answers(fake: FakeEndpoint) -> None:
+    fake.behaviour = lambda n, body: _answer(None, "tool_calls")
+    with pytest.raises(FatalEndpointError, match=r"no content \(content: null, finish_reason: tool_calls\)"):
+        _complete(fake, max_retries=2)
+    fake.behaviour = lambda n, body: _answer("", "content_filter")
+    with pytest.raises(FatalEndpointError, match="content filter withheld the answer"):
+        _complete(fake, max_retries=2)
+    assert len(fake.requests) == 2  # neither is retried: the same request gets the same refusal
+
+
+def test_a_request_timeout_from_the_server_is_retried(fake: FakeEndpoint) -> None:
+    fake.behaviour = lambda n, body: (408, {}, b"request timeout") if n == 1 else None
+    assert _complete(fake, max_retries=2).text == "echo: hi"
+    assert len(fake.requests) == 2

@@ -36,6 +36,8 @@ class Config(Strict):
     concurrency: int = Field(4, ge=1, le=1024, description="requests in flight per variant")
     request_timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
+    max_backoff_s: float = Field(30.0, gt=0, le=3600, description="longest wait between retries; a 429 asking to wait "
+                                 "longer (Retry-After) errors the case at once instead")
     max_error_rate: float = Field(0.05, ge=0, le=1, description="a run with more errored cases than this is failed")
     circuit_breaker: int = Field(8, ge=1, description="stop a run after this many errored cases in a row")
     gate: GateConfig = Field(default_factory=GateConfig)

@@ -100,7 +100,7 @@ class EndpointClient:
     def for_served(cls, served: Served, cfg: Config) -> EndpointClient:
         """A client for a served variant with the config's timeout, retries and concurrency."""
         return cls(served.base_url, served.model, api=served.api, api_key=served.api_key, timeout_s=cfg.request_timeout_s,
-                   max_retries=cfg.max_retries, concurrency=cfg.concurrency)
+                   max_retries=cfg.max_retries, max_backoff_s=cfg.max_backoff_s, concurrency=cfg.concurrency)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -153,7 +153,7 @@ class EndpointClient:
         latency = (time.perf_counter() - started) * 1000
         if resp.status_code == 429:
             raise RateLimitedError("rate limited (HTTP 429)", retry_after=parse_retry_after(resp.headers.get("retry-after")))
-        if resp.status_code >= 500:
+        if resp.status_code >= 500 or resp.status_code == 408:  # 408: the server gave up waiting; worth another try
             raise TransientEndpointError(f"HTTP {resp.status_code}: {self._shown(resp.text)[:200]}", status=resp.status_code)
         if resp.status_code >= 400:
             raise FatalEndpointError(f"HTTP {resp.status_code}: {self._shown(resp.text)[:300]}", status=resp.status_code)
@@ -164,9 +164,14 @@ class EndpointClient:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise TransientEndpointError(f"unexpected response body ({type(exc).__name__}): "
                                          f"{self._shown(resp.text)[:200]!r}") from None
+        if text is None:  # a refusal or tool call with no text is no answer to score
+            raise FatalEndpointError(f"the endpoint returned no content (content: null, finish_reason: "
+                                     f"{choice.get('finish_reason')})")
+        if choice.get("finish_reason") == "content_filter":
+            raise FatalEndpointError("the endpoint's content filter withheld the answer (finish_reason: content_filter)")
         usage = data.get("usage") or {}
         return Completion(
-            text=storable(text or ""),
+            text=storable(text),
             latency_ms=latency,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
