@@ -241,3 +241,20 @@ def test_reuse_refuses_runs_older_than_max_age_and_a_pinned_baseline_run_is_used
     assert stale.exit_code == 2 and "more than --max-age 1d 12h" in stale.output and "drop --reuse" in stale.output
     assert fresh_enough.exit_code == 0, fresh_enough.output
     assert pinned.exit_code == 0 and f"baseline run {base_run} (" in pinned.output and "3d 0h ago" in pinned.output
+
+
+def test_runs_scored_by_different_evalsvc_versions_are_flagged(tmp_path: Path) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.schema import Run
+
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand)
+        same = _gate(project)
+        with Session(open_engine(f"sqlite:///{project / 'store.db'}")) as s, s.begin():
+            s.scalars(select(Run).where(Run.variant_name == "base")).one().evalsvc_version = "0.0.9"
+        mixed = _gate(project, "--reuse")
+    assert "different evalsvc versions" not in same.output
+    assert "echo: the runs were scored by different evalsvc versions (0.0.9 and " in mixed.output

@@ -130,3 +130,22 @@ def test_a_literal_input_placeholder_inside_a_context_passage_is_not_substituted
                                    'and {context}.", "checks": [{"type": "contains", "value": "x"}]}'))
     prompt = suite.messages(next(iter(suite.cases)))[-1]["content"]
     assert prompt == "Templates use {input} and {context}.\n\nWhich field?"
+
+
+def test_editing_a_vendored_metric_script_is_a_new_suite_version(tmp_path: Path) -> None:
+    """Answers scored by different code are never paired: the script's bytes are part of the version."""
+    import json
+    import uuid
+
+    data = Path(__file__).parent / "data" / "word_overlap" / "word_overlap.py"
+    folder = tmp_path / "suites" / f"overlap{uuid.uuid4().hex[:8]}"  # a fresh module name: evaluate caches by name
+    folder.mkdir(parents=True)
+    script = folder / f"{folder.name}.py"
+    script.write_text(data.read_text())
+    case = {"id": "a", "input": "x", "references": ["r"],
+            "checks": [{"type": "hf_metric", "metric": f"{folder.name}/{script.name}", "key": "overlap"}]}
+    header = write_suite(tmp_path / "suites", "s", json.dumps(case))
+    before = load_suite(header).version
+    assert load_suite(header).version == before  # stable
+    script.write_text(data.read_text() + "\n# a scorer change\n")
+    assert load_suite(header).version != before

@@ -72,6 +72,10 @@ class Check(BaseModel):
         """Whether the case passes this check; None when the check only measures."""
         return bool(scores[self.label] >= 1.0)
 
+    def code_identity(self) -> str | None:
+        """A hash of code this check runs that its parameters do not name (a vendored script), or None."""
+        return None
+
     def resolved(self, base: Path) -> Check:
         """This check with paths made absolute against the suite's folder (and anything it loads, loaded)."""
         return self

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from evalsvc.checks.base import Case, Check, MetricSpec, check
+from evalsvc.identity import content_hash
 
 
 @lru_cache(maxsize=32)
@@ -72,6 +73,13 @@ class HFMetric(Check):
         resolved = self.model_copy(update={"metric": str(local.resolve())}) if local.exists() else self
         load_metric(resolved.metric)
         return resolved
+
+    def code_identity(self) -> str | None:
+        """The vendored script's bytes (every .py of a metric folder): editing it scores differently, a new version."""
+        path = Path(self.metric)
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+        return content_hash({str(f.relative_to(path) if path.is_dir() else f.name): f.read_bytes().hex() for f in files}) \
+            if files else None
 
     def score(self, output: str, case: Case) -> dict[str, float]:
         module = load_metric(self.metric)

@@ -21,7 +21,7 @@ from evalsvc.store.schema import Run
 BY_SERIES = (Run.suite_version, Run.variant_fingerprint)
 BY_NAME = (Run.suite_name, Run.variant_name)
 RUN_COLUMNS = (Run.id, Run.suite_name, Run.suite_version, Run.variant_name, Run.variant_fingerprint, Run.created_at,
-               Run.upstream_change)
+               Run.upstream_change, Run.evalsvc_version)
 
 
 def latest_ids(by: Sequence = BY_SERIES, status: str | None = "succeeded") -> Select:
@@ -57,5 +57,5 @@ def latest_pairs(session: Session, baseline: str, candidate: str, suite_names: S
 
 def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Any]:
     """These runs as plain rows (with status and evalsvc version), by id."""
-    rows = session.execute(select(*RUN_COLUMNS, Run.status, Run.evalsvc_version).where(Run.id.in_(tuple(ids))))
+    rows = session.execute(select(*RUN_COLUMNS, Run.status).where(Run.id.in_(tuple(ids))))
     return {r.id: r for r in rows}

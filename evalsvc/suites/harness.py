@@ -25,8 +25,14 @@ BINARY_METRICS = {"exact_match", "acc", "acc_norm", "pass@1"}
 
 def content_identity(spec: HarnessSpec, base: Path) -> str:
     """Hash of the bundled task files (YAML and data), so editing them starts a new suite version."""
-    if spec.include is None:
-        return content_hash({"registry_task": spec.task})
+    if spec.include is None:  # a task of lm-eval's registry: its code and YAML are lm-eval's version's
+        import importlib.metadata as md
+
+        try:
+            version = md.version("lm_eval")
+        except md.PackageNotFoundError:
+            version = "not-installed"
+        return content_hash({"registry_task": spec.task, "lm_eval": version})
     folder = base / spec.include
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return content_hash({str(p.relative_to(folder)): p.read_bytes().hex() for p in files})

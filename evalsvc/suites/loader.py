@@ -244,6 +244,7 @@ def load_suite(header_path: str | Path) -> Suite:
     n = 0
     metrics: dict[str, MetricSpec] = {}
     verdict = graded = False
+    codes: set[str] = set()  # scorer code the specs only name (vendored metric scripts): hashed into the version
     _sweep_copies()
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", header.name[:40])
     fd, name = tempfile.mkstemp(prefix=f"evalsvc-{os.getpid()}-{label}-", suffix=".jsonl")
@@ -254,6 +255,7 @@ def load_suite(header_path: str | Path) -> Suite:
                 digest.update((b"," if n else b"") + canonical_json(case.spec).encode())
                 n += 1
                 metrics.update((m.name, m) for c in case.checks for m in c.metrics())
+                codes.update(code for c in case.checks if (code := c.code_identity()) is not None)
                 verdict = verdict or any(c.gives_verdict for c in case.checks)
                 graded = graded or any(c.model_graded for c in case.checks)
         if not n:
@@ -263,6 +265,8 @@ def load_suite(header_path: str | Path) -> Suite:
         raise
     header_json = canonical_json(header.model_dump(mode="json", exclude={"cases", "description"}, exclude_defaults=True))
     digest.update(b'],"header":' + header_json.encode() + b"}")
+    if codes:  # suites without such code keep the versions they had
+        digest.update(b',"code":' + canonical_json(sorted(codes)).encode())
     if verdict:
         metrics["pass"] = MetricSpec("pass", "binary")
     cases = Cases(partial(_read_cases, header_path, copy, cases_path, default_checks, False), n, copy)

@@ -151,6 +151,10 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         for run, who in ((base_run, baseline), (cand_run, candidate)):
             if run.upstream_change:
                 notes.append(f"{who} on {suite_name}: {run.upstream_change}")
+        scored_by = (getattr(base_run, "evalsvc_version", None), getattr(cand_run, "evalsvc_version", None))
+        if scored_by[0] != scored_by[1]:
+            notes.append(f"{suite_name}: the runs were scored by different evalsvc versions ({scored_by[0] or 'unknown'} and "
+                         f"{scored_by[1] or 'unknown'}): a scorer change can move the numbers; measure both now to be sure")
         kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
         base_rows, cand_rows = _per_case(s, base_run.id, gate.samples_pass), _per_case(s, cand_run.id, gate.samples_pass)
         shared = sorted(base_rows.keys() & cand_rows.keys())
