@@ -214,3 +214,23 @@ def test_samples_are_epochs_with_distinct_seeds_and_a_case_counts_once(echo_proj
     with Session(open_engine(cfg.store_url())) as s:
         point = s.scalars(select(MetricPoint).where(MetricPoint.metric == "pass")).first()
     assert point is not None and point.n == 6  # n counts cases, not cases x samples
+
+
+def test_an_unfinished_manual_run_is_resumed_only_while_recent_and_new_starts_afresh(echo_project: Path, fake: FakeEndpoint) -> None:
+    from datetime import timedelta
+
+    fake.behaviour = lambda n, body: (503, {}, b"down")
+    config = str(echo_project / "evalsvc.yaml")
+    CliRunner().invoke(main, ["run", "-c", config, "--no-progress", "--no-compare"])  # fails: resumable
+    fake.behaviour = None
+    engine = open_engine(load_config(echo_project / "evalsvc.yaml").store_url())
+    with Session(engine) as s, s.begin():
+        failed = s.scalars(select(Run)).one()
+        failed.created_at -= timedelta(days=3)  # a run that failed three days ago
+        failed_id = failed.id
+    CliRunner().invoke(main, ["run", "-c", config, "--no-progress", "--no-compare"], catch_exceptions=False)
+    CliRunner().invoke(main, ["run", "-c", config, "--no-progress", "--no-compare", "--new"], catch_exceptions=False)
+    with Session(engine) as s:
+        runs = {r.id: r.status for r in s.scalars(select(Run))}
+    assert runs[failed_id] == "failed"  # not completed today under its old time
+    assert sorted(v for k, v in runs.items() if k != failed_id) == ["succeeded", "succeeded"]  # a new run, then --new

@@ -57,12 +57,13 @@ def main() -> None:
 @click.option("--suite", "-s", "suites", multiple=True, help="Suite name (repeatable). Default: config 'suites', else all.")
 @click.option("--variant", "-v", "variants", multiple=True, help="Variant name (repeatable). Default: all variants.")
 @click.option("--slot", default=None, help="Run-key slot (a schedule time). Default: resume the last unfinished "
-              "manual run of this suite x variant, else start a new one.")
+              "manual run of this suite x variant made within resume_within_h (24 h), else start a new one.")
+@click.option("--new", "new_run", is_flag=True, help="Start new runs even where an unfinished manual one could be resumed.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("--compare/--no-compare", "do_compare", default=True, show_default=True,
               help="Afterwards compare each variant with its family's baseline and store the verdicts (the dashboard's "
               "Overview shows them).")
-def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], slot: str | None,
+def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], slot: str | None, new_run: bool,
         progress: bool | None, do_compare: bool) -> None:
     """Run suites against variants and store every case, output and score.
 
@@ -77,6 +78,8 @@ def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], sl
 
     cfg = load_config(config_path)
     chosen_suites, chosen_variants = svc.choose(cfg, list(suites), list(variants))
+    if new_run and slot is None:
+        slot = svc.new_manual_slot()
     result = svc.run_suites(cfg, svc.open_store(cfg), chosen_suites, chosen_variants, slot=slot, progress=progress,
                             logs=svc.log_dir(config_path), compare=do_compare)
     click.echo(outcome_table(result.outcomes))

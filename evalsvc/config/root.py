@@ -40,6 +40,8 @@ class Config(Strict):
                                  "longer (Retry-After) errors the case at once instead")
     max_error_rate: float = Field(0.05, ge=0, le=1, description="a run with more errored cases than this is failed")
     circuit_breaker: int = Field(8, ge=1, description="stop a run after this many errored cases in a row")
+    resume_within_h: float = Field(24.0, gt=0, description="`evalsvc run` without --slot resumes an unfinished manual run "
+                                   "only if it was made within this many hours (else it starts a new one)")
     gate: GateConfig = Field(default_factory=GateConfig)
     alerts: AlertsConfig | None = None
     schedules: list[ScheduleSpec] = Field(default_factory=list, description="what `evalsvc serve` runs, and when")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, Literal
 
@@ -115,7 +115,8 @@ class Planner:
                     repo.record_suite(session, suite.version, suite.name, suite.header.model_dump(mode="json"),
                                       ((c.id, c.spec) for c in suite.cases), len(suite.cases))
                     run = repo.claim_run(session, suite.version, suite.name, fp, variant.name,
-                                         len(suite.cases) * params.samples, slot)
+                                         len(suite.cases) * params.samples, slot,
+                                         timedelta(hours=self.cfg.resume_within_h))
                     job = Job(suite, run.id, run.created_at, request_params, params.samples)
                     claimed = run.status
                 break

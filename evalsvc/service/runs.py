@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def log_dir(config_path: str | Path) -> Path:
 def open_store(cfg: Config) -> Engine:
     """The configured store (EVALSVC_STORE overrides the file), at the schema this evalsvc needs."""
     return open_engine(cfg.store_url())
+
+
+def new_manual_slot() -> str:
+    """A slot no run has: `evalsvc run --new`."""
+    return f"manual:{uuid.uuid4()}"
 
 
 def choose(cfg: Config, suite_names: list[str] | None, variant_names: list[str] | None) -> tuple[list[Suite], list[VariantConfig]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import groupby, islice
 from typing import Any
 
@@ -72,14 +72,15 @@ def evalsvc_version() -> str:
 
 
 def claim_run(session: Session, suite_version: str, suite_name: str, fp: str, variant_name: str,
-              n_cases: int, slot: str | None) -> Run:
-    """The run for this run key: an explicit slot, else the newest unfinished manual run, else a new one."""
+              n_cases: int, slot: str | None, resume_within: timedelta | None = None) -> Run:
+    """The run for this run key: an explicit slot, else the newest unfinished manual run made within
+    ``resume_within`` (an older one is not completed today under its old time), else a new one."""
     if slot is None:
-        run = session.scalars(
-            select(Run).where(Run.suite_version == suite_version, Run.variant_fingerprint == fp,
+        q = select(Run).where(Run.suite_version == suite_version, Run.variant_fingerprint == fp,
                               Run.slot.like("manual:%"), Run.status.in_(RESUMABLE))
-            .order_by(Run.id.desc()).limit(1)
-        ).first()
+        if resume_within is not None:
+            q = q.where(Run.created_at >= utcnow() - resume_within)
+        run = session.scalars(q.order_by(Run.id.desc()).limit(1)).first()
         slot = f"manual:{uuid.uuid4()}"
     else:
         run = session.scalars(select(Run).where(Run.suite_version == suite_version,
