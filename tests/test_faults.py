@@ -272,7 +272,9 @@ def test_sigkill_inside_a_database_write_keeps_the_store_consistent_and_resumes(
     if store_url.startswith("postgresql"):
         upgrade(store_url)
     with FakeEndpoint(delay_s=0.3) as fake:
-        config = _project(tmp_path, fake, n, store=store_url, extra="concurrency: 1\n")
+        # timeout_s: room for a resumed process's first request (its client warms up while PostgreSQL clears the killed
+        # session), so that a retry after a client time-out is not mistaken for a case sent twice
+        config = _project(tmp_path, fake, n, store=store_url, extra="concurrency: 1\n", timeout_s=5)
         (tmp_path / "stalling_cli.py").write_text(STALLING_CLI)
         mark = tmp_path / "in-transaction"
         cmd = [sys.executable, str(tmp_path / "stalling_cli.py"), "run", "-c", str(config), "--no-progress"]

@@ -56,7 +56,7 @@ for r in frame[frame["status"] == "upstream change"].itertuples():
 st.altair_chart(charts.status_matrix(frame), width="stretch")
 
 if not pooled.empty:
-    st.subheader("Gate verdict per candidate (all suites pooled)")
+    st.subheader("Gate verdict per candidate (every suite decides; Δ pooled over the suites as a summary)")
     st.dataframe(pooled.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
                                          zip(pooled["delta"], pooled["ci_low"], pooled["ci_high"], strict=True)])[
         ["candidate", "baseline", "overall", "metric", "delta_ci", "margin", "n", "flips_down", "flips_up", "compared_at"]],
