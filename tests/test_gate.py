@@ -149,9 +149,8 @@ def test_comparing_runs_with_several_samples_reads_without_writing(tmp_path: Pat
     from evalsvc.store.schema import CaseResult
     from evalsvc.verdicts import compare_runs
 
-    def every_other(first_right: bool):  # samples of a case disagree, so their average is no stored value
-        calls = iter(range(10_000))
-        return lambda body: f"echo {_number(body)}" if (next(calls) % 2 == 0) == first_right else "no idea"
+    def every_other(first_right: bool):  # samples of a case disagree (sample k has seed k), so their average is no stored value
+        return lambda body: f"echo {_number(body)}" if (body["seed"] % 2 == 0) == first_right else "no idea"
 
     with FakeEndpoint(reply=every_other(True)) as base, FakeEndpoint(reply=every_other(False)) as cand:
         project = _project(tmp_path, base, cand, n=12, extra="generation: {temperature: 0.7, samples: 2}")
