@@ -87,6 +87,19 @@ def test_small_suite_is_inconclusive_exits_3_unless_allowed(tmp_path: Path) -> N
     assert ET.parse(tmp_path / "lenient.xml").getroot().get("failures") == "0"
 
 
+def test_the_json_report_of_an_unbounded_interval_is_valid_json() -> None:
+    """One continuous pair has an unbounded interval: JSON has no infinity, so its bounds are null, not a crash."""
+    from evalsvc.stats import compare_continuous
+    from evalsvc.verdicts import Report
+    from evalsvc.verdicts.gate_report import as_json
+
+    c = compare_continuous("rouge1", [0.5], [0.4], 0.05)
+    assert c.ci_low == float("-inf")
+    report = Report("base", "cand", [("s", c)], [], c.verdict)
+    (row,) = json.loads(as_json(report, True))["comparisons"]
+    assert row["n"] == 1 and row["ci_low"] is None and row["ci_high"] is None and row["delta"] == pytest.approx(-0.1)
+
+
 def test_endpoint_down_is_could_not_evaluate_not_a_regression(tmp_path: Path) -> None:
     with FakeEndpoint() as base, FakeEndpoint() as cand:
         cand.behaviour = lambda n, body: (503, {}, b"down")

@@ -8,6 +8,7 @@ JUnit fails exactly the comparisons that decide the exit code.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -114,8 +115,9 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
     def row(role: str, scope: str, c: Comparison) -> dict[str, object]:
         base, cand = report.measured_means(c)
         return {"role": role, "scope": scope, "metric": c.metric, "kind": c.kind, "verdict": c.verdict, "n": c.n,
-                "baseline_mean": base, "candidate_mean": cand, "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
-                "margin": c.margin, "alpha": c.alpha, "p_noninferior": c.p_noninferior, "p_inferior": c.p_inferior,
+                "baseline_mean": _num(base), "candidate_mean": _num(cand), "delta": _num(c.delta), "ci_low": _num(c.ci_low),
+                "ci_high": _num(c.ci_high), "margin": _num(c.margin), "alpha": _num(c.alpha),
+                "p_noninferior": _num(c.p_noninferior), "p_inferior": _num(c.p_inferior),
                 "flips_down": c.flips_down, "flips_up": c.flips_up, "n_needed": c.n_needed,
                 "lower_is_better": c.metric in report.lower_is_better, "method": c.method}
 
@@ -125,11 +127,12 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
         "comparisons": [row("decides", sc, c) for sc, c in report.primary] + [row("summary", sc, c) for sc, c in report.pooled]
         + [row("informational", sc, c) for sc, c in report.secondary],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
-        "notes": report.notes}, indent=2, allow_nan=False, default=_finite)
+        "notes": report.notes}, indent=2, allow_nan=False)
 
 
-def _finite(value: object) -> object:
-    raise TypeError(f"not JSON: {value!r}")
+def _num(value: float | None) -> float | None:
+    """JSON has no inf or NaN (a single paired case has an unbounded interval): those are null."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def write_outputs(report: Report, markdown_path: Path | None, junit_path: Path | None, fail_on_inconclusive: bool,
