@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import hypothesis  # noqa: F401  (imported before any test runs lm-eval: CPython 3.11.7 can fail to compile
+import pytest      # hypothesis's modules afterwards, "AST constructor recursion depth mismatch", when its plugin loads late)
 
 from tests.fake_endpoint import FakeEndpoint
 from tests.pg import PostgresServer, pg_bin

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import textwrap
@@ -60,6 +61,40 @@ def test_harness_task_results_are_stored_per_sample(tmp_path: Path) -> None:
     assert wrong == {r.case_id for r in rows} & expected_wrong and wrong
     assert all(r.scores["pass"] == r.scores["exact_match"] for r in rows)
     assert point.value == pytest.approx(1 - len(wrong) / 20) and point.n == 20
+
+
+def test_harness_requests_carry_the_variants_generation_settings_and_system_prompt(tmp_path: Path) -> None:
+    """Temperature, top_p, seed and the system prompt are in the fingerprint, so they must reach lm-eval's requests."""
+    with FakeEndpoint(reply=_adder) as fake:
+        project = _project(tmp_path, fake)
+        cfg_file = project / "evalsvc.yaml"
+        cfg_file.write_text(cfg_file.read_text().replace(
+            "model: m}}", "model: m}, generation: {temperature: 0.7, top_p: 0.9, seed: 41}, system_prompt: Be terse.}"))
+        outcome, _ = _run(project)
+        bodies = list(fake.requests)
+    assert outcome.status == "succeeded", outcome.error
+    assert bodies and all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["seed"] == 41 for b in bodies)
+    assert all(b["messages"][0] == {"role": "system", "content": "Be terse."} for b in bodies)
+
+
+def test_null_content_in_a_harness_task_is_an_error_not_a_wrong_answer(tmp_path: Path) -> None:
+    """lm-eval fills a null answer with a placeholder (""), which its metric scores as wrong: here it is an error."""
+    def null_on_7_9(n: int, body: dict[str, Any]):
+        if "7 + 9" in body["messages"][-1]["content"]:
+            reply = {"id": "x", "object": "chat.completion", "model": "m", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "length"}]}
+            return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+        return None
+
+    with FakeEndpoint(reply=_adder) as fake:
+        fake.behaviour = null_on_7_9
+        outcome, engine = _run(_project(tmp_path, fake))
+    with Session(engine) as s:
+        rows = {r.case_id: r for r in s.scalars(select(CaseResult))}
+    assert rows["add-7-9"].status == "errored" and rows["add-7-9"].scores is None
+    assert "null content" in rows["add-7-9"].error
+    assert all(r.status == "ok" for cid, r in rows.items() if cid != "add-7-9")
+    assert outcome.n_errored == 1 and outcome.status == "succeeded"  # 1 of 20 is within max_error_rate 0.05
 
 
 def test_endpoint_failure_fails_the_harness_run_and_scores_nothing(tmp_path: Path) -> None:

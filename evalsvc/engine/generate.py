@@ -65,7 +65,7 @@ class Generator:
         assert spec is not None
         try:
             samples, job.harness_metrics = harness.run_task(
-                spec, job.suite.path.parent, variant, served, concurrency=self.cfg.concurrency,
+                spec, job.suite.path.parent, variant, served, job.params, concurrency=self.cfg.concurrency,
                 timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries)
         except EndpointError as exc:
             job.fatal = str(exc)
@@ -77,7 +77,9 @@ class Generator:
             run.n_cases = len(samples)
             for s in samples:
                 session.merge(CaseResult(run_id=job.run_id, case_id=s.case_id, sample_index=0, run_ts=job.run_ts,
-                                         status="ok", output=s.output, scores=s.scores, cached=False, created_at=utcnow()))
+                                         status="errored" if s.error else "ok", output=None if s.error else s.output,
+                                         error=s.error, scores=None if s.error else s.scores, cached=False,
+                                         created_at=utcnow()))
         job.sent = len(samples)
 
     def generate(self, served: Served, variant: VariantConfig, fp: str, job: Job) -> None:

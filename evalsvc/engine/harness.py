@@ -7,6 +7,11 @@ scored. A harness run resumes at task granularity.
 Loglikelihood tasks (multiple choice, perplexity) need correct prompt logprobs via
 ``echo``: vLLM gives them, llama.cpp's server does not, so such a task is refused unless
 the endpoint declares ``echo_logprobs: true`` and a local ``tokenizer``.
+
+The variant's sampling settings (temperature, top_p, seed) and system prompt reach lm-eval's
+requests, as they are part of its fingerprint; the task's own stop sequences and generation
+length stay the task's (they are part of the task's definition and its version). lm-eval fills a
+null answer with a placeholder and scores it as wrong; here such a document is an errored case.
 """
 
 from __future__ import annotations
@@ -25,17 +30,23 @@ from evalsvc.suites.harness import BINARY_METRICS, materialise
 LOGLIKELIHOOD = {"loglikelihood", "loglikelihood_rolling", "multiple_choice"}
 
 
+NULL_ANSWER = "\x00evalsvc: the endpoint returned null content\x00"  # what lm-eval puts where an answer was null
+NULL_CAUSE = ("the endpoint returned null content (no answer text: a content filter, a reasoning model out of "
+              "tokens, or a server fault)")
+
+
 @dataclass(frozen=True)
 class Sample:
     case_id: str
     output: str
     scores: dict[str, float]
     doc: dict[str, Any]
+    error: str | None = None  # set for a document that got no answer: stored as an errored case, never scored
 
 
-def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Served, *, concurrency: int,
-             timeout_s: float, max_retries: int) -> tuple[list[Sample], list[str]]:
-    """Run one task against a served variant; returns its samples and metric names."""
+def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Served, params: dict[str, Any], *,
+             concurrency: int, timeout_s: float, max_retries: int) -> tuple[list[Sample], list[str]]:
+    """Run one task against a served variant with the run's sampling ``params``; returns its samples and metric names."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="evalsvc-harness-") as tmp:
@@ -52,16 +63,24 @@ def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Serv
                              "bundle it as a YAML in the suite's include folder (built-in tasks need the Hub)")
         output_type = (tm.task_index[spec.task].cfg or {}).get("output_type", "generate_until")
         model, model_args, chat = _model_args(variant, served, output_type, spec.task, concurrency, timeout_s, max_retries)
+        if params.get("seed") is not None:
+            model_args["seed"] = params["seed"]
+        gen_kwargs = {k: params[k] for k in ("temperature", "top_p") if k in params} if output_type not in LOGLIKELIHOOD else None
+        from lm_eval.models import api_models  # its documented knob (LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER), read per answer
+
+        previous_placeholder, api_models.LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER = (
+            api_models.LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER, NULL_ANSWER)
         previous_cache = os.environ.get("HF_DATASETS_CACHE")
         os.environ["HF_DATASETS_CACHE"] = str(Path(tmp) / "datasets")  # keep lm-eval's Arrow cache out of the way
         try:
             results = lm_eval.simple_evaluate(
                 model=model, model_args=model_args, tasks=[spec.task], task_manager=tm, apply_chat_template=chat,
                 log_samples=True, num_fewshot=spec.num_fewshot, limit=spec.limit, bootstrap_iters=0,
-                use_cache=None, cache_requests=False)
+                use_cache=None, cache_requests=False, gen_kwargs=gen_kwargs, system_instruction=variant.system_prompt)
         except Exception as exc:  # lm-eval raises requests/aiohttp/Timeout errors after its own retries
             raise EndpointError(f"lm-eval task '{spec.task}' failed: {type(exc).__name__}: {exc}") from None
         finally:
+            api_models.LMEVAL_MODEL_NONE_ANSWER_PLACEHOLDER = previous_placeholder
             if previous_cache is None:
                 os.environ.pop("HF_DATASETS_CACHE", None)
             else:
@@ -109,5 +128,9 @@ def _samples(raw: list[dict[str, Any]], metrics: list[str]) -> list[Sample]:
         if binary:
             scores["pass"] = float(all(v >= 1.0 for v in binary))
         output = s["resps"][0][0] if s.get("resps") else ""
-        out[s["doc_id"]] = Sample(case_id, str(output), scores, doc if isinstance(doc, dict) else {"doc": doc})
+        doc = doc if isinstance(doc, dict) else {"doc": doc}
+        if output == NULL_ANSWER:
+            out[s["doc_id"]] = Sample(case_id, "", {}, doc, error=f"NullContent: {NULL_CAUSE}")
+            continue
+        out[s["doc_id"]] = Sample(case_id, str(output), scores, doc)
     return [out[k] for k in sorted(out)]
