@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import hypothesis  # noqa: F401  (imported before any test runs lm-eval: CPython 3.11.7 can fail to compile
-import pytest      # hypothesis's modules afterwards, "AST constructor recursion depth mismatch", when its plugin loads late)
+# hypothesis is imported before any test runs lm-eval: afterwards CPython 3.11.7 can fail to compile its modules
+# ("AST constructor recursion depth mismatch") when its pytest plugin imports it at the end of a session.
+import hypothesis  # noqa: F401
+import pytest
 
 from tests.fake_endpoint import FakeEndpoint
 from tests.pg import PostgresServer, pg_bin
