@@ -9,7 +9,7 @@ Each metric is a non-inferiority question with margin m >= 0, every claim one-si
     improvement   lo > +m
     pass          lo > -m    (rejects H0: delta <= -m, i.e. p_noninferior < alpha)
     regression    hi < -m    (rejects H0: delta >= -m, i.e. p_inferior < alpha)
-    inconclusive  otherwise, with the n that would decide it
+    inconclusive  otherwise, with the n that would decide it if the observed delta and spread held
 
 [lo, hi] is the two-sided (1 - 2 alpha) interval got by inverting the very test that gives the p-values,
 so a bound crosses -m exactly when the p-value crosses alpha: the verdict read off the interval and the
@@ -67,7 +67,7 @@ class Evidence(Protocol):
         ...
 
     def n_needed(self, margin: float, alpha: float) -> int | None:
-        """Paired n for POWER to show non-inferiority at this margin if delta were 0."""
+        """Paired n for POWER to decide against this margin if the true delta and spread are the observed ones."""
         ...
 
 
@@ -95,7 +95,7 @@ class Comparison:
     verdict: Verdict
     flips_down: int  # binary: pass -> fail; continuous: cand < base - flip_tol
     flips_up: int  # binary: fail -> pass; continuous: cand > base + flip_tol
-    n_needed: int | None  # inconclusive only: paired n for 80% power to show non-inferiority if delta were 0
+    n_needed: int | None  # inconclusive only: paired n for 80% power to decide, if the true delta is the observed one
     method: str  # how the interval and p-values were computed, with citation keys
     evidence: Evidence | None = field(default=None, repr=False, compare=False)
 
@@ -150,32 +150,39 @@ def _root_of_decreasing(f: Callable[[float], float], low: float, high: float) ->
 
 
 def n_for_noninferiority(margin: float, alpha: float = 0.05, power: float = POWER, *, discordance: float | None = None,
-                         sd: float | None = None) -> int | None:
-    """Paired n giving ``power`` to show non-inferiority (lo > -m) when the true delta is 0.
+                         sd: float | None = None, delta: float = 0.0) -> int | None:
+    """Paired n giving ``power`` to decide against the margin if the true delta is ``delta``.
 
-    Binary (``discordance`` = share of discordant pairs, psi): the score-test sample size of Nam
-    [nam1997], of the same form as Connor's [connor1987]: n = ((z_a s0 + z_b s1) / m)^2 with
-    s1^2 = psi (the variance at delta = 0) and s0^2 = 2 q + d0 (1 - d0) at d0 = -m, q being the limit of
-    Tango's restricted estimate of P(down) when both kinds of discordant pair have probability psi / 2.
-    Continuous (``sd`` = SD of the per-case differences): n = ((z_a + z_b) sd / m)^2, the z-based
-    calculation of Miller [miller2024]. None when m = 0: at delta = 0 no n shows lo > 0 with power.
+    For delta > -m the claim is non-inferiority (lo > -m), for delta < -m a regression (hi < -m); the two
+    are symmetric around -m, so one formula serves: n = ((z_a s0 + z_b s1) / |delta + m|)^2.
+    Binary (``discordance`` = share of discordant pairs, psi; needs |delta| <= psi): the score-test sample
+    size of Nam [nam1997], of the same form as Connor's [connor1987]. s1^2 = psi - delta^2 is the variance of
+    a pair's difference at the assumed delta, with P(up) = (psi + delta) / 2 and P(down) = (psi - delta) / 2;
+    s0^2 = 2 q + d0 (1 - d0) at d0 = -m, q being the limit of Tango's restricted estimate of P(down) there.
+    Continuous (``sd`` = SD of the per-case differences): s0 = s1 = sd, the z-based calculation of Miller
+    [miller2024]. None when delta = -m (no n decides a delta that sits on the margin), so in particular at
+    m = 0 and delta = 0.
     """
     if (discordance is None) == (sd is None):
         raise ValueError("give exactly one of discordance (binary) or sd (continuous)")
     if not 0 < alpha < 0.5 or not 0 < power < 1:
         raise ValueError(f"need 0 < alpha < 0.5 and 0 < power < 1, got alpha={alpha}, power={power}")
-    if margin <= 0:
+    m, effect = margin, abs(delta + margin)
+    if margin < 0 or effect == 0:
         return None
     z_a, z_b = float(ndtri(1 - alpha)), float(ndtri(power))
     if sd is not None:
-        return max(2, math.ceil(((z_a + z_b) * sd / margin) ** 2))
+        return max(2, math.ceil(((z_a + z_b) * sd / effect) ** 2))
     assert discordance is not None
-    if not 0 <= discordance <= 1:
-        raise ValueError(f"discordance is a share of pairs, got {discordance}")
-    psi, m = discordance, margin
-    q = (psi + 2 * m + math.sqrt(psi * psi + 4 * m * m * (1 - psi))) / 4
+    if not 0 <= discordance <= 1 or abs(delta) > discordance + 1e-12:
+        raise ValueError(f"discordance is a share of pairs at least |delta|, got {discordance} with delta {delta}")
+    psi = discordance
+    p_down = (psi - delta) / 2
+    b = -psi - m * (2 - delta)
+    q = (math.sqrt(max(b * b - 8 * p_down * m * (1 + m), 0.0)) - b) / 4
     s0 = math.sqrt(max(2 * q - m * (1 + m), 0.0))
-    return max(1, math.ceil(((z_a * s0 + z_b * math.sqrt(psi)) / m) ** 2))
+    s1 = math.sqrt(max(psi - delta * delta, 0.0))
+    return max(1, math.ceil(((z_a * s0 + z_b * s1) / effect) ** 2))
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,7 @@ class _Discordant:
         return 1.0 - _phi(score), _phi(score)
 
     def n_needed(self, margin: float, alpha: float) -> int | None:
-        return n_for_noninferiority(margin, alpha, discordance=(self.up + self.down) / self.n)
+        return n_for_noninferiority(margin, alpha, discordance=(self.up + self.down) / self.n, delta=(self.up - self.down) / self.n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,6 +226,7 @@ class _Bootstrap:
     accel: float  # acceleration
     sd: float  # SD of the per-case differences
     df: int  # n - 1
+    mean: float = 0.0  # the observed mean difference
 
     def _z(self, alpha: float) -> float:
         """The expanded quantile, in place of the normal quantile at ``alpha``."""
@@ -271,7 +279,7 @@ class _Bootstrap:
         return self._tail(self._cdf(theta, "right")), 1.0 - self._tail(self._cdf(theta, "left"))
 
     def n_needed(self, margin: float, alpha: float) -> int | None:
-        return n_for_noninferiority(margin, alpha, sd=self.sd)
+        return n_for_noninferiority(margin, alpha, sd=self.sd, delta=self.mean)
 
 
 @dataclass(frozen=True)
@@ -414,7 +422,7 @@ def compare_continuous(metric: str, base: npt.ArrayLike, cand: npt.ArrayLike, ma
             centred = d - mean
             accel = float((centred**3).sum() / (6.0 * float((centred**2).sum()) ** 1.5))
             sd = float(d.std(ddof=1))
-        evidence = _Bootstrap(means, z0, accel, sd, n - 1)
+        evidence = _Bootstrap(means, z0, accel, sd, n - 1, float(d.mean()))
         method = (f"paired bootstrap of the mean difference, BCa [efron-tibshirani1993] expanded for small n [hesterberg2015], "
                   f"{n_boot} resamples (seed {seed}); p-values by inverting the BCa bounds; paired design [miller2024]")
     flips_down, flips_up = int(np.count_nonzero(d < -flip_tol)), int(np.count_nonzero(d > flip_tol))

@@ -273,6 +273,41 @@ def test_n_needed_gives_the_promised_power(kind: str) -> None:
     assert verdict_shares(comparisons)["pass"] == pytest.approx(0.8, abs=0.06)
 
 
+@pytest.mark.parametrize(("kind", "delta", "claim"), [("binary", -0.02, "pass"), ("binary", -0.10, "regression"),
+                                                       ("continuous", -0.02, "pass"), ("continuous", -0.09, "regression")])
+def test_n_needed_at_the_observed_delta_gives_the_promised_power(kind: str, delta: float, claim: str) -> None:
+    """n_needed assumes the observed delta is the true one: at that delta, the n it gives decides (pass when the
+    delta lies above -m, regression below it) in about 80% of runs. At delta 0 it would promise far too much
+    power for a true loss of 2 points (the old assumption)."""
+    rng = np.random.default_rng(31)
+    reps, m = 400, 0.05
+    if kind == "binary":  # 12% of pairs discordant, leaning down by delta
+        psi = 0.12
+        n = n_for_noninferiority(m, ALPHA, discordance=psi, delta=delta)
+        at_zero = n_for_noninferiority(m, ALPHA, discordance=psi)
+        assert n is not None and at_zero is not None
+        p = [0.5, (psi - delta) / 2, (psi + delta) / 2, 0.5 - psi]  # same pass, down, up, same fail
+        cells = [rng.choice(4, size=n, p=p) for _ in range(reps)]
+        comparisons = [compare_binary("m", (x <= 1).astype(float), ((x == 0) | (x == 2)).astype(float), m) for x in cells]
+    else:
+        n = n_for_noninferiority(m, ALPHA, sd=0.14, delta=delta)
+        at_zero = n_for_noninferiority(m, ALPHA, sd=0.14)
+        assert n is not None and at_zero is not None
+        comparisons = [compare_continuous("m", np.zeros(n), rng.normal(delta, 0.14, n), m, n_boot=400, seed=i)
+                       for i in range(reps)]
+
+    assert verdict_shares(comparisons)[claim] == pytest.approx(0.8, abs=0.06)
+    if claim == "pass":
+        assert n > 2 * at_zero  # a small observed loss needs far more cases than delta 0 suggests
+
+
+def test_n_needed_reads_the_observed_delta_off_the_comparison() -> None:
+    leaning = compare_binary("m", *binary_from_counts(45, 8, 2, 45), margin=0.05)  # down 8, up 2: delta -0.06 < -m
+    assert leaning.verdict == "inconclusive"
+    assert leaning.n_needed == n_for_noninferiority(0.05, ALPHA, discordance=0.10, delta=-0.06)
+    assert n_for_noninferiority(0.05, ALPHA, discordance=0.10, delta=-0.05) is None  # on the margin: nothing decides
+
+
 def test_n_for_noninferiority_continuous_is_the_z_formula() -> None:
     assert n_for_noninferiority(0.25, 0.05, 0.8, sd=1.0) == math.ceil(((1.6448536 + 0.8416212) / 0.25) ** 2)  # 99
     assert n_for_noninferiority(0.0, sd=1.0) is None

@@ -26,8 +26,14 @@ def exit_code(report: Report, fail_on_inconclusive: bool) -> int:
     return EXIT[report.verdict]
 
 
+def n_needed_text(c: Comparison) -> str:
+    """The n that would decide, with its assumption: the observed delta and spread are the true ones."""
+    claim = "show it no worse" if c.delta > -c.margin else "show the regression"
+    return f"n≈{c.n_needed} to {claim}, if Δ {c.delta:+.3f} and its spread hold"
+
+
 def _row(scope: str, c: Comparison, report: Report) -> str:
-    need = f" (n≈{c.n_needed} to decide)" if c.verdict == "inconclusive" and c.n_needed else ""
+    need = f" ({n_needed_text(c)})" if c.verdict == "inconclusive" and c.n_needed else ""
     base, cand = report.measured_means(c)
     name = f"{c.metric} (lower is better)" if c.metric in report.lower_is_better else c.metric
     return (f"| {scope} | {name} | {c.n} | {base:.3f} | {cand:.3f} | {c.delta:+.3f} "
@@ -73,7 +79,8 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
     lines += ["", "Means are as measured; Δ is candidate − baseline oriented so that a negative Δ is always a loss "
               "(for lower-is-better metrics Δ = baseline − candidate); CI is the two-sided interval at the level each "
               "comparison was decided at; pass when CI low > −margin, regression when CI high < −margin; n≈ is the "
-              "paired n that would decide an inconclusive row with 80% power if the true Δ were 0."]
+              "paired n that would decide an inconclusive row with 80% power if its observed Δ and spread were the "
+              "true ones."]
     return "\n".join(lines) + "\n"
 
 
