@@ -429,20 +429,29 @@ def compare_continuous(metric: str, base: npt.ArrayLike, cand: npt.ArrayLike, ma
     return _at_level(_undecided(metric, "continuous", b, c, float(d.mean()), margin, flips_down, flips_up, method, evidence), alpha)
 
 
-def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> list[float]:
-    """The level Holm's step-down tests each hypothesis at [holm1979].
+def holm_levels(pvalues: Sequence[float], alpha: float = 0.05, weights: Sequence[float] | None = None) -> list[float]:
+    """The level Holm's step-down tests each hypothesis at [holm1979], optionally weighted.
 
-    The smallest p-value is tested at alpha / k, the next at alpha / (k - 1), ... until one fails; that
-    one and every later one keep the level at which the procedure stopped. So p[i] < levels[i] exactly
-    for the hypotheses Holm rejects, and an interval at levels[i] excludes the null value exactly then.
+    Unweighted, the smallest p-value is tested at alpha / k, the next at alpha / (k - 1), ... until one
+    fails; that one and every later one keep the level at which the procedure stopped. Weighted (Holm's
+    weighted version, the closed test of weighted Bonferroni tests): hypotheses are taken in order of
+    p / w, each tested at alpha w_i / (sum of the weights not yet rejected), so a heavier hypothesis gets a
+    larger share of alpha; the family's error rate stays <= alpha for any positive weights. Either way
+    p[i] < levels[i] exactly for the hypotheses Holm rejects, and an interval at levels[i] excludes the
+    null value exactly then.
     """
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    levels, stopped = [0.0] * len(pvalues), None
-    for rank, i in enumerate(order):
-        level = alpha / (len(pvalues) - rank) if stopped is None else stopped
+    w = [1.0] * len(pvalues) if weights is None else [float(x) for x in weights]
+    if len(w) != len(pvalues) or any(not x > 0 or not math.isfinite(x) for x in w):
+        raise ValueError(f"need one finite weight > 0 per p-value, got {list(w)} for {len(pvalues)} p-values")
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i] / w[i])
+    levels, remaining, stopped = [0.0] * len(pvalues), sum(w), None
+    for i in order:
+        share = alpha / remaining if stopped is None else stopped
+        level = share * w[i]
         if stopped is None and not pvalues[i] < level:
-            stopped = level
+            stopped = share
         levels[i] = level
+        remaining -= w[i] if stopped is None else 0.0
     return levels
 
 
@@ -464,7 +473,8 @@ def decide(comparisons: list[Comparison], alpha: float = 0.05) -> list[Compariso
     return [_at_level(c, noninferior[i] if c.p_noninferior <= c.p_inferior else inferior[i]) for i, c in enumerate(comparisons)]
 
 
-def decide_suites(comparisons: list[Comparison], alpha: float = 0.05, critical: Sequence[bool] | None = None) -> list[Comparison]:
+def decide_suites(comparisons: list[Comparison], alpha: float = 0.05, critical: Sequence[bool] | None = None,
+                  weights: Sequence[float] | None = None) -> list[Comparison]:
     """Decide the suites' primary metrics together, so that every suite decides and none can hide in a pool.
 
     "Pass" overall is an intersection-union test [berger1982]: every comparison must show non-inferiority on
@@ -472,17 +482,22 @@ def decide_suites(comparisons: list[Comparison], alpha: float = 0.05, critical: 
     (the claim "all are non-inferior" is false as soon as one is not). "Regression" claims are Holm-adjusted
     across the comparisons [holm1979], so the chance of naming any suite regressed when none is stays <= alpha;
     a comparison marked ``critical`` is tested for regression at alpha on its own instead (more power for the
-    suites a team cannot lose, at the price of up to alpha more false regressions per critical suite). Each
-    comparison's level is chosen as in ``decide`` (by the side its data lean to) and its verdict read off its
-    interval at that level.
+    suites a team cannot lose, at the price of up to alpha more false regressions per critical suite).
+    ``weights`` share alpha unequally within the Holm family (weighted Holm): a suite of weight 2 is tested
+    at twice the level of one of weight 1. Each comparison's level is chosen as in ``decide`` (by the side
+    its data lean to) and its verdict read off its interval at that level.
     """
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha is a one-sided level and must be in (0, 0.5), got {alpha}")
     flags = list(critical) if critical is not None else [False] * len(comparisons)
     if len(flags) != len(comparisons):
         raise ValueError(f"critical has {len(flags)} flags for {len(comparisons)} comparisons")
+    w = list(weights) if weights is not None else [1.0] * len(comparisons)
+    if len(w) != len(comparisons):
+        raise ValueError(f"weights has {len(w)} entries for {len(comparisons)} comparisons")
     family = [i for i, flag in enumerate(flags) if not flag]
-    holm = dict(zip(family, holm_levels([comparisons[i].p_inferior for i in family], alpha), strict=True))
+    holm = dict(zip(family, holm_levels([comparisons[i].p_inferior for i in family], alpha, [w[i] for i in family]),
+                    strict=True))
     return [_at_level(c, alpha if c.p_noninferior <= c.p_inferior or flags[i] else holm[i]) for i, c in enumerate(comparisons)]
 
 

@@ -230,6 +230,13 @@ def test_a_collapsing_small_suite_is_not_hidden_by_a_large_unchanged_one(tmp_pat
     pooled = next(line for line in out.output.splitlines() if line.startswith("| all suites | pass | 155 |"))
     assert "inconclusive" in pooled  # the pool alone would have hidden it
 
+    cfg = project / "evalsvc.yaml"  # a suite weight from evalsvc.yaml reaches the Holm family: 3 of 4 shares of alpha
+    cfg.write_text(cfg.read_text().replace("baselines:", "gate: {suites: {small: {weight: 3}}}\nbaselines:", 1))
+    weighted = _gate(project, "--reuse", "--no-run", "--json", str(tmp_path / "gate.json"))
+    alphas = {r["scope"]: r["alpha"] for r in json.loads((tmp_path / "gate.json").read_text())["comparisons"]
+              if r["role"] == "decides"}
+    assert weighted.exit_code == 1 and alphas["small"] == pytest.approx(0.05 * 3 / 4)
+
 
 def test_reuse_refuses_runs_older_than_max_age_and_a_pinned_baseline_run_is_used(tmp_path: Path) -> None:
     from sqlalchemy import select

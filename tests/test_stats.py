@@ -81,6 +81,42 @@ def test_holm_matches_statsmodels(pvalues: list[float]) -> None:
     assert [p < level for p, level in zip(pvalues, holm_levels(pvalues, ALPHA), strict=True)] == list(reject)
 
 
+def closed_weighted_bonferroni(pvalues: list[float], weights: list[float], alpha: float) -> list[bool]:
+    """Weighted Holm by its definition: H_i is rejected when every intersection containing it is rejected by a
+    weighted Bonferroni test (some j in the subset with p_j < alpha w_j / sum of the subset's weights)."""
+    k = len(pvalues)
+    rejected = []
+    for i in range(k):
+        subsets = [S for mask in range(1, 2**k) if (S := [j for j in range(k) if mask >> j & 1]) and i in S]
+        rejected.append(all(any(pvalues[j] < alpha * weights[j] / sum(weights[t] for t in S) for j in S) for S in subsets))
+    return rejected
+
+
+def test_weighted_holm_is_the_closed_weighted_bonferroni_test() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        k = int(rng.integers(1, 6))
+        pvalues = list(rng.uniform(0, 0.08, k) ** rng.uniform(0.5, 2))
+        weights = list(rng.choice([0.5, 1.0, 2.0, 3.0], size=k))
+        levels = holm_levels(pvalues, ALPHA, weights)
+        assert [p < lv for p, lv in zip(pvalues, levels, strict=True)] == closed_weighted_bonferroni(pvalues, weights, ALPHA)
+    assert holm_levels([0.01, 0.02], ALPHA, [1, 1]) == holm_levels([0.01, 0.02], ALPHA)
+    with pytest.raises(ValueError, match="weight > 0"):
+        holm_levels([0.01, 0.02], ALPHA, [1, 0])
+
+
+def test_a_heavier_suite_gets_more_of_alpha_and_the_family_stays_under_alpha() -> None:
+    rng, reps = np.random.default_rng(13), 400
+    raw = _suite_comparisons(rng, [-0.15, 0.0, 0.0, 0.0], n=60)
+    plain, heavy = decide_suites(raw, ALPHA), decide_suites(raw, ALPHA, weights=[3, 1, 1, 1])
+    assert heavy[0].alpha == pytest.approx(ALPHA / 2) and plain[0].alpha == pytest.approx(ALPHA / 4)
+    any_regression = 0
+    for _ in range(reps):  # every suite exactly on the margin: any regression named is false
+        decided = decide_suites(_suite_comparisons(rng, [-MARGIN] * 4), ALPHA, weights=[3, 1, 1, 1])
+        any_regression += any(d.verdict == "regression" for d in decided)
+    assert any_regression / reps <= ALPHA + slack(reps)
+
+
 def brute_force_score_interval(n: int, up: int, down: int, alpha: float) -> tuple[float, float]:
     """Tango's interval the slow way: maximise the restricted multinomial likelihood numerically, form the score
     statistic from the generic variance p_up + p_down - delta^2, and invert it with scipy's root finder."""

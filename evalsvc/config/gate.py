@@ -27,6 +27,8 @@ class SuiteGate(Strict):
 
     critical: bool = Field(False, description="test this suite for regression at alpha on its own, outside the Holm family "
                            "(more power for a suite you cannot lose; up to alpha more false regressions)")
+    weight: float = Field(1.0, gt=0, description="this suite's share of alpha in the Holm family of regressions (weighted "
+                          "Holm): weight 2 is tested at twice the level of weight 1; the family's error rate stays alpha")
 
 
 class GateConfig(Strict):
@@ -43,7 +45,7 @@ class GateConfig(Strict):
     samples_pass: Literal["mean", "majority", "any"] = Field(
         "mean", description="with samples > 1, a case's pass: the share of its samples that pass (compared as a score), "
         "pass when most do, or pass@k (any does); pass/fail comparisons use Tango's interval")
-    suites: dict[str, SuiteGate] = Field(default_factory=dict, description="per suite name: critical")
+    suites: dict[str, SuiteGate] = Field(default_factory=dict, description="per suite name: critical, weight")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
 
     def suite(self, name: str) -> SuiteGate:

@@ -205,7 +205,8 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
                             "set gate.primary in evalsvc.yaml")
     critical = [gate.suite(name).critical for name, _ in deciding]
-    primary = list(zip([p[0] for p in deciding], stats.decide_suites([p[1] for p in deciding], gate.alpha, critical),
+    weights = [gate.suite(name).weight for name, _ in deciding]
+    primary = list(zip([p[0] for p in deciding], stats.decide_suites([p[1] for p in deciding], gate.alpha, critical, weights),
                        strict=True))
     summary = [(POOLED, _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
     summary = list(zip([p[0] for p in summary], stats.decide([p[1] for p in summary], gate.alpha), strict=True))
