@@ -116,12 +116,37 @@ def test_no_run_without_results_says_what_to_run(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "evalsvc run -s echo -v base -v cand" in out.output
 
 
-def test_errored_cases_are_left_out_of_the_pairing_not_counted_as_losses(tmp_path: Path) -> None:
+def test_errored_cases_are_not_scored_as_losses_but_a_pass_they_could_undo_is_inconclusive(tmp_path: Path) -> None:
+    """One errored case of 60: quality passes on the 59 answered in both; counted as a failure it could undo the
+    pass (the worst-case bound is inconclusive), so the gate exits 3, and JUnit fails exactly that bound."""
     with FakeEndpoint() as base, FakeEndpoint() as cand:
         cand.behaviour = lambda n, body: (500, {}, b"x") if _number(body) == 5 else None
-        out = _gate(_project(tmp_path, base, cand, extra="max_error_rate: 0.1"))
-    assert out.exit_code == 0, out.output
-    assert "1 cases left out" in out.output and "| echo | pass | 59 |" in out.output
+        out = _gate(_project(tmp_path, base, cand, extra="max_error_rate: 0.1"), "--junit", str(tmp_path / "gate.xml"))
+    assert out.exit_code == 3, out.output
+    assert "1 cases left out" in out.output and "| echo | pass | 59 |" in out.output and "✅ pass" in out.output
+    assert "the unanswered cases could hide a loss" in out.output
+    failed = [tc.get("classname") for tc in ET.parse(tmp_path / "gate.xml").getroot() if tc.find("failure") is not None]
+    assert failed == ["evalsvc.bound.echo"]
+
+
+def test_errors_on_the_longest_prompts_cannot_hide_a_regression(tmp_path: Path) -> None:
+    """A deployment with a smaller context answers 400 on the 8 longest of 160 prompts (5%, within max_error_rate):
+    on the 152 cases both answered it is identical, which used to exit 0. Serving health shows the rise in errors
+    beyond its margin: exit 1, and the worst-case bound counts the 8 as failures."""
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}{" please" * 60 if i % 20 == 7 else ""}", '
+                      f'"checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(160))
+    too_long = lambda n, body: (400, {}, b"context length exceeded") if len(body["messages"][-1]["content"]) > 200 else None  # noqa: E731
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        cand.behaviour = too_long
+        project = _project(tmp_path, base, cand, n=1)
+        write_suite(project / "suites", "echo", cases)
+        out = _gate(project, "--json", str(tmp_path / "gate.json"))
+    assert out.exit_code == 1, out.output
+    rows = {r["role"]: r for r in json.loads((tmp_path / "gate.json").read_text())["comparisons"]}
+    assert rows["decides"]["verdict"] == "pass" and rows["decides"]["n"] == 152
+    assert rows["health"]["verdict"] == "regression" and rows["health"]["candidate_mean"] == pytest.approx(152 / 160)
+    assert rows["bound"]["n"] == 160 and rows["bound"]["delta"] == pytest.approx(-8 / 160)
+    assert "serving health: the candidate answered 95.0% of the cases" in out.output
 
 
 def test_run_compares_with_the_baseline_and_stores_every_verdict(tmp_path: Path) -> None:

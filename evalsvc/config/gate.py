@@ -45,6 +45,8 @@ class GateConfig(Strict):
     samples_pass: Literal["mean", "majority", "any"] = Field(
         "mean", description="with samples > 1, a case's pass: the share of its samples that pass (compared as a score), "
         "pass when most do, or pass@k (any does); pass/fail comparisons use Tango's interval")
+    health_margin: float = Field(0.02, ge=0, lt=1, description="serving health: the candidate may fail to answer at most "
+                                 "this share of cases more than the baseline; a shown excess is a regression (exit 1)")
     suites: dict[str, SuiteGate] = Field(default_factory=dict, description="per suite name: critical, weight")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
 

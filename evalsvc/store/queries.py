@@ -22,6 +22,17 @@ def ok_cases(session: Session, run_id: int) -> list[Any]:
                                 .where(CaseResult.run_id == run_id, CaseResult.status == "ok")).all())
 
 
+def case_states(session: Session, run_id: int) -> dict[str, str]:
+    """Each case of a run as one state: ok when any sample is ok, else errored when any errored, else its status
+    (judge_error, or generated when the judge has not answered yet)."""
+    rank = {"ok": 0, "errored": 1}
+    out: dict[str, str] = {}
+    for cid, status in session.execute(select(CaseResult.case_id, CaseResult.status).where(CaseResult.run_id == run_id)):
+        if cid not in out or rank.get(status, 2) < rank.get(out[cid], 2):
+            out[cid] = status
+    return out
+
+
 def outputs(session: Session, run_id: int, case_ids: Sequence[str]) -> dict[str, str]:
     """Sample 0's output of each of these cases (the flipped ones a report shows), a chunk of ids at a time."""
     out: dict[str, str] = {}

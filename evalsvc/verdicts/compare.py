@@ -21,6 +21,7 @@ from evalsvc.errors import EvalsvcError
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
 from evalsvc.suites import Suite
+from evalsvc.verdicts import health
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
 POOLED = "all suites"  # the scope of the pooled summary
@@ -48,6 +49,8 @@ class Report:
     runs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run) rows
     pooled: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # primary metrics over all suites: a summary
     provenance: list[str] = field(default_factory=list)  # the runs compared, one line per suite (the gate fills it)
+    bounds: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # primary metrics, unanswered cases as losses
+    health: stats.Comparison | None = None  # share of cases answered, candidate vs baseline (verdicts/health.py)
 
     def measured_means(self, c: stats.Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -146,6 +149,8 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     notes = list(notes or [])
     pooled = _Pairs()
     per_suite: dict[str, _Pairs] = {}
+    states: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]] = {}
     flips: list[Flip] = []
     for suite_name, (base_run, cand_run) in runs.items():
         for run, who in ((base_run, baseline), (cand_run, candidate)):
@@ -157,6 +162,8 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
                          f"{scored_by[1] or 'unknown'}): a scorer change can move the numbers; measure both now to be sure")
         kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
         base_rows, cand_rows = _per_case(s, base_run.id, gate.samples_pass), _per_case(s, cand_run.id, gate.samples_pass)
+        states[suite_name] = (queries.case_states(s, base_run.id), queries.case_states(s, cand_run.id))
+        scored[suite_name] = (base_rows, cand_rows)
         shared = sorted(base_rows.keys() & cand_rows.keys())
         if not shared:
             raise NotComparable(f"suite '{suite_name}': no case is ok in both runs {base_run.id} and {cand_run.id}")
@@ -223,8 +230,44 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     secondary = list(zip([p[0] for p in others], stats.decide([p[1] for p in others], gate.alpha), strict=True)) if others else []
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
-    return Report(baseline, candidate, primary, secondary, stats.overall([c for _, c in primary]), flips, notes, lower,
-                  dict(runs), summary)
+    bounds = _bounds(per_suite, states, scored, gate)
+    served = health.health(states.values(), gate.health_margin, gate.alpha)
+    quality = stats.overall([c for _, c in primary])
+    verdict = health.combined(quality, [c for _, c in bounds], served)
+    if served is not None and served.verdict == "regression":
+        notes.append(f"serving health: the candidate answered {served.candidate_mean:.1%} of the cases, the baseline "
+                     f"{served.baseline_mean:.1%}: more errors than gate.health_margin ({served.margin:.1%}) allows")
+    elif verdict != quality:
+        hiding = ", ".join(f"{name}/{c.metric} {c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" for name, c in bounds
+                           if c.verdict not in ("pass", "improvement"))
+        notes.append(f"quality passes on the cases answered in both runs, but the unanswered cases could hide a loss: "
+                     f"counted as failures of the candidate (and passes of the baseline), {hiding}")
+    return Report(baseline, candidate, primary, secondary, verdict, flips, notes, lower, dict(runs), summary, bounds=bounds,
+                  health=served)
+
+
+def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str], dict[str, str]]],
+            scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]], gate: GateConfig) -> list[tuple[str, stats.Comparison]]:
+    """The worst-case bound of each suite's primary metrics, where some case was not scored in one of the runs."""
+    found: list[tuple[str, stats.Comparison]] = []
+    for name, pairs in per_suite.items():
+        rows_b, rows_c = scored[name]
+        for metric in (m for m in gate.primary if m in pairs.values):
+            kind, up = pairs.kinds[metric]
+            seen = pairs.values[metric][0] + pairs.values[metric][1]
+            lo, hi = (0.0, 1.0) if kind == "binary" else (min(seen), max(seen))
+            filled = health.worst_case(states[name], {cid: r.scores.get(metric) for cid, r in rows_b.items()},
+                                       {cid: r.scores.get(metric) for cid, r in rows_c.items()},
+                                       worst=lo if up else hi, best=hi if up else lo)
+            if filled:
+                one = _Pairs()
+                one.values[metric], one.kinds[metric] = filled, (kind, up)
+                found.append((name, _compare(metric, one, gate)))
+    if not found:
+        return []
+    decided = stats.decide_suites([c for _, c in found], gate.alpha, [gate.suite(n).critical for n, _ in found],
+                                  [gate.suite(n).weight for n, _ in found])
+    return list(zip([n for n, _ in found], decided, strict=True))
 
 
 def _unscaled(pairs: _Pairs, metric: str, gate: GateConfig) -> bool:

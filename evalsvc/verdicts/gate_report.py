@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from evalsvc.stats import Comparison
+from evalsvc.stats import Comparison, overall
 from evalsvc.verdicts.compare import Report
+from evalsvc.verdicts.health import HEALTH
 
 EXIT = {"pass": 0, "improvement": 0, "regression": 1, "inconclusive": 0}  # inconclusive: 3 unless allowed
 ICON = {"pass": "✅ pass", "improvement": "🟢 improvement", "regression": "❌ regression", "inconclusive": "⚠️ inconclusive"}
@@ -63,6 +64,15 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
     regressed = [f"{scope}/{c.metric}" for scope, c in report.primary if c.verdict == "regression"]
     if regressed:
         lines += ["", f"**Regressed:** {', '.join(regressed)}"]
+    if report.bounds:
+        lines += ["", "Worst case, where a case was not answered in one run (the candidate's count as failures, the "
+                  "baseline's as passes); a pass that these could undo is inconclusive:", "", HEADER,
+                  *(_row(scope, c, report) for scope, c in report.bounds)]
+    if report.health is not None:
+        lines += ["", "Serving health (share of cases answered; more errors than the margin, shown, is a regression):",
+                  "", HEADER, _row(HEALTH, report.health, report)]
+    elif report.primary:
+        lines += ["", "Serving health: every case was answered in both runs."]
     if report.pooled:
         lines += ["", "Pooled over the suites (a summary; it decides nothing):", "", HEADER,
                   *(_row(scope, c, report) for scope, c in report.pooled)]
@@ -94,23 +104,23 @@ def junit(report: Report, fail_on_inconclusive: bool) -> str:
     """One test case per comparison; only the deciding ones can fail, exactly as they set the exit code.
 
     A deciding regression fails, a deciding inconclusive one fails when it exits 3 (else it is skipped);
+    so does a worst-case bound that turns a quality pass inconclusive, and serving health when it regressed;
     the pooled summary and the other metrics are informational and never fail.
     """
-    rows = [("decides", scope, c) for scope, c in report.primary] + [("summary", scope, c) for scope, c in report.pooled] + [
-        ("informational", scope, c) for scope, c in report.secondary]
+    rows = _roles(report)
+    quality_good = bool(report.primary) and overall([c for _, c in report.primary]) in ("pass", "improvement")
     suite = ET.Element("testsuite", name=f"evalsvc gate {report.candidate} vs {report.baseline}", tests=str(len(rows)))
     failures = skipped = 0
     for role, scope, c in rows:
         tc = ET.SubElement(suite, "testcase", classname=f"evalsvc.{role}.{scope}", name=c.metric)
         detail = (f"{c.verdict}: delta {c.delta:+.4f} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}] margin {c.margin:.4f} n {c.n} "
                   f"flips down {c.flips_down} up {c.flips_up}; {c.method}")
-        deciding = role == "decides"
-        if deciding and (c.verdict == "regression" or (c.verdict == "inconclusive" and fail_on_inconclusive)):
+        if _fails(role, c, quality_good, fail_on_inconclusive):
             failures += 1
             ET.SubElement(tc, "failure", message=detail)
         elif c.verdict in ("regression", "inconclusive"):
             skipped += 1
-            ET.SubElement(tc, "skipped", message=detail if deciding else f"{role}, decides nothing: {detail}")
+            ET.SubElement(tc, "skipped", message=detail if role == "decides" else f"{role}, did not set the exit code: {detail}")
         ET.SubElement(tc, "system-out").text = detail
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
@@ -131,10 +141,27 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
     return json.dumps({
         "candidate": report.candidate, "baseline": report.baseline, "verdict": report.verdict,
         "exit_code": exit_code(report, fail_on_inconclusive), "alpha": alpha, "runs": report.provenance,
-        "comparisons": [row("decides", sc, c) for sc, c in report.primary] + [row("summary", sc, c) for sc, c in report.pooled]
-        + [row("informational", sc, c) for sc, c in report.secondary],
+        "comparisons": [row(role, sc, c) for role, sc, c in _roles(report)],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
         "notes": report.notes}, indent=2, allow_nan=False)
+
+
+def _fails(role: str, c: Comparison, quality_good: bool, fail_on_inconclusive: bool) -> bool:
+    """Whether this comparison sets a non-zero exit code (so JUnit fails exactly those)."""
+    if role == "decides":
+        return c.verdict == "regression" or (c.verdict == "inconclusive" and fail_on_inconclusive)
+    if role == "health":
+        return c.verdict == "regression"
+    if role == "bound":  # a quality pass the unanswered cases could undo is inconclusive
+        return quality_good and c.verdict not in ("pass", "improvement") and fail_on_inconclusive
+    return False
+
+
+def _roles(report: Report) -> list[tuple[str, str, Comparison]]:
+    """Every comparison with its role: decides, bound (worst case), health, summary (pooled) or informational."""
+    return ([("decides", scope, c) for scope, c in report.primary] + [("bound", scope, c) for scope, c in report.bounds]
+            + ([("health", HEALTH, report.health)] if report.health is not None else [])
+            + [("summary", scope, c) for scope, c in report.pooled] + [("informational", scope, c) for scope, c in report.secondary])
 
 
 def _num(value: float | None) -> float | None:

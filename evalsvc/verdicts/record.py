@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from evalsvc.store.schema import VerdictRecord
 from evalsvc.verdicts.compare import NotComparable, Report, compare
+from evalsvc.verdicts.health import HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def record(engine: Engine, report: Report) -> str:
     report_id = uuid.uuid4().hex
     primary = {c.metric for _, c in report.primary}
     rows = []
-    for scope, c in [*report.pooled, *report.primary, *report.secondary]:
+    served = [(HEALTH, report.health)] if report.health is not None else []
+    for scope, c in [*report.pooled, *report.primary, *report.secondary, *served]:
         base_run, cand_run = report.runs.get(scope, (None, None))
         base, cand = report.measured_means(c)
         lower = c.metric in report.lower_is_better
