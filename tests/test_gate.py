@@ -303,3 +303,25 @@ def test_runs_scored_by_different_evalsvc_versions_are_flagged(tmp_path: Path) -
         mixed = _gate(project, "--reuse")
     assert "different evalsvc versions" not in same.output
     assert "echo: the runs were scored by different evalsvc versions (0.0.9 and " in mixed.output
+
+
+def test_speed_is_compared_paired_and_decides_where_it_has_a_margin(tmp_path: Path) -> None:
+    """A candidate as right as the baseline but 40 ms slower per request: shown as a speed regression that decides
+    nothing by default (exit 0); with gate.margins.latency_p50 (at most 10% slower) the gate fails on it (exit 1)."""
+    with FakeEndpoint() as base, FakeEndpoint(delay_s=0.04) as cand:
+        project = _project(tmp_path, base, cand)
+        shown = _gate(project, "--json", str(tmp_path / "shown.json"))
+        cfg = project / "evalsvc.yaml"
+        cfg.write_text(cfg.read_text().replace("baselines:", "gate: {margins: {default: {absolute: 0.05}, "
+                                                              "latency_p50: {relative: 0.9}}}\nbaselines:", 1))
+        gated = _gate(project, "--reuse", "--no-run", "--json", str(tmp_path / "gated.json"))
+    assert shown.exit_code == 0, shown.output
+    rows = {(r["role"], r["metric"]): r for r in json.loads((tmp_path / "shown.json").read_text())["comparisons"]}
+    p50 = rows[("speed", "latency_p50")]
+    assert p50["verdict"] == "regression" and p50["lower_is_better"] and p50["candidate_mean"] > p50["baseline_mean"] + 0.03
+    assert p50["n"] == N and {("speed", m) for m in ("latency_p95", "tokens_per_s", "output_tokens")} <= rows.keys()
+    assert "Speed, paired on the answers both runs requested" in shown.output
+    assert gated.exit_code == 1, gated.output
+    deciding = {r["metric"]: r["verdict"] for r in json.loads((tmp_path / "gated.json").read_text())["comparisons"]
+                if r["role"] == "decides"}
+    assert deciding == {"pass": "pass", "latency_p50": "regression"}

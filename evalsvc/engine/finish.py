@@ -1,8 +1,9 @@
 """Closing a run: its status from what is stored, its metric points, and the upstream-change check.
 
 Too many errored cases fail the run (never a regression); a run that succeeded gets one metric
-point per metric (mean and interval over its ok cases) and, at temperature 0, the hash of its
-outputs that the upstream-change check compares."""
+point per metric (mean and interval over its ok cases), its speed points (latency p50/p95, tokens
+per second, output length, over the answers it requested; ``evalsvc.speed``) and, at temperature 0,
+the hash of its outputs that the upstream-change check compares."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc import aggregate
+from evalsvc import aggregate, speed
 from evalsvc.config import Config
 from evalsvc.engine import upstream
 from evalsvc.engine.plan import Job
-from evalsvc.store import repo
+from evalsvc.store import queries, repo
 from evalsvc.store.schema import MetricPoint, Run, utcnow
 from evalsvc.suites.harness import metric_specs
 
@@ -82,7 +83,8 @@ class Finisher:
             if status == "succeeded":
                 specs = metric_specs(job.harness_metrics) if job.suite.harness else job.suite.metrics()
                 aggs = aggregate.aggregate(specs, repo.ok_scores(session, job.run_id))
-                repo.write_metric_points(session, run, aggs + job.extra)
+                timed = [] if job.suite.harness else speed.aggregates(speed.per_case(queries.speed_rows(session, job.run_id)))
+                repo.write_metric_points(session, run, aggs + timed + job.extra)
                 if job.params.get("temperature", 0.0) == 0.0:
                     run.output_hash = upstream.output_hash(session, run.id)
                     session.flush()

@@ -22,6 +22,12 @@ def ok_cases(session: Session, run_id: int) -> list[Any]:
                                 .where(CaseResult.run_id == run_id, CaseResult.status == "ok")).all())
 
 
+def speed_rows(session: Session, run_id: int) -> list[Any]:
+    """(case_id, latency_ms, completion_tokens) of each ok answer the run requested (cached answers were timed by another run)."""
+    return list(session.execute(select(CaseResult.case_id, CaseResult.latency_ms, CaseResult.completion_tokens).where(
+        CaseResult.run_id == run_id, CaseResult.status == "ok", CaseResult.cached.is_(False))).all())
+
+
 def case_states(session: Session, run_id: int) -> dict[str, str]:
     """Each case of a run as one state: ok when any sample is ok, else errored when any errored, else its status
     (judge_error, or generated when the judge has not answered yet)."""

@@ -15,13 +15,13 @@ from typing import Any, Literal
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from evalsvc import stats
+from evalsvc import speed, stats
 from evalsvc.config import Config, GateConfig
 from evalsvc.errors import EvalsvcError
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
 from evalsvc.suites import Suite
-from evalsvc.verdicts import health
+from evalsvc.verdicts import health, timing
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
 POOLED = "all suites"  # the scope of the pooled summary
@@ -51,6 +51,7 @@ class Report:
     provenance: list[str] = field(default_factory=list)  # the runs compared, one line per suite (the gate fills it)
     bounds: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # primary metrics, unanswered cases as losses
     health: stats.Comparison | None = None  # share of cases answered, candidate vs baseline (verdicts/health.py)
+    speed: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # speed metrics without a margin: shown only
 
     def measured_means(self, c: stats.Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -211,6 +212,9 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     if not deciding:
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
                             "set gate.primary in evalsvc.yaml")
+    gated_speed, shown_speed, speed_notes = timing.compare_speed(s, runs, gate, POOLED)
+    deciding += gated_speed  # a speed metric with its own margin decides in every suite, like a primary metric
+    notes += speed_notes
     critical = [gate.suite(name).critical for name, _ in deciding]
     weights = [gate.suite(name).weight for name, _ in deciding]
     primary = list(zip([p[0] for p in deciding], stats.decide_suites([p[1] for p in deciding], gate.alpha, critical, weights),
@@ -230,6 +234,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     secondary = list(zip([p[0] for p in others], stats.decide([p[1] for p in others], gate.alpha), strict=True)) if others else []
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
+    lower |= {c.metric for _, c in [*gated_speed, *shown_speed] if not speed.HIGHER_IS_BETTER[c.metric]}
     bounds = _bounds(per_suite, states, scored, gate)
     served = health.health(states.values(), gate.health_margin, gate.alpha)
     quality = stats.overall([c for _, c in primary])
@@ -243,7 +248,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         notes.append(f"quality passes on the cases answered in both runs, but the unanswered cases could hide a loss: "
                      f"counted as failures of the candidate (and passes of the baseline), {hiding}")
     return Report(baseline, candidate, primary, secondary, verdict, flips, notes, lower, dict(runs), summary, bounds=bounds,
-                  health=served)
+                  health=served, speed=shown_speed)
 
 
 def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str], dict[str, str]]],

@@ -73,6 +73,9 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
                   "", HEADER, _row(HEALTH, report.health, report)]
     elif report.primary:
         lines += ["", "Serving health: every case was answered in both runs."]
+    if report.speed:
+        lines += ["", "Speed, paired on the answers both runs requested (decides only where gate.margins names the "
+                  "metric; shown here against a 10% margin):", "", HEADER, *(_row(scope, c, report) for scope, c in report.speed)]
     if report.pooled:
         lines += ["", "Pooled over the suites (a summary; it decides nothing):", "", HEADER,
                   *(_row(scope, c, report) for scope, c in report.pooled)]
@@ -158,10 +161,12 @@ def _fails(role: str, c: Comparison, quality_good: bool, fail_on_inconclusive: b
 
 
 def _roles(report: Report) -> list[tuple[str, str, Comparison]]:
-    """Every comparison with its role: decides, bound (worst case), health, summary (pooled) or informational."""
+    """Every comparison with its role: decides, bound (worst case), health, summary (pooled), speed (no margin of its
+    own) or informational."""
     return ([("decides", scope, c) for scope, c in report.primary] + [("bound", scope, c) for scope, c in report.bounds]
             + ([("health", HEALTH, report.health)] if report.health is not None else [])
-            + [("summary", scope, c) for scope, c in report.pooled] + [("informational", scope, c) for scope, c in report.secondary])
+            + [("summary", scope, c) for scope, c in report.pooled] + [("speed", scope, c) for scope, c in report.speed]
+            + [("informational", scope, c) for scope, c in report.secondary])
 
 
 def _num(value: float | None) -> float | None:

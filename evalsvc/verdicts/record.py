@@ -26,7 +26,7 @@ def record(engine: Engine, report: Report) -> str:
     primary = {c.metric for _, c in report.primary}
     rows = []
     served = [(HEALTH, report.health)] if report.health is not None else []
-    for scope, c in [*report.pooled, *report.primary, *report.secondary, *served]:
+    for scope, c in [*report.pooled, *report.primary, *report.secondary, *served, *report.speed]:
         base_run, cand_run = report.runs.get(scope, (None, None))
         base, cand = report.measured_means(c)
         lower = c.metric in report.lower_is_better
