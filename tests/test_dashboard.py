@@ -172,7 +172,7 @@ def test_runs_page_lists_failures_durations_and_the_alerts_sent(project: Path, m
 def test_an_empty_store_gets_a_hint_not_a_traceback(tmp_path: Path, monkeypatch) -> None:
     config = write_config(tmp_path, "store: sqlite:///empty.db\n")
     open_engine(f"sqlite:///{tmp_path / 'empty.db'}").dispose()
-    for page in ("overview", "trends", "compare", "arena", "runs"):
+    for page in ("overview", "trends", "compare", "tradeoff", "arena", "runs"):
         at = _page(page, config, monkeypatch)
         assert not at.error, page
 
@@ -249,6 +249,38 @@ def test_overview_of_real_runs_through_evalsvc_run(tmp_path: Path, monkeypatch) 
     at = _page("compare", config, monkeypatch, candidate="cand")
     assert at.selectbox(key="pick_baseline").value == "base"  # the family's baseline by default
     assert (at.dataframe[1].value["direction"] == "down").sum() == 20
+
+
+def test_quality_vs_speed_places_each_candidate_by_its_paired_delta_and_speed_ratio(tmp_path: Path, monkeypatch) -> None:
+    """Real runs on stand-in endpoints: 'slow' is as right as the baseline and 30 ms slower per request, 'wrong' as
+    fast and a third wrong. The page plots each with its quality delta and interval against its tokens/s ratio."""
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(30))
+    write_suite(tmp_path / "suites", "echo", cases)
+    def broken(body: dict) -> str:
+        n = int(body["messages"][-1]["content"].split()[-1])
+        return "no idea" if n % 3 == 0 else f"echo {n}"
+
+    with FakeEndpoint() as base, FakeEndpoint(delay_s=0.03) as slow, FakeEndpoint(reply=broken) as wrong:
+        config = write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            max_retries: 0
+            baselines: {{f: base}}
+            variants:
+              - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+              - {{name: slow, family: f, endpoint: {{base_url: "{slow.base_url}", model: s}}}}
+              - {{name: wrong, family: f, endpoint: {{base_url: "{wrong.base_url}", model: w}}}}
+            """)
+        out = CliRunner().invoke(main, ["run", "-c", str(config)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    at = _page("tradeoff", config, monkeypatch)
+    (spec, frames), = _charts(at)
+    assert [m for m in _marks(spec) if m == "rule"]  # the interval bars and the margin line
+    points = frames[0].set_index("candidate")
+    assert set(points.index) == {"slow", "wrong"}
+    assert points.loc["slow", "tokens_per_s_ratio"] < 0.5 and points.loc["slow", "delta"] == 0.0
+    assert points.loc["wrong", "delta"] == pytest.approx(-1 / 3) and points.loc["wrong", "ci_high"] < 0
+    assert points.loc["slow", "latency_p50_ratio"] > 2
 
 
 def test_evalsvc_dashboard_stops_with_the_reason_before_starting_streamlit(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ def main() -> None:
         st.Page(VIEWS / "overview.py", title="Overview", default=True),
         st.Page(VIEWS / "trends.py", title="Trends", url_path="trends"),
         st.Page(VIEWS / "compare.py", title="Compare", url_path="compare"),
+        st.Page(VIEWS / "tradeoff.py", title="Quality vs speed", url_path="tradeoff"),
         st.Page(VIEWS / "arena.py", title="Arena", url_path="arena"),
         st.Page(VIEWS / "runs.py", title="Runs and alerts", url_path="runs"),
     ]

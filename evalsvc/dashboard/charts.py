@@ -64,6 +64,24 @@ def deltas(metrics: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(bars, dots, margin, zero).properties(height=max(120, 36 * len(data)))
 
 
+def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
+    """Each candidate's quality delta with its interval (y) against its speed ratio to the baseline (x, tokens/s):
+    up and right is better; below the dashed -margin line a quality loss beyond the margin."""
+    data = frame.assign(neg_margin=-frame["margin"])
+    x = alt.X("tokens_per_s_ratio:Q", title="speed: tokens/s of candidate ÷ baseline (right is faster)",
+              scale=alt.Scale(zero=False))
+    colour = alt.Color("verdict:N", scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())))
+    tooltip = ["candidate", "baseline", "metric", "delta", "ci_low", "ci_high", "margin", "verdict", "tokens_per_s_ratio",
+               "latency_p50_ratio", "latency_p95_ratio"]
+    bars = alt.Chart(data).mark_rule(strokeWidth=3).encode(x=x, y=alt.Y("ci_low:Q", title="Δ quality (candidate − baseline)"),
+                                                           y2="ci_high:Q", color=colour)
+    dots = alt.Chart(data).mark_point(filled=True, size=110).encode(x=x, y="delta:Q", color=colour, tooltip=tooltip)
+    labels = alt.Chart(data).mark_text(align="left", dx=8, dy=-8).encode(x=x, y="delta:Q", text="candidate:N")
+    margin = alt.Chart(data).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(neg_margin):Q")
+    same = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(color="grey").encode(x="x:Q")
+    return alt.layer(bars, dots, labels, margin, same).properties(height=420)
+
+
 def leaderboard(rows: pd.DataFrame) -> alt.LayerChart:
     y = alt.Y("model:N", sort="-x", title=None)
     bars = alt.Chart(rows).mark_rule(strokeWidth=3).encode(x=alt.X("ci_low:Q", title="Bradley-Terry rating",

@@ -19,7 +19,7 @@ from evalsvc.config import GateConfig
 from evalsvc.service.compare import compare_latest
 from evalsvc.store.latest import BY_NAME, latest_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
-from evalsvc.verdicts import NotComparable
+from evalsvc.verdicts import POOLED, NotComparable
 
 SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
 
@@ -104,6 +104,27 @@ def latest_verdicts(engine: Engine) -> pd.DataFrame:
             VerdictRecord.candidate_mean, VerdictRecord.flips_down, VerdictRecord.flips_up, VerdictRecord.overall,
             VerdictRecord.created_at.label("compared_at")]
     return _frame(engine, select(*cols).where(tuple_(VerdictRecord.report_id, VerdictRecord.scope).in_(reports)))
+
+
+def tradeoff(engine: Engine, quality: list[str]) -> pd.DataFrame:
+    """Per candidate, its newest comparison pooled over the suites: the quality delta with its interval against the
+    speed ratios (candidate / baseline) of tokens per second and of latency p50 and p95; empty before any comparison."""
+    rows = latest_verdicts(engine)
+    if rows.empty:
+        return rows
+    pooled = rows[rows["scope"] == POOLED]
+    out = []
+    for cand, group in pooled.groupby("candidate"):
+        by_metric = {r.metric: r for r in group.itertuples()}
+        q = next((by_metric[m] for m in quality if m in by_metric), None)
+        if q is None:
+            continue
+        ratios = {f"{m}_ratio": (by_metric[m].candidate_mean / by_metric[m].baseline_mean
+                                 if m in by_metric and by_metric[m].baseline_mean else None)
+                  for m in ("tokens_per_s", "latency_p50", "latency_p95")}
+        out.append({"candidate": cand, "baseline": q.baseline, "metric": q.metric, "delta": q.delta, "ci_low": q.ci_low,
+                    "ci_high": q.ci_high, "margin": q.margin, "verdict": q.overall, **ratios, "compared_at": q.compared_at})
+    return pd.DataFrame(out)
 
 
 def series(engine: Engine, suite: str, metric: str, variants: list[str] | None = None,

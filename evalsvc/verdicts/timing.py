@@ -63,8 +63,7 @@ def compare_speed(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig
             own = gate.margins.get(metric)
             comparison = _one(metric, bv, cv, own or SHOWN_MARGIN, gate.alpha)
             (gated if own is not None else shown).append((name, comparison))
-    if len(runs) > 1:
-        shown += [(pooled_scope, _one(m, *pooled[m], gate.margins.get(m) or SHOWN_MARGIN, gate.alpha)) for m in speed.METRICS
-                  if len(pooled[m][0]) >= MIN_TIMED]
+    shown += [(pooled_scope, _one(m, *pooled[m], gate.margins.get(m) or SHOWN_MARGIN, gate.alpha)) for m in speed.METRICS
+              if len(pooled[m][0]) >= MIN_TIMED]  # the summary the dashboard's trade-off view plots
     decided = stats.decide([c for _, c in shown], gate.alpha) if shown else []
     return gated, list(zip([n for n, _ in shown], decided, strict=True)), notes
