@@ -325,3 +325,15 @@ def test_speed_is_compared_paired_and_decides_where_it_has_a_margin(tmp_path: Pa
     deciding = {r["metric"]: r["verdict"] for r in json.loads((tmp_path / "gated.json").read_text())["comparisons"]
                 if r["role"] == "decides"}
     assert deciding == {"pass": "pass", "latency_p50": "regression"}
+
+
+def test_an_a_a_gate_at_temperature_above_0_draws_two_independent_runs(tmp_path: Path) -> None:
+    """Same fingerprint: both runs are requested (cache off) and the second with other seeds, or a seeded sampler
+    would replay the first run and the noise floor would read as zero."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand, n=10, extra="generation: {temperature: 0.7, seed: 5}")
+        out = _gate(project, "--baseline", "cand", "--allow-inconclusive")
+        seeds = [r["seed"] for r in cand.requests]
+    assert out.exit_code == 0, out.output
+    assert "an A/A comparison of two fresh runs" in out.output
+    assert len(seeds) == 20 and sorted(set(seeds)) == [5, 5 + 1_000_003] and seeds.count(5) == 10

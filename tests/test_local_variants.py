@@ -6,6 +6,7 @@ on the bundled suites, not constants planted in a fake.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.local_models import starter_config, variant_path
-from evalsvc.store.schema import CaseResult, Run
+from evalsvc.store.schema import CaseResult, MetricPoint, Run
 from tests.conftest import MODELS, ROOT
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -232,6 +233,27 @@ def test_gate_fails_q2_k_naming_the_regressed_suites_and_does_not_pass_q8_0_on_s
     regressed = next(ln for ln in q2.stdout.splitlines() if ln.startswith("**Regressed:**"))
     assert "addition_harness/pass" in regressed  # records (-0.240 [-0.437, -0.024]) is inconclusive after Holm across 6 suites
     assert "<failure" in (project / "q2.xml").read_text()
+
+
+def test_speed_of_the_bundled_variants_is_stored_per_run_and_compared_paired(project: Path) -> None:
+    """llama.cpp serving the real quantized variants: each run has latency p50/p95, tokens/s and output length
+    with intervals, and the gate shows them paired (the numbers go to README's table: scripts/run-local.sh)."""
+    engine = create_engine(f"sqlite:///{project / 'evalsvc.db'}")
+    with Session(engine) as s:
+        points = s.execute(select(Run.variant_name, MetricPoint).join(Run, Run.id == MetricPoint.run_id)
+                           .where(MetricPoint.metric.in_(["latency_p50", "latency_p95", "tokens_per_s", "output_tokens"]),
+                                  Run.suite_name == "facts")).all()
+    engine.dispose()
+    by = {(v, p.metric): p for v, p in points}
+    for q in QUANTS:
+        p50, rate = by[(f"smollm2-{q.lower()}", "latency_p50")], by[(f"smollm2-{q.lower()}", "tokens_per_s")]
+        assert 0 < p50.ci_low <= p50.value <= p50.ci_high and not p50.higher_is_better
+        assert rate.value > 1 and rate.higher_is_better and rate.n == p50.n
+    gate = _gate(project, "smollm2-q8_0", "--no-run", "--allow-inconclusive", "--json", str(project / "speed.json"))
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    rows = [r for r in json.loads((project / "speed.json").read_text())["comparisons"] if r["role"] == "speed"]
+    assert {r["metric"] for r in rows} == {"latency_p50", "latency_p95", "tokens_per_s", "output_tokens"}
+    assert all(r["ci_low"] is not None and r["n"] > 1 for r in rows if r["scope"] != "all suites")
 
 
 def test_gate_of_f16_against_a_rerun_of_itself_passes(project: Path) -> None:

@@ -88,8 +88,8 @@ def needs_judge(case: Case) -> bool:
 class Planner:
     """Claims runs and lists what they lack."""
 
-    def __init__(self, cfg: Config, engine: Engine, cache: CacheUse = "variant") -> None:
-        self.cfg, self.engine, self.cache = cfg, engine, cache
+    def __init__(self, cfg: Config, engine: Engine, cache: CacheUse = "variant", seed_offset: int = 0) -> None:
+        self.cfg, self.engine, self.cache, self.seed_offset = cfg, engine, cache, seed_offset
 
     def reads_cache(self, variant: VariantConfig) -> bool:
         """Whether stored answers may stand in for requests to this variant (see ``Runner``'s ``cache``)."""
@@ -106,6 +106,8 @@ class Planner:
         request_params: dict[str, Any] = params.model_dump(exclude={"samples"}, exclude_none=True)
         if not request_params.get("stop"):
             request_params.pop("stop", None)
+        if self.seed_offset and request_params.get("seed") is not None:
+            request_params["seed"] += self.seed_offset  # the second arm of an A/A gate: fresh draws, not a replay
         for attempt in range(3):  # another process may insert the same variant, suite or run key between our read and write
             try:
                 with Session(self.engine) as session, session.begin():

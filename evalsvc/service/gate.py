@@ -27,6 +27,10 @@ from evalsvc.suites import Suite
 from evalsvc.verdicts import NotComparable, Report, compare, compare_runs, record, without_runs
 from evalsvc.verdicts.gate_report import exit_code, write_outputs
 
+A_A_SEED_OFFSET = 1_000_003  # far past any sample index, so the two arms share no seed
+A_A_NOTE = ("baseline and candidate have the same fingerprint: an A/A comparison of two fresh runs (response cache off, "
+            "the second with other seeds): the noise floor")
+
 
 @dataclass
 class GateResult:
@@ -67,7 +71,8 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
         if failed:
             return GateResult(2, failed=failed)
         ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
-        report = _compare_ids(engine, cfg, baseline, candidate, ids, [])
+        aa = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
+        report = _compare_ids(engine, cfg, baseline, candidate, ids, [A_A_NOTE] if aa else [])
     report.provenance = _provenance(engine, report, max_age)
     record(engine, report)
     fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive
@@ -88,12 +93,15 @@ def _run_missing(cfg: Config, engine: Engine, suites: list[Suite], names: list[s
 
 def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str, pinned: set[str],
                  progress: bool | None, logs: Path | None) -> tuple[dict[str, tuple[Any, Outcome]], list[Outcome]]:
-    """Run both variants now under one new slot; an A/A gate runs the variant twice, with the response cache off."""
+    """Run both variants now under one new slot; an A/A gate runs the variant twice, with the response cache off and
+    distinct seeds (at temperature 0 the seed changes nothing; above it, the two runs are independent draws)."""
     slot = f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}"
     same = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
     runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if same else "pinned")
     base_suites = [s for s in suites if s.name not in pinned]
     base = runner.run_variant(base_suites, cfg.variant(baseline), slot=f"{slot}:a" if same else slot) if base_suites else []
+    if same:  # A/A: the second run samples afresh (seed + A_A_SEED_OFFSET), or at temperature > 0 it would replay the first
+        runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off", seed_offset=A_A_SEED_OFFSET)
     cand = runner.run_variant(suites, cfg.variant(candidate), slot=f"{slot}:b" if same else slot)
     failed = [o for o in [*base, *cand] if o.status != "succeeded"]
     by_suite = {o.suite: o for o in base}
