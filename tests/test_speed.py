@@ -75,3 +75,24 @@ def test_per_run_speed_points_skip_what_was_not_measured() -> None:
     assert set(points) == set(speed.METRICS)
     assert points["latency_p50"].value == pytest.approx(0.5) and not points["latency_p50"].higher_is_better
     assert points["output_tokens"].n == 2 and points["tokens_per_s"].higher_is_better
+
+
+def test_a_latency_series_takes_its_noise_from_run_to_run_spread_not_from_its_intervals() -> None:
+    """Load moves latency between runs far more than the within-run interval says: read as a t interval, that
+    interval would make ordinary run-to-run noise an alarm. Speed series use the spread of their own run values."""
+    from collections import namedtuple
+    from datetime import UTC, datetime, timedelta
+
+    from evalsvc.verdicts.series import Series, check
+
+    row = namedtuple("row", "run_ts run_id value n ci_low ci_high")
+    rng = np.random.default_rng(4)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    values = 1.0 + 0.1 * rng.standard_normal(20)  # 20 nightly runs, no change: 10% run-to-run load noise
+    points = tuple(row(start + timedelta(days=i), i, v, 100, v - 0.01, v + 0.01) for i, v in enumerate(values))
+
+    def series(metric: str) -> Series:
+        return Series("v", "fp", "s", "sv", metric, "continuous", False, points)
+
+    assert not check(series("latency_p95")).alarm
+    assert check(series("judge_score")).alarm  # the same numbers read with interval-based noise: a false alarm

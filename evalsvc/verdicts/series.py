@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc import drift
+from evalsvc import drift, speed
 from evalsvc.store.schema import MetricPoint
 
 
@@ -61,7 +61,10 @@ def _sd(p: Any) -> float | None:
 
 
 def check(series: Series, warmup: int = 5, alpha: float = 0.05) -> drift.DriftResult:
+    """Speed series take their SD from the spread of the run values themselves: a percentile's interval is not a
+    t interval, and run-to-run load moves latency far more than the within-run spread says."""
     binary = series.kind == "binary"
-    pts = [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=None if binary else _sd(p))
+    own_sd = not binary and series.metric not in speed.METRICS
+    pts = [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=_sd(p) if own_sd else None)
            for p in series.points]
     return drift.detect(pts, warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better)
