@@ -328,3 +328,50 @@ def detect(
     rose = sign[0] > 0
     direction: Literal["down", "up"] = "up" if rose == higher_is_better else "down"
     return DriftResult(True, direction, usable[at], float(stat[0]), h, level, method)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    index: int  # position in the input at which it fired
+    direction: Literal["down", "up"]  # in quality terms
+    statistic: float
+    reference_mean: float  # the level it departed from
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every alarm of a series, restarting the detector at each, and the detector's state since the last one."""
+
+    alarms: tuple[Alarm, ...]
+    current: DriftResult  # the regime since the last alarm (or since ``start``); its index is absolute
+    since: int  # position where the current regime starts
+
+    @property
+    def last(self) -> Alarm | None:
+        return self.alarms[-1] if self.alarms else None
+
+
+def scan(
+    series: Sequence[Point],
+    warmup: int = 5,
+    looks: int = 20,
+    alpha: float = 0.05,
+    shift: float = 1.0,
+    higher_is_better: bool = True,
+    start: int = 0,
+) -> Scan:
+    """All alarms in ``series``: after each, the detector restarts from the alarm point (a new reference is learned
+    from the new regime), so a rise and a later drop are both reported, in order, and neither freezes the series.
+
+    Each regime has the false-alarm guarantee of ``detect``. ``start`` pins where the first reference begins (an
+    acknowledged change, or a pinned reference window): earlier points are history and are not looked at.
+    """
+    alarms: list[Alarm] = []
+    pos = start
+    while True:
+        result = detect(series[pos:], warmup, looks, alpha, shift, higher_is_better)
+        if not result.alarm or result.index is None or result.direction is None:
+            return Scan(tuple(alarms), result, pos)
+        at = pos + result.index
+        alarms.append(Alarm(at, result.direction, result.statistic, result.reference_mean))
+        pos = at

@@ -160,3 +160,16 @@ def test_invalid_points_raise_value_error(series: list[Point]) -> None:
 def test_estimated_spread_needs_two_warmup_points() -> None:
     with pytest.raises(ValueError, match="warmup >= 2"):
         detect([Point(1.0, 10, "continuous")] * 5, warmup=1)
+
+
+def test_scan_restarts_at_each_alarm_so_a_rise_cannot_hide_a_later_drop() -> None:
+    from evalsvc.drift import scan
+
+    series = [Point(0.70, 100)] * 8 + [Point(0.85, 100)] * 4 + [Point(0.40, 100)] * 8
+    assert detect(series).direction == "up"  # one scan stops at the first alarm
+    found = scan(series)
+    assert [a.direction for a in found.alarms] == ["up", "down"]
+    up, down = found.alarms
+    assert 8 <= up.index <= 9 and 12 <= down.index <= 19 and found.since == down.index
+    assert scan(series, start=up.index).alarms[0].direction == "down"  # a pinned reference after the rise
+    assert scan([Point(0.7, 100)] * 20).alarms == ()

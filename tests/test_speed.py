@@ -94,5 +94,5 @@ def test_a_latency_series_takes_its_noise_from_run_to_run_spread_not_from_its_in
     def series(metric: str) -> Series:
         return Series("v", "fp", "s", "sv", metric, "continuous", False, points)
 
-    assert not check(series("latency_p95")).alarm
-    assert check(series("judge_score")).alarm  # the same numbers read with interval-based noise: a false alarm
+    assert not check(series("latency_p95")).alarms
+    assert check(series("judge_score")).alarms  # the same numbers read with interval-based noise: a false alarm

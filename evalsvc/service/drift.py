@@ -33,14 +33,17 @@ def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[
             newest[key] = s
     findings = []
     for s in newest.values():
-        r = series_mod.check(s, warmup=warmup, alpha=alpha)
-        if r.alarm:
-            since = s.points[r.index].run_ts if r.index is not None else None
-            state = f"ALARM {r.direction}" + (f" since {since:%Y-%m-%d %H:%M}" if since else "")
+        found = series_mod.check(s, warmup=warmup, alpha=alpha)
+        r, last = found.current, found.last
+        if last is not None:
+            earlier = "; ".join(f"{a.direction} {s.points[a.index].run_ts:%Y-%m-%d}" for a in found.alarms[:-1])
+            state = f"ALARM {last.direction} since {s.points[last.index].run_ts:%Y-%m-%d %H:%M}" + (
+                f" (earlier: {earlier})" if earlier else "")
         elif len(s.points) <= warmup:
             state = f"warming up ({len(s.points)}/{warmup + 1})"
         else:
             state = "in control"
-        findings.append(DriftFinding(s.variant, s.suite, s.metric, len(s.points), s.points[-1].value, r.reference_mean,
-                                     r.statistic, r.threshold, state, bool(r.alarm and r.regression)))
+        reference = last.reference_mean if last is not None else r.reference_mean
+        findings.append(DriftFinding(s.variant, s.suite, s.metric, len(s.points), s.points[-1].value, reference,
+                                     r.statistic, r.threshold, state, bool(last is not None and last.direction == "down")))
     return findings

@@ -60,11 +60,11 @@ def _sd(p: Any) -> float | None:
     return (p.ci_high - p.ci_low) / (2 * 1.96) * math.sqrt(p.n)
 
 
-def check(series: Series, warmup: int = 5, alpha: float = 0.05) -> drift.DriftResult:
+def check(series: Series, warmup: int = 5, alpha: float = 0.05, start: int = 0) -> drift.Scan:
     """Speed series take their SD from the spread of the run values themselves: a percentile's interval is not a
     t interval, and run-to-run load moves latency far more than the within-run spread says."""
     binary = series.kind == "binary"
     own_sd = not binary and series.metric not in speed.METRICS
     pts = [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=_sd(p) if own_sd else None)
            for p in series.points]
-    return drift.detect(pts, warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better)
+    return drift.scan(pts, warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better, start=start)
