@@ -71,3 +71,30 @@ def test_an_improvement_does_not_hide_a_later_collapse(tmp_path: Path) -> None:
     assert out.exit_code == 1, out.output
     assert re.search(r"v\s+s\s+pass\s+20\s+0\.400\s+.*ALARM down since 2026-11-1[3-9]", out.output), out.output
     assert "up 2026-11-09" in out.output or "up 2026-11-10" in out.output  # the rise is reported too, as history
+
+
+def test_an_acknowledged_drop_stops_failing_and_a_pinned_reference_starts_the_series_again(tmp_path: Path) -> None:
+    state = {"rate": 0.9}
+
+    def reply(body: dict[str, Any]) -> str:
+        i = int(re.findall(r"\d+", body["messages"][-1]["content"])[0])
+        return f"answer {i}" if i < state["rate"] * 100 else "no idea"
+
+    with FakeEndpoint(reply=reply) as fake:
+        cfg = _rate_endpoint(tmp_path, fake)
+        runner = CliRunner()
+        for night in range(10):
+            state["rate"] = 0.9 if night < 6 else 0.6
+            assert runner.invoke(main, ["run", "-c", cfg, "--slot", f"2026-11-{night + 1:02d}T00:00Z"]).exit_code == 0
+        before = runner.invoke(main, ["drift", "-c", cfg])
+        nothing = runner.invoke(main, ["drift", "ack", "v/s/rouge1", "-c", cfg])
+        acked = runner.invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--note", "new tokenizer, expected", "--by", "ana"])
+        after = runner.invoke(main, ["drift", "-c", cfg])
+        pinned = runner.invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--reference", "2026-11-07"])
+        fresh = runner.invoke(main, ["drift", "-c", cfg])
+    assert before.exit_code == 1 and "ALARM down since 2026-11-07" in before.output
+    assert nothing.exit_code != 0 and "no such series" in nothing.output
+    assert acked.exit_code == 0 and "acknowledged by ana" in acked.output
+    assert after.exit_code == 0 and "acknowledged by ana: new tokenizer, expected" in after.output
+    assert pinned.exit_code == 0 and "reference pinned at 2026-11-07" in pinned.output
+    assert fresh.exit_code == 0 and "warming up (4/6)" in fresh.output  # the 4 runs since the pin: a new reference

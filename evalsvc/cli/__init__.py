@@ -197,21 +197,27 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     sys.exit(result.exit_code)
 
 
-@main.command("drift")
+@main.group("drift", invoke_without_command=True)
 @CONFIG_OPTION
 @click.option("--suite", "-s", "suites", multiple=True, help="Only these suites.")
 @click.option("--variant", "-v", "variants", multiple=True, help="Only these variants.")
 @click.option("--metric", "-m", "metrics", multiple=True, default=("pass",), show_default=True, help="Metrics to watch.")
 @click.option("--warmup", default=5, show_default=True, help="Runs that set a series' own reference level.")
 @click.option("--alpha", default=0.05, show_default=True, help="Chance of any false alarm over 20 scheduled looks.")
-def drift_cmd(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], metrics: tuple[str, ...], warmup: int,
-              alpha: float) -> None:
+@click.pass_context
+def drift_cmd(ctx: click.Context, config_path: str, suites: tuple[str, ...], variants: tuple[str, ...],
+              metrics: tuple[str, ...], warmup: int, alpha: float) -> None:
     """Has a variant drifted from its own history? (CUSUM on each series, calibrated for repeated looks.)
 
     \b
     A series is one variant fingerprint x suite version x metric: a new checkpoint or an
-    edited suite starts a new one. Exit code 1 when any series alarms downwards (worse).
+    edited suite starts a new one. The detector restarts at each alarm, so a rise and a later
+    drop are both reported. Exit code 1 when a series' last alarm is down (worse) and nobody
+    has acknowledged it:  evalsvc drift ack VARIANT/SUITE[/METRIC] --note "why"
     """
+    ctx.ensure_object(dict).update(config_path=config_path, warmup=warmup, alpha=alpha)
+    if ctx.invoked_subcommand is not None:
+        return
     from evalsvc.cli.tables import drift_table
     from evalsvc.service.drift import check_drift
     from evalsvc.service.runs import open_store
@@ -224,6 +230,33 @@ def drift_cmd(config_path: str, suites: tuple[str, ...], variants: tuple[str, ..
     click.echo(drift_table(findings))
     if any(f.regression for f in findings):
         sys.exit(1)
+
+
+@drift_cmd.command("ack")
+@click.argument("series")
+@click.option("--config", "-c", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="evalsvc.yaml to read (default: the one `evalsvc drift -c` names, else ./evalsvc.yaml).")
+@click.option("--note", default=None, help="Why: what changed, what was done.")
+@click.option("--by", default=None, help="Who acknowledges (default: the login name).")
+@click.option("--reference", default=None, metavar="RUN|DATE",
+              help="Instead: pin the series' reference window to start at this run id or date (earlier runs are history).")
+@click.pass_context
+def drift_ack(ctx: click.Context, series: str, config_path: str | None, note: str | None, by: str | None,
+              reference: str | None) -> None:
+    """Acknowledge a series' last drift alarm (who, when, why), or pin where its reference starts.
+
+    \b
+    SERIES is VARIANT/SUITE[/METRIC] (metric: pass), as `evalsvc drift` lists it. An
+    acknowledged alarm stops alerting; a new alarm after it alerts again.
+    """
+    import getpass
+
+    from evalsvc.service.drift import acknowledge
+    from evalsvc.service.runs import open_store
+
+    opts = ctx.obj
+    engine = open_store(load_config(config_path or opts["config_path"]))
+    click.echo(acknowledge(engine, series, by or getpass.getuser(), note, reference, opts["warmup"], opts["alpha"]))
 
 
 for command in (admin.init, admin.db, admin.dashboard, admin.suites_group, admin.variants_cmd, admin.models,

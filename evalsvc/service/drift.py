@@ -1,11 +1,21 @@
-"""The drift state of each live metric series (a variant fingerprint x suite version x metric)."""
+"""The drift state of each live metric series (a variant fingerprint x suite version x metric), and marks on it.
+
+A series' state is its last alarm (``drift.scan`` restarts at each): down is a regression until a later alarm up
+says it recovered, or a person acknowledges it (``acknowledge``: who, when, why). A pinned reference window makes
+the earlier runs history: the detector starts there.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
+from evalsvc.errors import ConfigError
+from evalsvc.store.schema import DriftMark
 from evalsvc.verdicts import series as series_mod
 
 
@@ -19,31 +29,109 @@ class DriftFinding:
     reference: float
     statistic: float
     threshold: float
-    state: str  # "ALARM up|down [since ...]", "warming up (k/n)" or "in control"
-    regression: bool  # an alarm in the worse direction
+    state: str  # "ALARM up|down since ...", "acknowledged ...", "warming up (k/n)" or "in control"
+    regression: bool  # an alarm in the worse direction that nobody has acknowledged
+    fingerprint: str = ""
+    suite_version: str = ""
+    alarm_at: datetime | None = None  # run time of the last alarm
 
 
-def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
-                metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[DriftFinding]:
-    """One finding per live series: the newest series of each variant x suite x metric (older ones are history)."""
+def _newest(engine: Engine, suites: list[str] | None, variants: list[str] | None,
+            metrics: list[str] | None) -> dict[tuple[str, str, str], series_mod.Series]:
     newest: dict[tuple[str, str, str], series_mod.Series] = {}
     for s in series_mod.load(engine, suites, variants, metrics):
         key = (s.variant, s.suite, s.metric)
         if key not in newest or s.points[-1].run_ts > newest[key].points[-1].run_ts:
             newest[key] = s
+    return newest
+
+
+def _marks(engine: Engine) -> dict[tuple[str, str, str], list[Any]]:
+    out: dict[tuple[str, str, str], list[Any]] = {}
+    with Session(engine) as s:
+        for m in s.execute(select(DriftMark.fingerprint, DriftMark.suite_version, DriftMark.metric, DriftMark.kind,
+                                  DriftMark.at, DriftMark.by, DriftMark.note).order_by(DriftMark.id)):
+            out.setdefault((m.fingerprint, m.suite_version, m.metric), []).append(m)
+    return out
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
+                metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[DriftFinding]:
+    """One finding per live series: the newest series of each variant x suite x metric (older ones are history)."""
+    marks = _marks(engine)
     findings = []
-    for s in newest.values():
-        found = series_mod.check(s, warmup=warmup, alpha=alpha)
+    for s in _newest(engine, suites, variants, metrics).values():
+        own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
+        pins = [_utc(m.at) for m in own if m.kind == "reference"]
+        start = next((i for i, p in enumerate(s.points) if _utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0
+        found = series_mod.check(s, warmup=warmup, alpha=alpha, start=start)
         r, last = found.current, found.last
+        alarm_at = s.points[last.index].run_ts if last is not None else None
+        acked = next((m for m in reversed(own) if m.kind == "ack" and alarm_at is not None and _utc(m.at) == _utc(alarm_at)),
+                     None)
         if last is not None:
             earlier = "; ".join(f"{a.direction} {s.points[a.index].run_ts:%Y-%m-%d}" for a in found.alarms[:-1])
-            state = f"ALARM {last.direction} since {s.points[last.index].run_ts:%Y-%m-%d %H:%M}" + (
-                f" (earlier: {earlier})" if earlier else "")
-        elif len(s.points) <= warmup:
-            state = f"warming up ({len(s.points)}/{warmup + 1})"
+            state = f"ALARM {last.direction} since {alarm_at:%Y-%m-%d %H:%M}" + (f" (earlier: {earlier})" if earlier else "")
+            if acked is not None:
+                state = f"acknowledged by {acked.by}: {acked.note or 'no note'} ({state})"
+        elif len(s.points) - start <= warmup:
+            state = f"warming up ({len(s.points) - start}/{warmup + 1})"
         else:
             state = "in control"
         reference = last.reference_mean if last is not None else r.reference_mean
         findings.append(DriftFinding(s.variant, s.suite, s.metric, len(s.points), s.points[-1].value, reference,
-                                     r.statistic, r.threshold, state, bool(last is not None and last.direction == "down")))
+                                     r.statistic, r.threshold, state,
+                                     bool(last is not None and last.direction == "down" and acked is None),
+                                     s.fingerprint, s.suite_version, alarm_at))
     return findings
+
+
+def parse_series(text: str) -> tuple[str, str, str]:
+    """'VARIANT/SUITE[/METRIC]' -> (variant, suite, metric); the metric defaults to pass."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(f"series {text}", "not VARIANT/SUITE[/METRIC]", "write e.g. smollm2-q8_0/facts/pass, as "
+                          "`evalsvc drift` lists them")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else "pass"
+
+
+def acknowledge(engine: Engine, series: str, by: str, note: str | None, reference: str | None = None,
+                warmup: int = 5, alpha: float = 0.05) -> str:
+    """Store an acknowledgement of the series' last alarm, or (``reference``: a run id or a date) pin its reference."""
+    variant, suite, metric = parse_series(series)
+    found = [f for f in check_drift(engine, [suite], [variant], [metric], warmup, alpha)]
+    if not found:
+        raise ConfigError(f"series {series}", "no such series in the store", "pick one that `evalsvc drift -m METRIC` lists")
+    f = found[0]
+    if reference is not None:
+        at, kind = _reference_time(engine, f, reference), "reference"
+    elif f.alarm_at is None:
+        raise ConfigError(f"series {series}", f"it has no alarm to acknowledge ({f.state})",
+                          "acknowledge an alarm that `evalsvc drift` shows, or pin a reference with --reference")
+    else:
+        at, kind = f.alarm_at, "ack"
+    with Session(engine) as s, s.begin():
+        s.add(DriftMark(fingerprint=f.fingerprint, suite_version=f.suite_version, metric=metric, kind=kind, at=at,
+                        by=by, note=note))
+    return (f"{series}: reference pinned at {at:%Y-%m-%d %H:%M}" if kind == "reference"
+            else f"{series}: alarm of {at:%Y-%m-%d %H:%M} acknowledged by {by}")
+
+
+def _reference_time(engine: Engine, f: DriftFinding, reference: str) -> datetime:
+    from evalsvc.store.schema import Run
+
+    with Session(engine) as s:
+        if reference.isdigit():
+            run = s.get(Run, int(reference))
+            if run is None or run.variant_fingerprint != f.fingerprint or run.suite_version != f.suite_version:
+                raise ConfigError(f"--reference {reference}", "not a run of this series",
+                                  "give a run id of this variant and suite version (`evalsvc schedule history`), or a date")
+            return run.created_at
+    try:
+        return datetime.fromisoformat(reference).replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError(f"--reference {reference}", "neither a run id nor a date", "write e.g. 2026-11-20 or 42") from None

@@ -221,3 +221,23 @@ class VerdictRecord(Base):
     flips_up: Mapped[int]
     n_needed: Mapped[int | None]
     overall: Mapped[str] = mapped_column(String(16))  # the whole comparison's verdict (same on every row of a report)
+
+
+class DriftMark(Base):
+    """A person's word on one drift series: an acknowledged alarm, or a pinned reference window.
+
+    ``kind`` "ack": the alarm at run time ``at`` is known (who, why); it no longer alerts. "reference": the series'
+    reference starts at ``at`` (earlier runs are history). A series is fingerprint x suite version x metric.
+    """
+
+    __tablename__ = "drift_marks"
+    __table_args__ = (Index("ix_drift_marks_series", "fingerprint", "suite_version", "metric"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    suite_version: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    by: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
