@@ -1,11 +1,11 @@
 """Alerts: one message when a problem starts, one when it clears, quality and endpoints kept apart.
 
-A *condition* is a problem identified by a key (``regression:<candidate>:<baseline>:<scope>:<metric>``,
-``endpoint:<variant>``, ``upstream:<variant>:<suite>``). ``Alerter.sync`` is told which conditions
-fire now and which keys were checked; it opens an alert (and sends one message) the first time a
-key fires, stays quiet while it keeps firing, and resolves it (one more message) when a checked key
-stops firing. Alert state lives in the store, so restarts neither repeat nor lose alerts; a message
-a sink failed to deliver is retried on the next sync.
+A *condition* is a problem identified by a key (``regression:<candidate>:<baseline>``,
+``endpoint:<variant>``, ``upstream:<variant>:<suite>``, ``drift:<variant>:<suite>:<metric>``).
+``Alerter.sync`` is told which conditions fire now and which keys were checked; it opens an alert
+(and sends one message) the first time a key fires, stays quiet while it keeps firing, and resolves
+it (one more message) when a checked key stops firing. Alert state lives in the store, so restarts
+neither repeat nor lose alerts; a message a sink failed to deliver is retried on the next sync.
 
 Sinks are a Protocol with a registry (``@sink``); the built-in Slack sink posts Block Kit through
 slack-sdk's ``WebhookClient`` and honours 429 Retry-After. The webhook URL comes only from the
@@ -224,3 +224,18 @@ def run_conditions(outcomes: Iterable[Any], dashboard_url: str | None = None) ->
                 "variant": o.variant, "suite": o.suite, "cause": o.upstream_change[:500],
                 "link": view_link(dashboard_url, "trends", variant=o.variant, suite=o.suite)}))
     return firing, checked  # a key that fires for one run stays open even if another run of the batch succeeded
+
+
+def drift_conditions(findings: Iterable[Any], dashboard_url: str | None = None) -> tuple[list[Condition], list[str]]:
+    """One condition per series whose last drift alarm is down and unacknowledged; every series checked is a key, so a
+    recovery (a later alarm up) or an acknowledgement resolves it."""
+    firing, checked = [], []
+    for f in findings:
+        key = f"drift:{f.variant}:{f.suite}:{f.metric}"
+        checked.append(key)
+        if f.regression:
+            firing.append(Condition(key, "drift", f"{f.variant} on {f.suite}: {f.metric} drifted down", {
+                "variant": f.variant, "suite": f.suite, "metric": f.metric,
+                "delta": f"{f.latest:.3f} now, {f.reference:.3f} before", "cause": f.state[:500],
+                "link": view_link(dashboard_url, "trends", variant=f.variant, suite=f.suite, metric=f.metric)}))
+    return firing, checked

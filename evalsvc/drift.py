@@ -250,11 +250,13 @@ def calibrate_h(
     return float(np.quantile(null_max_statistic(looks, shift, sd=sd, warmup=warmup, reps=reps, seed=seed), 1 - alpha))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def threshold(looks: int = 20, alpha: float = 0.05, shift: float = 1.0) -> float:
-    """h from `H_TABLE`; other combinations are simulated once (200,000 series, about 1 s) and cached."""
+    """h from `H_TABLE`; other combinations are simulated once and cached: 200,000 series (about 1 s), or more for a
+    small alpha (a Holm level across many series), so that at least 200 simulated maxima lie beyond h."""
     tabulated = H_TABLE.get((looks, float(shift)), {}).get(float(alpha))
-    return tabulated if tabulated is not None else calibrate_h(looks, alpha, shift, seed=1)
+    reps = min(2_000_000, max(200_000, int(200 / alpha)))
+    return tabulated if tabulated is not None else calibrate_h(looks, alpha, shift, seed=1, reps=reps)
 
 
 def _check(series: Sequence[Point], warmup: int, looks: int, alpha: float, shift: float) -> list[int]:

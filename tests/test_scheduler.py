@@ -196,3 +196,48 @@ def test_restarting_the_service_mid_schedule_loses_no_schedule_and_repeats_no_sl
     assert len(got) >= 2 and len(got) == len(set(got)), got
     listed = CliRunner().invoke(main, ["schedule", "list", "-c", str(project / "evalsvc.yaml")]).output
     assert "every-minute" in listed and "* * * * *" in listed
+
+
+def test_the_service_raises_one_drift_alert_for_a_drop_after_a_rise_and_resolves_it_when_acknowledged(
+        tmp_path: Path) -> None:
+    """20 nightly firings (slots given explicitly, through the service layer) against one endpoint whose accuracy
+    rises at firing 9 and drops at firing 13: one drift alert, for the drop, reaches Slack; the rise alerts nothing
+    (an improvement); after `evalsvc drift ack` the next firing resolves it, once."""
+    from evalsvc.service.schedule import fire
+
+    state = {"rate": 0.70}
+
+    def reply(body: dict[str, Any]) -> str:
+        i = _number(body)
+        return f"echo {i}" if i < state["rate"] * 100 else "no idea"
+
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(100))
+    receiver = Receiver()
+    try:
+        with FakeEndpoint(reply=reply) as fake:
+            write_suite(tmp_path / "suites", "echo", cases)
+            (tmp_path / "hook").write_text(receiver.url)
+            config = write_config(tmp_path, f"""\
+                store: sqlite:///store.db
+                alerts: {{dashboard_url: "http://dash:8501", slack: {{webhook_file: hook}}}}
+                drift: {{metrics: [pass]}}
+                schedules: [{{name: nightly, cron: '0 2 * * *'}}]
+                variants: [{{name: v, family: f, endpoint: {{base_url: "{fake.base_url}", model: m}}}}]
+                """)
+            cfg = load_config(config)
+            for night in range(1, 21):
+                state["rate"] = 0.70 if night < 9 else 0.85 if night < 13 else 0.40
+                fire(cfg, str(config), cfg.schedules[0], f"2026-11-{night:02d}T02:00Z")
+            drifts = [p for p in receiver.posts if "Drift" in p["blocks"][0]["text"]["text"]]
+            acked = CliRunner().invoke(main, ["drift", "ack", "v/echo", "-c", str(config), "--note", "bad deploy, rolled back"])
+            fire(cfg, str(config), cfg.schedules[0], "2026-11-21T02:00Z")
+            fire(cfg, str(config), cfg.schedules[0], "2026-11-22T02:00Z")
+    finally:
+        receiver.close()
+    assert [p["text"] for p in drifts] == ["v on echo: pass drifted down"], [p["text"] for p in receiver.posts]
+    assert "http://dash:8501/trends?variant=v&suite=echo&metric=pass" in json.dumps(drifts[0])
+    assert acked.exit_code == 0, acked.output
+    resolved = [p["text"] for p in receiver.posts if p["blocks"][0]["text"]["text"].startswith("✅ Resolved")]
+    assert [r for r in resolved if "drifted" in r] == ["v on echo: pass drifted down"]  # (the outputs moved: upstream
+    # alerts come and go too; calibrating those is the upstream part of this issue)

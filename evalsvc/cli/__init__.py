@@ -202,11 +202,12 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
 @click.option("--suite", "-s", "suites", multiple=True, help="Only these suites.")
 @click.option("--variant", "-v", "variants", multiple=True, help="Only these variants.")
 @click.option("--metric", "-m", "metrics", multiple=True, default=("pass",), show_default=True, help="Metrics to watch.")
-@click.option("--warmup", default=5, show_default=True, help="Runs that set a series' own reference level.")
-@click.option("--alpha", default=0.05, show_default=True, help="Chance of any false alarm over 20 scheduled looks.")
+@click.option("--warmup", type=int, default=None, help="Runs that set a series' own reference level (default: drift.warmup, 5).")
+@click.option("--alpha", type=float, default=None,
+              help="Chance of any false alarm over 20 looks across every series listed, Holm (default: drift.alpha, 0.05).")
 @click.pass_context
 def drift_cmd(ctx: click.Context, config_path: str, suites: tuple[str, ...], variants: tuple[str, ...],
-              metrics: tuple[str, ...], warmup: int, alpha: float) -> None:
+              metrics: tuple[str, ...], warmup: int | None, alpha: float | None) -> None:
     """Has a variant drifted from its own history? (CUSUM on each series, calibrated for repeated looks.)
 
     \b
@@ -222,8 +223,9 @@ def drift_cmd(ctx: click.Context, config_path: str, suites: tuple[str, ...], var
     from evalsvc.service.drift import check_drift
     from evalsvc.service.runs import open_store
 
-    findings = check_drift(open_store(load_config(config_path)), list(suites) or None, list(variants) or None,
-                           list(metrics) or None, warmup=warmup, alpha=alpha)
+    cfg = load_config(config_path)
+    findings = check_drift(open_store(cfg), list(suites) or None, list(variants) or None, list(metrics) or None,
+                           warmup=cfg.drift.warmup if warmup is None else warmup, alpha=cfg.drift.alpha if alpha is None else alpha)
     if not findings:
         click.echo("no metric series yet: run `evalsvc run` on a schedule")
         return
@@ -255,8 +257,10 @@ def drift_ack(ctx: click.Context, series: str, config_path: str | None, note: st
     from evalsvc.service.runs import open_store
 
     opts = ctx.obj
-    engine = open_store(load_config(config_path or opts["config_path"]))
-    click.echo(acknowledge(engine, series, by or getpass.getuser(), note, reference, opts["warmup"], opts["alpha"]))
+    cfg = load_config(config_path or opts["config_path"])
+    warmup = cfg.drift.warmup if opts["warmup"] is None else opts["warmup"]
+    alpha = cfg.drift.alpha if opts["alpha"] is None else opts["alpha"]
+    click.echo(acknowledge(open_store(cfg), series, by or getpass.getuser(), note, reference, warmup, alpha))
 
 
 for command in (admin.init, admin.db, admin.dashboard, admin.suites_group, admin.variants_cmd, admin.models,

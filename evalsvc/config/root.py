@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from evalsvc.config.alerts import AlertsConfig
 from evalsvc.config.base import Strict
 from evalsvc.config.dashboard import DashboardConfig, url_without_password
+from evalsvc.config.drift import DriftConfig
 from evalsvc.config.gate import GateConfig
 from evalsvc.config.schedule import ScheduleSpec
 from evalsvc.config.variants import Generation, VariantConfig, fingerprint
@@ -44,6 +45,7 @@ class Config(Strict):
                                    "only if it was made within this many hours (else it starts a new one)")
     gate: GateConfig = Field(default_factory=GateConfig)
     alerts: AlertsConfig | None = None
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     schedules: list[ScheduleSpec] = Field(default_factory=list, description="what `evalsvc serve` runs, and when")
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from evalsvc import drift
 from evalsvc.errors import ConfigError
 from evalsvc.store.schema import DriftMark
 from evalsvc.verdicts import series as series_mod
@@ -59,16 +60,41 @@ def _utc(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _holm(live: list[tuple[series_mod.Series, int]], warmup: int, alpha: float) -> list[tuple[drift.Scan, float]]:
+    """Each series scanned at its Holm level across the family [holm1979], with each series' p-value the chance that an
+    unchanged series alarms at that level: alpha / m for all first; every series that alarms (a rejection) leaves the
+    family, and the rest are scanned again at alpha / (m - rejected), until no new series alarms. A series' level only
+    grows as others are rejected and its alarms only grow with its level, so this is Holm's step-down, and the chance
+    of any false alarm over a block of looks across all the series stays <= alpha."""
+    m = len(live)
+    level = {i: alpha / max(m, 1) for i in range(m)}
+    rejected: set[int] = set()
+    scans = {i: series_mod.check(s, warmup=warmup, alpha=level[i], start=start) for i, (s, start) in enumerate(live)}
+    while True:
+        new = {i for i, sc in scans.items() if sc.alarms and i not in rejected}
+        if not new:
+            return [(scans[i], level[i]) for i in range(m)]
+        rejected |= new
+        wider = alpha / max(m - len(rejected), 1)
+        for i, (s, start) in enumerate(live):
+            if i not in rejected:
+                level[i] = wider
+                scans[i] = series_mod.check(s, warmup=warmup, alpha=wider, start=start)
+
+
 def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
                 metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[DriftFinding]:
-    """One finding per live series: the newest series of each variant x suite x metric (older ones are history)."""
+    """One finding per live series (the newest series of each variant x suite x metric; older ones are history),
+    decided together: alpha is the chance of any false alarm over a block of 20 looks across all of them (Holm)."""
     marks = _marks(engine)
-    findings = []
+    live = []
     for s in _newest(engine, suites, variants, metrics).values():
         own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
         pins = [_utc(m.at) for m in own if m.kind == "reference"]
-        start = next((i for i, p in enumerate(s.points) if _utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0
-        found = series_mod.check(s, warmup=warmup, alpha=alpha, start=start)
+        live.append((s, next((i for i, p in enumerate(s.points) if _utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0))
+    findings = []
+    for (s, start), (found, _level) in zip(live, _holm(live, warmup, alpha), strict=True):
+        own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
         r, last = found.current, found.last
         alarm_at = s.points[last.index].run_ts if last is not None else None
         acked = next((m for m in reversed(own) if m.kind == "ack" and alarm_at is not None and _utc(m.at) == _utc(alarm_at)),

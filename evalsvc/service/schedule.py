@@ -1,4 +1,4 @@
-"""One firing of a schedule: its runs, the comparisons with each family's baseline, and the alerts.
+"""One firing of a schedule: its runs, the comparisons with each family's baseline, drift, and the alerts.
 
 Each firing is recorded (schedule, slot, status, runs, alerts) so `evalsvc schedule history`
 and the dashboard can show it. The slot is the schedule's fire time: a run key never executes
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from evalsvc import alerts
 from evalsvc.config import Config, ScheduleSpec
 from evalsvc.engine.runner import Runner
+from evalsvc.service.drift import check_drift
 from evalsvc.service.runs import choose, log_dir, open_store
 from evalsvc.store.schema import Firing, utcnow
 from evalsvc.verdicts import compare_with_baselines
@@ -65,6 +66,12 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
             f, c = alerts.regression_conditions(report, dash)
             firing += f
             checked += c
+    if cfg.drift.alerts:  # every series the firing touched, decided together (Holm across them)
+        findings = check_drift(engine, sorted({o.suite for o in outcomes}), sorted({o.variant for o in outcomes}),
+                               cfg.drift.metrics, cfg.drift.warmup, cfg.drift.alpha)
+        f, c = alerts.drift_conditions(findings, dash)
+        firing += f
+        checked += c
     alerter = alerts.Alerter(engine, alerts.build_sinks(cfg.alerts))
     checked += alerter.retired_keys({v.name for v in cfg.variants})  # a removed variant's problems are over
     alerter.sync(firing, checked)
