@@ -164,36 +164,60 @@ class Alerter:
                     if a.detail.get("variant") not in configured]
 
     def _deliver(self) -> list[Event]:
-        sent: list[Event] = []
+        """Send what each sink has not had, outside any transaction (a slow webhook holds no store connection), then
+        record what went out. A sink that has never seen an alert that is already resolved (a sink configured after
+        it) is not sent its history: it gets the alerts open now, and what happens from now on."""
         with Session(self.engine) as s, s.begin():
+            todo = []
             for alert in s.scalars(select(Alert).order_by(Alert.id)):
-                states = ["open"] + (["resolved"] if alert.status == "resolved" else [])
                 delivered = dict(alert.delivered or {})
-                for name, target in self.sinks.items():
+                for name in self.sinks:
+                    if name not in delivered and alert.status == "resolved":
+                        delivered[name] = {"open": "skipped: before this sink", "resolved": "skipped: before this sink"}
+                        continue
                     done = dict(delivered.get(name) or {})
-                    for state in states:
-                        if state in done:
-                            continue
-                        event = Event(state, alert.kind, alert.summary, alert.detail)  # type: ignore[arg-type]
-                        try:
-                            target.send(event)
-                        except Exception as exc:  # delivery is retried on the next sync
-                            log.warning("alert %s (%s) not delivered to %s: %s", alert.key, state, name, exc)
-                            break
-                        done[state] = utcnow().isoformat()
-                        sent.append(event)
                     delivered[name] = done
+                    states = ["open"] + (["resolved"] if alert.status == "resolved" else [])
+                    todo += [(alert.id, name, Event(state, alert.kind, alert.summary, alert.detail))  # type: ignore[arg-type]
+                             for state in states if state not in done]
                 alert.delivered = delivered
+        sent: list[Event] = []
+        outcome: dict[int, dict[str, dict[str, str]]] = {}
+        failed: set[tuple[int, str]] = set()
+        for alert_id, name, event in todo:
+            if (alert_id, name) in failed:  # keep an alert's messages in order: no "resolved" before its "open"
+                continue
+            try:
+                self.sinks[name].send(event)
+            except Exception as exc:  # delivery is retried on the next sync
+                log.warning("alert %s (%s) not delivered to %s: %s", alert_id, event.state, name, exc)
+                failed.add((alert_id, name))
+                continue
+            outcome.setdefault(alert_id, {}).setdefault(name, {})[event.state] = utcnow().isoformat()
+            sent.append(event)
+        if outcome:
+            with Session(self.engine) as s, s.begin():
+                for alert_id, by_sink in outcome.items():
+                    row = s.get(Alert, alert_id)
+                    if row is None:
+                        continue
+                    delivered = dict(row.delivered or {})
+                    for name, states in by_sink.items():
+                        delivered[name] = {**dict(delivered.get(name) or {}), **states}
+                    row.delivered = delivered
         return sent
 
 
 def regression_conditions(report: Any, dashboard_url: str | None = None) -> tuple[list[Condition], list[str]]:
-    """One condition per candidate/baseline pair, firing while the gate's verdict is regression.
+    """One condition per candidate/baseline pair, firing while the gate's verdict is regression, resolved by a pass
+    (or improvement) only: an inconclusive comparison leaves the alert as it is.
 
     One alert per regression, not one per metric: the message names every regressed metric
     (primary and per suite), and a new metric joining an open regression does not page again.
     """
     key = f"regression:{report.candidate}:{report.baseline}"
+    if report.verdict == "inconclusive":  # not shown to be fine: an open regression stays open, none is opened
+        return [], []
     if report.verdict != "regression":
         return [], [key]
     regressed = [(scope, c) for scope, c in [*report.primary, *report.secondary] if c.verdict == "regression"]

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +18,10 @@ from sqlalchemy.orm import Session
 
 from evalsvc.alerts import Alerter, Condition, build_sinks, run_conditions
 from evalsvc.config import AlertsConfig, SlackConfig
+from evalsvc.stats import Comparison
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import Alert
+from evalsvc.verdicts import Report
 
 
 class Receiver:
@@ -126,3 +129,50 @@ def test_undelivered_alerts_are_retried_and_the_url_is_never_logged_or_stored(
     assert b"secret-token" not in raw
     with Session(alerter.engine) as s:
         assert s.scalars(select(Alert)).one().delivered["slack"]["open"]
+
+
+def test_a_newly_configured_sink_gets_the_open_alerts_not_the_whole_history(tmp_path: Path, receiver: Receiver,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 's.db'}")
+    old = Condition("regression:q4:f16", "regression", "q4 vs f16: pass regressed", {"variant": "q4"})
+    quiet = Alerter(engine, {})  # no sink configured yet: alerts are kept, nothing is sent
+    quiet.sync([old, REG], [old.key, REG.key])
+    quiet.sync([REG], [old.key, REG.key])  # q4's problem is over before Slack is set up
+    monkeypatch.setenv("EVALSVC_SLACK_WEBHOOK", receiver.url)
+    Alerter(engine, build_sinks(AlertsConfig(slack=SlackConfig()))).sync([REG], [REG.key])
+    assert [p["text"] for p in receiver.posts] == [REG.summary]  # the open one; not q4's opened-and-resolved past
+
+
+def test_an_inconclusive_comparison_does_not_resolve_an_open_regression(tmp_path: Path, receiver: Receiver,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalsvc.alerts import regression_conditions
+
+    alerter = _alerter(tmp_path, receiver, monkeypatch)
+    worse = Comparison("pass", "binary", 60, 1.0, 0.6, -0.4, -0.5, -0.3, 0.05, 0.05, 1.0, 0.0, "regression", 24, 0,
+                       None, "m")
+    unsure = replace(worse, delta=-0.05, ci_low=-0.12, ci_high=0.02, verdict="inconclusive")
+    fine = replace(worse, delta=0.0, ci_low=-0.03, ci_high=0.03, verdict="pass")
+
+    def report(c: Comparison) -> Report:
+        return Report("f16", "q2", [("facts", c)], [], c.verdict)
+
+    alerter.sync(*regression_conditions(report(worse)))
+    alerter.sync(*regression_conditions(report(unsure)))  # not shown to be fine: the regression stays open
+    assert len(receiver.posts) == 1
+    alerter.sync(*regression_conditions(report(fine)))
+    assert len(receiver.posts) == 2 and receiver.posts[1]["blocks"][0]["text"]["text"].startswith("✅ Resolved")
+
+
+def test_messages_are_sent_outside_any_store_transaction(tmp_path: Path) -> None:
+    """A slow webhook must not hold a store connection (and its transaction) open: while the sink sends, the
+    alerter holds none."""
+    engine = open_engine(f"sqlite:///{tmp_path / 's.db'}")
+    held: list[int] = []
+
+    class Probe:
+        def send(self, event: Any) -> None:
+            held.append(engine.pool.checkedout())
+
+    other = Condition("endpoint:q2", "endpoint", "runs of q2 are failing", {"variant": "q2"})
+    Alerter(engine, {"probe": Probe()}).sync([REG, other], [REG.key, other.key])
+    assert held == [0, 0]
