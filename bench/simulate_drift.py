@@ -136,6 +136,42 @@ def designs(rng: np.random.Generator, reps: int) -> list[str]:
     return lines
 
 
+FAMILY = 50  # series watched together (Holm across them)
+
+
+def fixed_cases(rng: np.random.Generator, series: int, drop_at: int | None = None) -> np.ndarray:
+    """Pass rates of series that re-run one fixed set of 100 cases on a nondeterministic server: per series, 60 cases
+    always pass, 20 always fail and 20 pass with their own probability (uniform on 0.2-0.8), drawn afresh each run.
+    From ``drop_at`` on, 10 of the always-passing cases fail (a 10-point drop)."""
+    p = rng.uniform(0.2, 0.8, size=(series, 1, 20))
+    uncertain = (rng.random((series, WARMUP + LOOKS, 20)) < p).sum(axis=2)
+    passes = 60 + uncertain.astype(float)
+    if drop_at is not None:
+        passes[:, drop_at:] -= 10
+    return passes / 100.0
+
+
+def families(rng: np.random.Generator, reps: int) -> list[str]:
+    """Any false alarm across a family of 50 fixed-case series, and the delay to catch a 10-point drop in one of them."""
+    fams = max(reps // FAMILY, 200)
+    change = WARMUP + CHANGE_LOOK - 1
+    lines = [f"| noise model | level per series | any false alarm in {LOOKS} looks across {FAMILY} series | "
+             f"10-point drop (n = 100) in one of them: detected by look {LOOKS}, median runs to alarm |", "|---|---|---|---|"]
+    null = fixed_cases(rng, fams * FAMILY)
+    shifted = fixed_cases(rng, fams, drop_at=change)
+    for label, mode in (("binomial (Anscombe; shipped)", "binary"), ("the series' own spread", "estimated")):
+        for level_label, level in (("alpha (no correction)", ALPHA), (f"alpha / {FAMILY} (Holm's first step)", ALPHA / FAMILY)):
+            h = threshold(LOOKS, level, SHIFT)
+
+            def first(values: np.ndarray, mode: str = mode, h: float = h) -> np.ndarray:
+                return cusum(residuals(values, np.full(1, 100.0), mode, None, WARMUP), h, SHIFT / 2, LOOKS)[0]  # type: ignore[arg-type]
+
+            any_false = np.mean((first(null) >= 0).reshape(fams, FAMILY).any(axis=1))
+            caught, delay, _ = power_row(first(shifted), change)
+            lines.append(f"| {label} | {level_label} | {any_false:.3f} | {caught:.3f}, {delay:g} |")
+    return lines
+
+
 def _paths(z: np.ndarray, k: float) -> np.ndarray:
     up = np.zeros(z.shape[0])
     down = np.zeros(z.shape[0])
@@ -175,6 +211,8 @@ def main() -> None:
     print("\n".join(false_alarms(rng, args.reps)))
     print(f"\n### Detection: step drop first visible at look {CHANGE_LOOK}, {LOOKS - CHANGE_LOOK + 1} looks to catch it\n")
     print("\n".join(detection(rng, args.reps)))
+    print(f"\n### Many series of fixed cases: {FAMILY} watched together, nondeterministic server\n")
+    print("\n".join(families(rng, args.reps)))
     print("\n### Design choice: reference frozen after the warm-up vs self-starting (normal theory)\n")
     print("\n".join(designs(rng, args.reps)))
     print(f"\n_{time.perf_counter() - started:.0f} s_")

@@ -173,3 +173,33 @@ def test_scan_restarts_at_each_alarm_so_a_rise_cannot_hide_a_later_drop() -> Non
     assert 8 <= up.index <= 9 and 12 <= down.index <= 19 and found.since == down.index
     assert scan(series, start=up.index).alarms[0].direction == "down"  # a pinned reference after the rise
     assert scan([Point(0.7, 100)] * 20).alarms == ()
+
+
+def test_holm_across_fifty_fixed_case_series_keeps_any_false_alarm_under_alpha() -> None:
+    """50 series re-running one fixed case set each on a nondeterministic server, 20 looks: scanned at their Holm
+    levels, the chance of any false alarm across the family stays <= alpha, while one series' 10-point drop is found."""
+    from collections import namedtuple
+    from datetime import UTC, datetime, timedelta
+
+    from evalsvc.service.drift import _holm
+    from evalsvc.verdicts.series import Series
+
+    row = namedtuple("row", "run_ts run_id value n ci_low ci_high")
+    rng = np.random.default_rng(8)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def family(drop: bool) -> list[tuple[Series, int]]:
+        out = []
+        for k in range(50):
+            p = rng.uniform(0.2, 0.8, 20)
+            passes = 60 + (rng.random((25, 20)) < p).sum(axis=1) - (10 * (np.arange(25) >= 12) if drop and k == 0 else 0)
+            points = tuple(row(start + timedelta(days=t), t, v / 100, 100, None, None) for t, v in enumerate(passes))
+            out.append((Series(f"v{k}", f"fp{k}", "s", "sv", "pass", "binary", True, points), 0))
+        return out
+
+    reps = 40
+    false = sum(any(scan.alarms for scan, _ in _holm(family(False), 5, 0.05)) for _ in range(reps))
+    assert false / reps <= 0.05 + 3 * (0.05 * 0.95 / reps) ** 0.5
+    scans = _holm(family(True), 5, 0.05)
+    assert scans[0][0].alarms and scans[0][0].alarms[0].direction == "down" and scans[0][1] < 0.05
+    assert not any(scan.alarms for scan, _ in scans[1:])
