@@ -88,7 +88,7 @@ class Finisher:
                 if job.params.get("temperature", 0.0) == 0.0:
                     run.output_hash = upstream.output_hash(session, run.id)
                     session.flush()
-                    run.upstream_change = upstream.check(session, run)
+                    run.upstream_change = upstream.check(session, run, self.cfg.drift.upstream_alpha)
         return self.outcome_of(job)
 
     def outcome_of(self, job: Job) -> Outcome:

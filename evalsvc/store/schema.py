@@ -75,6 +75,8 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     output_hash: Mapped[str | None] = mapped_column(String(64))  # of every (case, sample, output): temperature-0 runs only
     upstream_change: Mapped[str | None] = mapped_column(Text)  # set when outputs moved under an unchanged fingerprint
+    outputs_compared: Mapped[int | None]  # temperature-0 outputs compared with the previous run of the series
+    outputs_moved: Mapped[int | None]  # of those, how many differ (the series' output noise, learned run by run)
     evalsvc_version: Mapped[str | None] = mapped_column(String(32))  # the evalsvc (and so scorer) version that made it
 
 
