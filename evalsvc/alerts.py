@@ -261,5 +261,5 @@ def drift_conditions(findings: Iterable[Any], dashboard_url: str | None = None) 
             firing.append(Condition(key, "drift", f"{f.variant} on {f.suite}: {f.metric} drifted down", {
                 "variant": f.variant, "suite": f.suite, "metric": f.metric,
                 "delta": f"{f.latest:.3f} now, {f.reference:.3f} before", "cause": f.state[:500],
-                "link": view_link(dashboard_url, "trends", variant=f.variant, suite=f.suite, metric=f.metric)}))
+                "link": view_link(dashboard_url, "drift", suite=f.suite, variant=f.variant, metric=f.metric)}))
     return firing, checked

@@ -345,8 +345,9 @@ class Scan:
     """Every alarm of a series, restarting the detector at each, and the detector's state since the last one."""
 
     alarms: tuple[Alarm, ...]
-    current: DriftResult  # the regime since the last alarm (or since ``start``); its index is absolute
+    current: DriftResult  # the regime since the last alarm (or since ``start``)
     since: int  # position where the current regime starts
+    start: int = 0  # position where the first regime started (a pinned reference)
 
     @property
     def last(self) -> Alarm | None:
@@ -373,7 +374,7 @@ def scan(
     while True:
         result = detect(series[pos:], warmup, looks, alpha, shift, higher_is_better)
         if not result.alarm or result.index is None or result.direction is None:
-            return Scan(tuple(alarms), result, pos)
+            return Scan(tuple(alarms), result, pos, start)
         at = pos + result.index
         alarms.append(Alarm(at, result.direction, result.statistic, result.reference_mean))
         pos = at

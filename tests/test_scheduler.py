@@ -236,7 +236,7 @@ def test_the_service_raises_one_drift_alert_for_a_drop_after_a_rise_and_resolves
     finally:
         receiver.close()
     assert [p["text"] for p in drifts] == ["v on echo: pass drifted down"], [p["text"] for p in receiver.posts]
-    assert "http://dash:8501/trends?variant=v&suite=echo&metric=pass" in json.dumps(drifts[0])
+    assert "http://dash:8501/drift?suite=echo&variant=v&metric=pass" in json.dumps(drifts[0])
     assert acked.exit_code == 0, acked.output
     resolved = [p["text"] for p in receiver.posts if p["blocks"][0]["text"]["text"].startswith("✅ Resolved")]
     assert [r for r in resolved if "drifted" in r] == ["v on echo: pass drifted down"]  # (the outputs moved: upstream

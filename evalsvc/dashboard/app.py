@@ -15,6 +15,7 @@ def main() -> None:
     pages = [
         st.Page(VIEWS / "overview.py", title="Overview", default=True),
         st.Page(VIEWS / "trends.py", title="Trends", url_path="trends"),
+        st.Page(VIEWS / "drift.py", title="Drift", url_path="drift"),
         st.Page(VIEWS / "compare.py", title="Compare", url_path="compare"),
         st.Page(VIEWS / "tradeoff.py", title="Quality vs speed", url_path="tradeoff"),
         st.Page(VIEWS / "arena.py", title="Arena", url_path="arena"),

@@ -82,6 +82,28 @@ def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(bars, dots, labels, margin, same).properties(height=420)
 
 
+def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str) -> alt.LayerChart:
+    """A series' run values with their intervals, and its alarms, acknowledgements and upstream flags as markers."""
+    x = alt.X("run_ts:T", title="run time (UTC)")
+    band = alt.Chart(points).mark_area(opacity=0.15).encode(x=x, y=alt.Y("ci_low:Q", title=metric), y2="ci_high:Q")
+    line = alt.Chart(points).mark_line(point=True).encode(x=x, y="value:Q", tooltip=["run_ts:T", "run_id", "value", "ci_low",
+                                                                                        "ci_high"])
+    layers = [band, line]
+    if not events.empty:
+        layers.append(alt.Chart(events).mark_rule(strokeDash=[4, 3]).encode(
+            x="run_ts:T", color=alt.Color("event:N", legend=alt.Legend(title="event")), tooltip=["run_ts:T", "event", "detail"]))
+    return alt.layer(*layers).properties(height=300)
+
+
+def drift_statistic(points: pd.DataFrame) -> alt.LayerChart:
+    """The detector's CUSUM statistic at each run against its threshold h (an alarm where it crosses; restarts there)."""
+    x = alt.X("run_ts:T", title="run time (UTC)")
+    stat = alt.Chart(points).mark_line(point=True).encode(x=x, y=alt.Y("statistic:Q", title="CUSUM statistic"),
+                                                         tooltip=["run_ts:T", "statistic", "threshold"])
+    h = alt.Chart(points).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(threshold):Q")
+    return alt.layer(stat, h).properties(height=200)
+
+
 def leaderboard(rows: pd.DataFrame) -> alt.LayerChart:
     y = alt.Y("model:N", sort="-x", title=None)
     bars = alt.Chart(rows).mark_rule(strokeWidth=3).encode(x=alt.X("ci_low:Q", title="Bradley-Terry rating",

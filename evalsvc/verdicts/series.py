@@ -60,11 +60,27 @@ def _sd(p: Any) -> float | None:
     return (p.ci_high - p.ci_low) / (2 * 1.96) * math.sqrt(p.n)
 
 
-def check(series: Series, warmup: int = 5, alpha: float = 0.05, start: int = 0) -> drift.Scan:
-    """Speed series take their SD from the spread of the run values themselves: a percentile's interval is not a
-    t interval, and run-to-run load moves latency far more than the within-run spread says."""
+def points_of(series: Series) -> list[drift.Point]:
+    """The detector's points: speed series take their SD from the spread of the run values themselves (a percentile's
+    interval is not a t interval, and run-to-run load moves latency far more than the within-run spread says)."""
     binary = series.kind == "binary"
     own_sd = not binary and series.metric not in speed.METRICS
-    pts = [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=_sd(p) if own_sd else None)
-           for p in series.points]
-    return drift.scan(pts, warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better, start=start)
+    return [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=_sd(p) if own_sd else None)
+            for p in series.points]
+
+
+def check(series: Series, warmup: int = 5, alpha: float = 0.05, start: int = 0) -> drift.Scan:
+    return drift.scan(points_of(series), warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better, start=start)
+
+
+def statistic_path(series: Series, scan: drift.Scan, warmup: int = 5, alpha: float = 0.05) -> list[float | None]:
+    """The detector's statistic at each point as a live monitor saw it (None before a regime's first look): each regime
+    runs from its start (the scan's start, then each alarm point) up to and including the point where it alarmed."""
+    pts = points_of(series)
+    alarms = [a.index for a in scan.alarms]
+    out: list[float | None] = [None] * len(pts)
+    for k, lo in enumerate([scan.start, *alarms]):
+        hi = alarms[k] if k < len(alarms) else len(pts) - 1
+        for t in range(lo + warmup, hi + 1):
+            out[t] = drift.detect(pts[lo:t + 1], warmup=warmup, alpha=alpha, higher_is_better=series.higher_is_better).statistic
+    return out
