@@ -335,7 +335,23 @@ def test_an_a_a_gate_at_temperature_above_0_draws_two_independent_runs(tmp_path:
     with FakeEndpoint() as base, FakeEndpoint() as cand:
         project = _project(tmp_path, base, cand, n=10, extra="generation: {temperature: 0.7, seed: 5}")
         out = _gate(project, "--baseline", "cand", "--allow-inconclusive")
-        seeds = [r["seed"] for r in cand.requests]
+        seeds: dict[str, list[int]] = {}
+        for r in cand.requests:
+            seeds.setdefault(r["messages"][-1]["content"], []).append(r["seed"])
     assert out.exit_code == 0, out.output
     assert "an A/A comparison of two fresh runs" in out.output
-    assert len(seeds) == 20 and sorted(set(seeds)) == [5, 5 + 1_000_003] and seeds.count(5) == 10
+    assert len(seeds) == 10 and all(len(s) == 2 and s[1] - s[0] == 1_000_003 for s in seeds.values())  # per arm
+    assert len({s[0] for s in seeds.values()}) == 10  # and per case: no two cases share their random draws
+
+
+def test_sampled_cases_each_get_their_own_seed_and_keep_it_across_runs() -> None:
+    """One seed for every request would make all cases share one random stream, so a whole run would be one draw;
+    each case gets seed + k + a hash of its id, the same on every run (reproducible), none at temperature 0."""
+    from evalsvc.engine.plan import case_offset, sample_params
+
+    sampled = {"temperature": 0.7, "seed": 5}
+    a, b = sample_params(sampled, 0, "c1"), sample_params(sampled, 0, "c2")
+    assert a["seed"] != b["seed"] and a == sample_params(sampled, 0, "c1")
+    assert sample_params(sampled, 3, "c1")["seed"] == (5 + 3 + case_offset("c1")) % 2**31
+    greedy = {"temperature": 0.0, "seed": 5}
+    assert sample_params(greedy, 0, "c1") is greedy  # at temperature 0 the request (and its cache key) is unchanged

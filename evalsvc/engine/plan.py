@@ -6,6 +6,7 @@ nothing. What a run still lacks is listed a batch of cases at a time, never all 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -74,11 +75,26 @@ SAMPLES_AT_T0 = ("samples: {k} at temperature 0 asks {k} times for one answer (t
                  "it adds no information and would shrink every interval as if it did")
 
 
-def sample_params(params: dict[str, Any], sample: int) -> dict[str, Any]:
-    """Sample k of a case is an epoch of its own: the same request with seed + k (a seedless request is left as is)."""
-    if sample == 0 or params.get("seed") is None:
+def sample_params(params: dict[str, Any], sample: int, case_id: str | None = None) -> dict[str, Any]:
+    """Sample k of a case is an epoch of its own: the same request with seed + k (a seedless request is left as is).
+
+    When sampling (temperature > 0) each case also gets a seed of its own, seed + k + a hash of its id: one seed
+    for every request would give every case the same random draws, so a whole run would be one draw (two runs of
+    one checkpoint then differ by far more than their paired interval allows: measured in bench/gate_table.py).
+    At temperature 0 the seed changes nothing and the request is left as configured (and its cache key with it).
+    """
+    seed = params.get("seed")
+    if seed is None:
         return params
-    return {**params, "seed": params["seed"] + sample}
+    own = case_offset(case_id) if case_id is not None and params.get("temperature", 0.0) > 0 else 0
+    if sample == 0 and own == 0:
+        return params
+    return {**params, "seed": (seed + sample + own) % 2**31}
+
+
+def case_offset(case_id: str) -> int:
+    """A stable per-case seed offset (the first 4 bytes of the id's sha256)."""
+    return int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:4], "big")
 
 
 def needs_judge(case: Case) -> bool:
@@ -149,7 +165,7 @@ class Planner:
                 messages = job.suite.messages(case, variant.system_prompt)
                 for s in range(job.samples):
                     if (case.id, s) not in done:
-                        params = sample_params(job.params, s)
+                        params = sample_params(job.params, s, case.id)
                         request = {"messages": messages, **params}
                         sample = s if params.get("temperature", 0.0) > 0 else 0
                         key = content_hash({"fp": fp, "request": request, "sample": sample}, 64)
