@@ -172,7 +172,7 @@ def test_runs_page_lists_failures_durations_and_the_alerts_sent(project: Path, m
 def test_an_empty_store_gets_a_hint_not_a_traceback(tmp_path: Path, monkeypatch) -> None:
     config = write_config(tmp_path, "store: sqlite:///empty.db\n")
     open_engine(f"sqlite:///{tmp_path / 'empty.db'}").dispose()
-    for page in ("overview", "trends", "compare", "tradeoff", "arena", "runs"):
+    for page in ("overview", "trends", "drift", "compare", "tradeoff", "arena", "runs"):
         at = _page(page, config, monkeypatch)
         assert not at.error, page
 
@@ -281,6 +281,37 @@ def test_quality_vs_speed_places_each_candidate_by_its_paired_delta_and_speed_ra
     assert points.loc["slow", "tokens_per_s_ratio"] < 0.5 and points.loc["slow", "delta"] == 0.0
     assert points.loc["wrong", "delta"] == pytest.approx(-1 / 3) and points.loc["wrong", "ci_high"] < 0
     assert points.loc["slow", "latency_p50_ratio"] > 2
+
+
+def test_the_drift_page_shows_the_series_its_statistic_against_h_and_its_alarms(tmp_path: Path, monkeypatch) -> None:
+    """Real runs: 6 nights at 0.9, then 4 at 0.6. The page lists the series' state, plots its values with the alarm
+    and the detector's statistic against its threshold, and lists the events, acknowledgement included."""
+    state = {"rate": 0.9}
+
+    def reply(body: dict) -> str:
+        n = int(body["messages"][-1]["content"].split()[-1])
+        return f"echo {n}" if n < state["rate"] * 100 else "no idea"
+
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(100))
+    write_suite(tmp_path / "suites", "echo", cases)
+    with FakeEndpoint(reply=reply) as fake:
+        config = write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            variants: [{{name: v, family: f, endpoint: {{base_url: "{fake.base_url}", model: m}}}}]
+            """)
+        for night in range(10):
+            state["rate"] = 0.9 if night < 6 else 0.6
+            out = CliRunner().invoke(main, ["run", "-c", str(config), "--slot", f"2026-11-{night + 1:02d}T00:00Z"])
+            assert out.exit_code == 0, out.output
+    acked = CliRunner().invoke(main, ["drift", "ack", "v/echo", "-c", str(config), "--note", "known", "--by", "ana"])
+    assert acked.exit_code == 0, acked.output
+    at = _page("drift", config, monkeypatch, suite="echo", variant="v", metric="pass")
+    assert "acknowledged by ana" in at.subheader[0].value and "ALARM down since 2026-11-07" in at.subheader[0].value
+    (values, (points, events)), (stat, (curve,)) = _charts(at)[:2]
+    assert len(points) == 10 and "rule" in _marks(values) and "rule" in _marks(stat)
+    assert set(events["event"]) >= {"alarm down", "acknowledged"}
+    assert curve["statistic"].max() > curve["threshold"].iloc[0]  # it crossed h where it alarmed
 
 
 def test_evalsvc_dashboard_stops_with_the_reason_before_starting_streamlit(tmp_path: Path) -> None:
