@@ -41,57 +41,47 @@ def test_a_variant_that_gets_worse_alarms_down_and_exits_1(tmp_path: Path) -> No
     assert re.search(r"v\s+s\s+pass\s+9\s+0\.667\s+.*ALARM down since 2026-11-0[789]", out.output)
 
 
-def _rate_endpoint(tmp_path: Path, fake: FakeEndpoint, n: int = 100) -> str:
+def _nights(tmp_path: Path, rates: list[float], n: int = 100) -> str:
+    """One scheduled-style run a night against an endpoint that answers the first rate x n of the n cases right."""
+    state = {"rate": rates[0]}
+
+    def reply(body: dict[str, Any]) -> str:
+        i = int(re.findall(r"\d+", body["messages"][-1]["content"])[0])
+        return f"answer {i}" if i < state["rate"] * n else "no idea"
+
     cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
                       for i in range(n))
     write_suite(tmp_path / "suites", "s", cases)
-    write_config(tmp_path, f"""\
-        store: sqlite:///store.db
-        variants: [{{name: v, family: f, endpoint: {{base_url: "{fake.base_url}", model: m}}}}]
-        """)
-    return str(tmp_path / "evalsvc.yaml")
+    with FakeEndpoint(reply=reply) as fake:
+        write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            variants: [{{name: v, family: f, endpoint: {{base_url: "{fake.base_url}", model: m}}}}]
+            """)
+        cfg = str(tmp_path / "evalsvc.yaml")
+        for night, rate in enumerate(rates):
+            state["rate"] = rate
+            assert CliRunner().invoke(main, ["run", "-c", cfg, "--slot", f"2026-11-{night + 1:02d}T00:00Z"]).exit_code == 0
+    return cfg
 
 
 def test_an_improvement_does_not_hide_a_later_collapse(tmp_path: Path) -> None:
     """8 nightly runs at 0.70, 4 at 0.85, 8 at 0.40: the rise alarms up, the detector restarts there, and the
     collapse after it alarms down: exit 1, naming the drop (the first alarm used to freeze the series: exit 0)."""
-    state = {"rate": 0.70}
-
-    def reply(body: dict[str, Any]) -> str:
-        i = int(re.findall(r"\d+", body["messages"][-1]["content"])[0])
-        return f"answer {i}" if i < state["rate"] * 100 else "no idea"
-
-    with FakeEndpoint(reply=reply) as fake:
-        cfg = _rate_endpoint(tmp_path, fake)
-        runner = CliRunner()
-        for night in range(20):
-            state["rate"] = 0.70 if night < 8 else 0.85 if night < 12 else 0.40
-            assert runner.invoke(main, ["run", "-c", cfg, "--slot", f"2026-11-{night + 1:02d}T00:00Z"]).exit_code == 0
-        out = runner.invoke(main, ["drift", "-c", cfg])
+    out = CliRunner().invoke(main, ["drift", "-c", _nights(tmp_path, [0.70] * 8 + [0.85] * 4 + [0.40] * 8)])
     assert out.exit_code == 1, out.output
     assert re.search(r"v\s+s\s+pass\s+20\s+0\.400\s+.*ALARM down since 2026-11-1[3-9]", out.output), out.output
     assert "up 2026-11-09" in out.output or "up 2026-11-10" in out.output  # the rise is reported too, as history
 
 
 def test_an_acknowledged_drop_stops_failing_and_a_pinned_reference_starts_the_series_again(tmp_path: Path) -> None:
-    state = {"rate": 0.9}
-
-    def reply(body: dict[str, Any]) -> str:
-        i = int(re.findall(r"\d+", body["messages"][-1]["content"])[0])
-        return f"answer {i}" if i < state["rate"] * 100 else "no idea"
-
-    with FakeEndpoint(reply=reply) as fake:
-        cfg = _rate_endpoint(tmp_path, fake)
-        runner = CliRunner()
-        for night in range(10):
-            state["rate"] = 0.9 if night < 6 else 0.6
-            assert runner.invoke(main, ["run", "-c", cfg, "--slot", f"2026-11-{night + 1:02d}T00:00Z"]).exit_code == 0
-        before = runner.invoke(main, ["drift", "-c", cfg])
-        nothing = runner.invoke(main, ["drift", "ack", "v/s/rouge1", "-c", cfg])
-        acked = runner.invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--note", "new tokenizer, expected", "--by", "ana"])
-        after = runner.invoke(main, ["drift", "-c", cfg])
-        pinned = runner.invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--reference", "2026-11-07"])
-        fresh = runner.invoke(main, ["drift", "-c", cfg])
+    cfg = _nights(tmp_path, [0.9] * 6 + [0.6] * 4)
+    runner = CliRunner()
+    before = runner.invoke(main, ["drift", "-c", cfg])
+    nothing = runner.invoke(main, ["drift", "ack", "v/s/rouge1", "-c", cfg])
+    acked = runner.invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--note", "new tokenizer, expected", "--by", "ana"])
+    after = runner.invoke(main, ["drift", "-c", cfg])
+    pinned = runner.invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--reference", "2026-11-07"])
+    fresh = runner.invoke(main, ["drift", "-c", cfg])
     assert before.exit_code == 1 and "ALARM down since 2026-11-07" in before.output
     assert nothing.exit_code != 0 and "no such series" in nothing.output
     assert acked.exit_code == 0 and "acknowledged by ana" in acked.output
