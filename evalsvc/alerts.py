@@ -27,7 +27,7 @@ from evalsvc.config import AlertsConfig
 from evalsvc.store.schema import Alert, utcnow
 
 log = logging.getLogger(__name__)
-Kind = Literal["regression", "endpoint", "upstream", "drift"]
+Kind = Literal["regression", "endpoint", "upstream", "drift", "judge"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class SlackSink:
 
 
 _ICON = {("open", "regression"): "🔴 Quality regression", ("open", "endpoint"): "🟠 Endpoint failing",
-         ("open", "upstream"): "🟣 Upstream change suspected", ("open", "drift"): "🟡 Drift"}
+         ("open", "upstream"): "🟣 Upstream change suspected", ("open", "drift"): "🟡 Drift",
+         ("open", "judge"): "🟤 Judge drifting"}
 
 
 def blocks(event: Event) -> list[dict[str, Any]]:
@@ -262,4 +263,19 @@ def drift_conditions(findings: Iterable[Any], dashboard_url: str | None = None) 
                 "variant": f.variant, "suite": f.suite, "metric": f.metric,
                 "delta": f"{f.latest:.3f} now, {f.reference:.3f} before", "cause": f.state[:500],
                 "link": view_link(dashboard_url, "drift", suite=f.suite, variant=f.variant, metric=f.metric)}))
+    return firing, checked
+
+
+def judge_conditions(findings: Iterable[Any], dashboard_url: str | None = None) -> tuple[list[Condition], list[str]]:
+    """One condition per judge identity whose canary failure rate rose; while it is open, the gate does not decide
+    that judge's metrics (``verdicts.compare``)."""
+    firing, checked = [], []
+    for f in findings:
+        key = f"judge:{f.fingerprint}"
+        checked.append(key)
+        if f.regression:
+            firing.append(Condition(key, "judge", f"judge {f.judge} is fooled by its canaries more often", {
+                "variant": f.judge, "judge": f.judge, "fingerprint": f.fingerprint,
+                "cause": f"canary failure rate {f.latest:.0%} now; {f.state}",
+                "link": view_link(dashboard_url, "runs")}))
     return firing, checked

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evalsvc.checks.judge import JudgeCheck, canaries, parse_verdict, prob_weighted
+from evalsvc.cli import main
 from evalsvc.config import load_config
 from evalsvc.engine import judge_phase
 from evalsvc.engine.runner import Runner
@@ -184,3 +186,45 @@ def test_a_judge_score_out_of_10_needs_its_own_margin_to_be_gated(tmp_path: Path
     assert "judge not compared: its values lie outside [0, 1]" in plain.output and "gate.margins.judge" in plain.output
     assert judged_primary.exit_code == 2 and "set gate.margins.judge" in judged_primary.output
     assert with_margin.exit_code == 0 and "| judged | judge | 4 |" in with_margin.output
+
+
+def test_a_judge_that_starts_falling_for_its_canaries_alerts_and_its_verdicts_decide_nothing(tmp_path: Path) -> None:
+    """The canary failure rate is a series per judge identity, across every run it judged. After 6 nights of a sound
+    judge it starts giving the manipulative canary answers top marks: a judge alert opens on that firing, and while
+    it is open the gate does not decide what that judge graded (exit 2 names why), though quality looks fine."""
+    from evalsvc.service.schedule import fire
+    from tests.test_alerts import Receiver
+
+    questions = [c.question for c in canaries()]
+    state = {"fooled": False}
+
+    def judge_reply(body: dict[str, Any]) -> str:
+        text = str(body["messages"])
+        if any(q in text for q in questions):
+            return "VERDICT: 10" if state["fooled"] else "VERDICT: 1"
+        return "VERDICT: 8"
+
+    receiver = Receiver()
+    try:
+        with FakeEndpoint() as cand, FakeEndpoint(reply=judge_reply) as judge:
+            project = _judged_project(tmp_path, cand, judge)
+            (project / "hook").write_text(receiver.url)
+            cfg_file = project / "evalsvc.yaml"
+            cfg_file.write_text(cfg_file.read_text().replace("variants:\n", f"""\
+alerts: {{slack: {{webhook_file: hook}}}}
+baselines: {{f: base}}
+schedules: [{{name: nightly, cron: '0 2 * * *', variants: [base, cand]}}]
+variants:
+  - {{name: base, family: f, endpoint: {{base_url: "{cand.base_url}", model: b}}}}
+""", 1))
+            cfg = load_config(cfg_file)
+            for night in range(1, 8):
+                state["fooled"] = night == 7
+                fire(cfg, str(cfg_file), cfg.schedules[0], f"2026-11-{night:02d}T02:00Z")
+            titles = [p["blocks"][0]["text"]["text"] for p in receiver.posts]
+            gate = CliRunner().invoke(main, ["gate", "-c", str(cfg_file), "--candidate", "cand", "--reuse", "--no-run"])
+    finally:
+        receiver.close()
+    assert [t for t in titles if "Judge" in t] == ["🟤 Judge drifting: judge judge is fooled by its canaries more often"]
+    assert not [t for t in titles if "Quality regression" in t]
+    assert gate.exit_code == 2 and "canary failure rate rose" in gate.output, gate.output

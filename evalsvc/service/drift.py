@@ -161,3 +161,51 @@ def _reference_time(engine: Engine, f: DriftFinding, reference: str) -> datetime
         return datetime.fromisoformat(reference).replace(tzinfo=UTC)
     except ValueError:
         raise ConfigError(f"--reference {reference}", "neither a run id nor a date", "write e.g. 2026-11-20 or 42") from None
+
+
+CANARY = "_canary_failure_rate"  # the run-level metric of each judge check: the share of canaries that fooled it
+
+
+@dataclass(frozen=True)
+class JudgeFinding:
+    judge: str  # the judge variant's name
+    fingerprint: str  # its identity: one series per judge fingerprint, over every run it judged
+    runs: int
+    latest: float
+    state: str
+    regression: bool  # its canary failure rate rose (an unacknowledged alarm up in failures)
+
+
+def judge_findings(engine: Engine, warmup: int = 5, alpha: float = 0.05) -> list[JudgeFinding]:
+    """The canary failure rate as a series per judge identity (across the variants and suites it judged, in run
+    order): a rise means the judge is easier to fool than it was (an upstream judge swap, a new template...)."""
+    from evalsvc.store.schema import CaseResult, MetricPoint
+
+    with Session(engine) as s:
+        points = s.execute(select(MetricPoint.run_id, MetricPoint.run_ts, MetricPoint.metric, MetricPoint.value,
+                                  MetricPoint.n).where(MetricPoint.metric.like(f"%{CANARY}"))
+                           .order_by(MetricPoint.run_ts, MetricPoint.run_id)).all()
+        identity: dict[tuple[int, str], tuple[str, str]] = {}
+        for run_id in {p.run_id for p in points}:
+            judged = s.scalars(select(CaseResult.judge).where(CaseResult.run_id == run_id, CaseResult.judge.is_not(None))
+                               .limit(1)).first() or {}
+            for label, detail in judged.items():
+                if isinstance(detail, dict) and detail.get("fingerprint"):
+                    identity[(run_id, label)] = (str(detail.get("judge") or label), str(detail["fingerprint"]))
+    by_judge: dict[tuple[str, str], list[Any]] = {}
+    for p in points:
+        who = identity.get((p.run_id, p.metric.removesuffix(CANARY)))
+        if who is not None:
+            by_judge.setdefault(who, []).append(p)
+    out = []
+    for (name, fp), pts in by_judge.items():
+        found = drift.scan([drift.Point(value=p.value, n=p.n) for p in pts], warmup=warmup, alpha=alpha, higher_is_better=False)
+        last = found.last
+        if last is not None:
+            state = f"ALARM {last.direction} since {pts[last.index].run_ts:%Y-%m-%d %H:%M}"
+        elif len(pts) <= warmup:
+            state = f"warming up ({len(pts)}/{warmup + 1})"
+        else:
+            state = "in control"
+        out.append(JudgeFinding(name, fp, len(pts), pts[-1].value, state, bool(last is not None and last.direction == "down")))
+    return out

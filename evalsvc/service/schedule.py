@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from evalsvc import alerts
 from evalsvc.config import Config, ScheduleSpec
 from evalsvc.engine.runner import Runner
-from evalsvc.service.drift import check_drift
+from evalsvc.service.drift import check_drift, judge_findings
 from evalsvc.service.runs import choose, log_dir, open_store
 from evalsvc.store.schema import Firing, utcnow
 from evalsvc.verdicts import compare_with_baselines
@@ -70,6 +70,9 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
         findings = check_drift(engine, sorted({o.suite for o in outcomes}), sorted({o.variant for o in outcomes}),
                                cfg.drift.metrics, cfg.drift.warmup, cfg.drift.alpha)
         f, c = alerts.drift_conditions(findings, dash)
+        firing += f
+        checked += c
+        f, c = alerts.judge_conditions(judge_findings(engine, cfg.drift.warmup, cfg.drift.alpha), dash)
         firing += f
         checked += c
     alerter = alerts.Alerter(engine, alerts.build_sinks(cfg.alerts))

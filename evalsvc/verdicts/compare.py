@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc import speed, stats
@@ -20,6 +20,7 @@ from evalsvc.config import Config, GateConfig
 from evalsvc.errors import EvalsvcError
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
+from evalsvc.store.schema import Alert
 from evalsvc.suites import Suite
 from evalsvc.verdicts import health, timing
 
@@ -148,6 +149,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     suites. The primary metrics pooled over all suites are a summary (``Report.pooled``), never the decision.
     """
     notes = list(notes or [])
+    drifting = _drifting_judges(s)
     pooled = _Pairs()
     per_suite: dict[str, _Pairs] = {}
     states: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
@@ -173,13 +175,17 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             notes.append(f"{suite_name}: {dropped} cases left out (errored or judge errors in one of the runs)")
         pairs = per_suite.setdefault(suite_name, _Pairs())
         mismatched: set[str] = set()
+        untrusted: set[str] = set()
         flipped: list[tuple[str, str]] = []
         for cid in shared:
             b, c = base_rows[cid], cand_rows[cid]
             ids_b, ids_c = b.judges, c.judges
             mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
+            untrusted |= {label for label, (fp, _) in [*ids_b.items(), *ids_c.items()] if fp in drifting}
+            if untrusted:  # a case's pass includes its judge verdicts
+                untrusted.add("pass")
             for metric, (kind, up) in kinds.items():
-                if metric in mismatched or metric.removesuffix("_prob") in mismatched:
+                if {metric, metric.removesuffix("_prob")} & (mismatched | untrusted):
                     continue
                 bv, cv = b.scores.get(metric), c.scores.get(metric)
                 if bv is None or cv is None:
@@ -198,6 +204,9 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         if mismatched:
             notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
                          "different judges or prompt templates")
+        if untrusted:
+            notes.append(f"{suite_name}: {', '.join(sorted(untrusted))} not decided: its judge is fooled by its canaries "
+                         "more often than it was (a judge alert is open); resolve it, or judge with another judge")
     for name, pairs in per_suite.items():
         for metric in [m for m in pairs.values if _unscaled(pairs, m, gate)]:
             if metric in gate.primary:
@@ -210,6 +219,10 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     deciding = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items()
                 for metric in gate.primary if metric in pairs.values]
     if not deciding:
+        if any("its judge is fooled by its canaries" in n for n in notes):
+            raise NotComparable("the primary metrics are judged by a judge whose canary failure rate rose (a judge alert is "
+                                "open): nothing can be decided until it is resolved; " + "; ".join(
+                                    n for n in notes if "canaries" in n))
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
                             "set gate.primary in evalsvc.yaml")
     gated_speed, shown_speed, speed_notes = timing.compare_speed(s, runs, gate, POOLED)
@@ -273,6 +286,12 @@ def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str]
     decided = stats.decide_suites([c for _, c in found], gate.alpha, [gate.suite(n).critical for n, _ in found],
                                   [gate.suite(n).weight for n, _ in found])
     return list(zip([n for n, _ in found], decided, strict=True))
+
+
+def _drifting_judges(s: Session) -> set[str]:
+    """Fingerprints of judges with an open judge alert (their canary failure rate rose): their verdicts decide nothing."""
+    return {str((a.detail or {}).get("fingerprint")) for a in s.scalars(select(Alert).where(Alert.kind == "judge",
+                                                                                          Alert.status == "open"))}
 
 
 def _unscaled(pairs: _Pairs, metric: str, gate: GateConfig) -> bool:
