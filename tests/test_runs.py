@@ -200,6 +200,8 @@ def test_samples_at_temperature_0_are_refused_as_a_config_error(echo_project: Pa
 
 
 def test_samples_are_epochs_with_distinct_seeds_and_a_case_counts_once(echo_project: Path, fake: FakeEndpoint) -> None:
+    from evalsvc.engine.plan import case_offset
+
     header = echo_project / "suites" / "echo.yaml"
     header.write_text(header.read_text() + "generation: {samples: 3, temperature: 0.7, seed: 10}\n")
     config = echo_project / "evalsvc.yaml"
@@ -207,7 +209,8 @@ def test_samples_are_epochs_with_distinct_seeds_and_a_case_counts_once(echo_proj
     first, _ = _run(echo_project)
     assert (first.status, first.sent, first.from_cache, first.n_ok) == ("succeeded", 18, 0, 18)
     seeds = sorted((r["messages"][-1]["content"], r["seed"]) for r in fake.requests)
-    assert seeds[:3] == [("say 0", 10), ("say 0", 11), ("say 0", 12)]  # sample k is sent with seed + k
+    own = (10 + case_offset("c0")) % 2**31  # each case its own seed (a run is not one shared random draw)
+    assert seeds[:3] == [("say 0", own), ("say 0", own + 1), ("say 0", own + 2)]  # sample k is sent with seed + k
     again, _ = _run(echo_project, slot="2026-12-01T00:00Z")  # each sample has its own cache entry
     assert (again.status, again.sent, again.from_cache) == ("succeeded", 0, 18)
     cfg = load_config(config)
