@@ -139,37 +139,28 @@ def drift_series(engine: Engine, suite: str, variant: str, metric: str, warmup: 
     """One live series: its points with the detector's statistic and threshold at each (the scan restarts at each
     alarm: a new regime), and its events (alarms, acknowledgements, pinned references, upstream flags)."""
     from evalsvc import drift as drift_mod
-    from evalsvc.service.drift import check_drift
-    from evalsvc.store.schema import DriftMark
+    from evalsvc.service.drift import check_drift, watched
     from evalsvc.verdicts import series as series_mod
 
-    found = [s for s in series_mod.load(engine, [suite], [variant], [metric])]
+    found = watched(engine, [suite], [variant], [metric], warmup, alpha)
     if not found:
         return {"points": pd.DataFrame(), "events": pd.DataFrame()}
-    live = max(found, key=lambda s: s.points[-1].run_ts)
-    finding = next(f for f in check_drift(engine, [suite], [variant], [metric], warmup, alpha))
-    start = 0
+    w = found[0]
+    live, scan = w.series, w.scan
+    finding = check_drift(engine, [suite], [variant], [metric], warmup, alpha)[0]
     with Session(engine) as s:
-        marks = s.execute(select(DriftMark.kind, DriftMark.at, DriftMark.by, DriftMark.note).where(
-            DriftMark.fingerprint == live.fingerprint, DriftMark.suite_version == live.suite_version,
-            DriftMark.metric == metric).order_by(DriftMark.id)).all()
         flags = s.execute(select(Run.created_at, Run.upstream_change).where(
             Run.variant_fingerprint == live.fingerprint, Run.suite_version == live.suite_version,
             Run.upstream_change.is_not(None))).all()
-    pins = [m.at for m in marks if m.kind == "reference"]
-    if pins:
-        pin = pins[-1].replace(tzinfo=None)
-        start = next((i for i, p in enumerate(live.points) if p.run_ts.replace(tzinfo=None) >= pin), len(live.points))
-    scan = series_mod.check(live, warmup=warmup, alpha=alpha, start=start)
-    stats_at = series_mod.statistic_path(live, scan, warmup, alpha)
-    threshold = drift_mod.threshold(20, alpha, 1.0)
+    stats_at = series_mod.statistic_path(live, scan, warmup, w.level)
+    threshold = drift_mod.threshold(20, w.level, 1.0)
     points = pd.DataFrame([{"run_ts": p.run_ts, "run_id": p.run_id, "value": p.value, "ci_low": p.ci_low, "ci_high": p.ci_high,
                             "statistic": st_, "threshold": threshold} for p, st_ in zip(live.points, stats_at, strict=True)])
     events = [{"run_ts": live.points[a.index].run_ts, "event": f"alarm {a.direction}",
                "detail": f"CUSUM {a.statistic:.2f} > h {threshold:.2f}; level before {a.reference_mean:.3f}"}
               for a in scan.alarms]
     events += [{"run_ts": m.at, "event": "acknowledged" if m.kind == "ack" else "reference pinned",
-                "detail": f"{m.by}: {m.note or ''}"} for m in marks]
+                "detail": f"{m.by}: {m.note or ''}"} for m in w.marks]
     events += [{"run_ts": t, "event": "upstream change", "detail": msg} for t, msg in flags]
     return {"points": points, "events": pd.DataFrame(events), "state": pd.DataFrame([{"state": finding.state}])}
 

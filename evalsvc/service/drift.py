@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from evalsvc import drift
@@ -82,23 +82,41 @@ def _holm(live: list[tuple[series_mod.Series, int]], warmup: int, alpha: float) 
                 scans[i] = series_mod.check(s, warmup=warmup, alpha=wider, start=start)
 
 
-def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
-                metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[DriftFinding]:
-    """One finding per live series (the newest series of each variant x suite x metric; older ones are history),
-    decided together: alpha is the chance of any false alarm over a block of 20 looks across all of them (Holm)."""
+@dataclass(frozen=True)
+class Watched:
+    """One live series as the detector sees it: where its reference starts, the marks on it, its scan and level."""
+
+    series: series_mod.Series
+    start: int  # the pinned reference's position (0 without one)
+    marks: tuple[Any, ...]  # its acknowledgements and pinned references, oldest first
+    scan: drift.Scan
+    level: float  # the Holm level it was scanned at
+
+
+def watched(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
+            metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[Watched]:
+    """Every live series (the newest of each variant x suite x metric; older ones are history), scanned together."""
     marks = _marks(engine)
     live = []
     for s in _newest(engine, suites, variants, metrics).values():
         own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
         pins = [_utc(m.at) for m in own if m.kind == "reference"]
         live.append((s, next((i for i, p in enumerate(s.points) if _utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0))
+    return [Watched(s, start, tuple(marks.get((s.fingerprint, s.suite_version, s.metric), [])), scan, level)
+            for (s, start), (scan, level) in zip(live, _holm(live, warmup, alpha), strict=True)]
+
+
+def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
+                metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[DriftFinding]:
+    """One finding per live series, decided together: alpha is the chance of any false alarm over a block of 20 looks
+    across all of them (Holm)."""
     findings = []
-    for (s, start), (found, _level) in zip(live, _holm(live, warmup, alpha), strict=True):
-        own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
+    for w in watched(engine, suites, variants, metrics, warmup, alpha):
+        s, start, found = w.series, w.start, w.scan
         r, last = found.current, found.last
         alarm_at = s.points[last.index].run_ts if last is not None else None
-        acked = next((m for m in reversed(own) if m.kind == "ack" and alarm_at is not None and _utc(m.at) == _utc(alarm_at)),
-                     None)
+        acked = next((m for m in reversed(w.marks) if m.kind == "ack" and alarm_at is not None
+                      and _utc(m.at) == _utc(alarm_at)), None)
         if last is not None:
             earlier = "; ".join(f"{a.direction} {s.points[a.index].run_ts:%Y-%m-%d}" for a in found.alarms[:-1])
             state = f"ALARM {last.direction} since {alarm_at:%Y-%m-%d %H:%M}" + (f" (earlier: {earlier})" if earlier else "")
@@ -129,7 +147,7 @@ def acknowledge(engine: Engine, series: str, by: str, note: str | None, referenc
                 warmup: int = 5, alpha: float = 0.05) -> str:
     """Store an acknowledgement of the series' last alarm, or (``reference``: a run id or a date) pin its reference."""
     variant, suite, metric = parse_series(series)
-    found = [f for f in check_drift(engine, [suite], [variant], [metric], warmup, alpha)]
+    found = check_drift(engine, [suite], [variant], [metric], warmup, alpha)
     if not found:
         raise ConfigError(f"series {series}", "no such series in the store", "pick one that `evalsvc drift -m METRIC` lists")
     f = found[0]
@@ -186,12 +204,15 @@ def judge_findings(engine: Engine, warmup: int = 5, alpha: float = 0.05) -> list
                                   MetricPoint.n).where(MetricPoint.metric.like(f"%{CANARY}"))
                            .order_by(MetricPoint.run_ts, MetricPoint.run_id)).all()
         identity: dict[tuple[int, str], tuple[str, str]] = {}
-        for run_id in {p.run_id for p in points}:
-            judged = s.scalars(select(CaseResult.judge).where(CaseResult.run_id == run_id, CaseResult.judge.is_not(None))
-                               .limit(1)).first() or {}
-            for label, detail in judged.items():
-                if isinstance(detail, dict) and detail.get("fingerprint"):
-                    identity[(run_id, label)] = (str(detail.get("judge") or label), str(detail["fingerprint"]))
+        run_ids = sorted({p.run_id for p in points})
+        for i in range(0, len(run_ids), 500):  # one judged case per run tells its judges' identities: two queries a chunk
+            first = select(CaseResult.run_id, func.min(CaseResult.case_id).label("case_id")).where(
+                CaseResult.run_id.in_(run_ids[i:i + 500]), CaseResult.judge.is_not(None)).group_by(CaseResult.run_id).subquery()
+            for run_id, judged in s.execute(select(CaseResult.run_id, CaseResult.judge).join(
+                    first, (CaseResult.run_id == first.c.run_id) & (CaseResult.case_id == first.c.case_id))):
+                for label, detail in (judged or {}).items():
+                    if isinstance(detail, dict) and detail.get("fingerprint"):
+                        identity[(run_id, label)] = (str(detail.get("judge") or label), str(detail["fingerprint"]))
     by_judge: dict[tuple[str, str], list[Any]] = {}
     for p in points:
         who = identity.get((p.run_id, p.metric.removesuffix(CANARY)))
