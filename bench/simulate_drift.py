@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalsvc.drift import SdMode, cusum, null_max_statistic, residuals, threshold
+from evalsvc.drift import SdMode, cusum, design_effects, null_max_statistic, residuals, threshold
 
 WARMUP, LOOKS, ALPHA, SHIFT = 5, 20, 0.05, 1.0
 CHANGE_LOOK = 8  # a step change first visible at look 8 (point index WARMUP + 7)
@@ -139,16 +139,69 @@ def designs(rng: np.random.Generator, reps: int) -> list[str]:
 FAMILY = 50  # series watched together (Holm across them)
 
 
-def fixed_cases(rng: np.random.Generator, series: int, drop_at: int | None = None) -> np.ndarray:
-    """Pass rates of series that re-run one fixed set of 100 cases on a nondeterministic server: per series, 60 cases
-    always pass, 20 always fail and 20 pass with their own probability (uniform on 0.2-0.8), drawn afresh each run.
-    From ``drop_at`` on, 10 of the always-passing cases fail (a 10-point drop)."""
-    p = rng.uniform(0.2, 0.8, size=(series, 1, 20))
-    uncertain = (rng.random((series, WARMUP + LOOKS, 20)) < p).sum(axis=2)
-    passes = 60 + uncertain.astype(float)
+def fixed_cases(rng: np.random.Generator, series: int, drop_at: int | None = None, mix: str = "60/20/20") -> np.ndarray:
+    """Per-case passes, shaped (series, runs, n), of series that re-run one fixed case set on a nondeterministic
+    server; each case passes with its own probability, drawn afresh each run. Mixes (n = 100 unless named):
+
+    - "60/20/20": 60 cases always pass, 20 always fail, 20 pass with probability uniform on 0.2-0.8 (per series);
+    - "half": 25 always pass, 25 always fail, 50 uniform on 0.2-0.8;
+    - "rare": every case is 0.97 or 0.03 (70% / 30%): rare flips everywhere;
+    - "near-deterministic": 70 pass, 27 fail, 3 at 0.5;
+    - "iid 0.7" and "iid 0.9": every case at that rate, as if drawn afresh (the binomial's own setting; the worst case);
+    - any mix followed by " n=20": 20 cases instead of 100, in the same proportions.
+
+    From ``drop_at`` on, the 10% of cases most likely to pass fail (a 10-point drop)."""
+    name, _, size = mix.partition(" n=")
+    n = int(size or 100)
+
+    def fixed(share: float, rate: float) -> np.ndarray:
+        return np.full((series, int(n * share)), rate)
+
+    if name == "60/20/20":
+        p = np.concatenate([fixed(0.6, 1.0), fixed(0.2, 0.0), rng.uniform(0.2, 0.8, (series, n // 5))], axis=1)
+    elif name == "half":
+        p = np.concatenate([fixed(0.25, 1.0), fixed(0.25, 0.0), rng.uniform(0.2, 0.8, (series, n // 2))], axis=1)
+    elif name == "rare":
+        p = np.where(rng.random((series, n)) < 0.7, 0.97, 0.03)
+    elif name == "near-deterministic":
+        k = max(1, n * 3 // 100)
+        p = np.concatenate([fixed(0.7, 1.0), np.zeros((series, n - int(n * 0.7) - k)), np.full((series, k), 0.5)], axis=1)
+    else:
+        p = np.full((series, n), float(name.removeprefix("iid ")))
+    passes = (rng.random((series, WARMUP + LOOKS, n)) < p[:, None, :]).astype(float)
     if drop_at is not None:
-        passes[:, drop_at:] -= 10
-    return passes / 100.0
+        top = np.argsort(-p, axis=1, kind="stable")[:, : n // 10]
+        rows = np.arange(series)[:, None]
+        passes[rows, drop_at:, top] = 0.0  # fancy indexing puts the run axis last: (series, cases, runs)
+    return passes
+
+
+def family_false_alarms(rng: np.random.Generator, fams: int, model: str, level: float, mix: str = "60/20/20") -> float:
+    """Share of families of FAMILY unchanged series with any alarm, generated 200 families at a time (memory)."""
+    hits = 0
+    for lo in range(0, fams, 200):
+        chunk = min(200, fams - lo)
+        fired = first_alarms(fixed_cases(rng, chunk * FAMILY, mix=mix), model, level) >= 0
+        hits += int(fired.reshape(chunk, FAMILY).any(axis=1).sum())
+    return hits / fams
+
+
+def first_alarms(passes: np.ndarray, model: str, level: float) -> np.ndarray:
+    """First alarm per series (-1 none) of the detector's own code under one noise model, in chunks of 10,000 series."""
+    h = threshold(LOOKS, level, SHIFT)
+    out = []
+    for lo in range(0, passes.shape[0], 10_000):
+        chunk = passes[lo:lo + 10_000]
+        n = float(chunk.shape[2])
+        rates = chunk.mean(axis=2)
+        mode = "estimated" if model == "own spread" else "binary"
+        design = design_effects(chunk, WARMUP) if model == "cases" else None
+        out.append(cusum(residuals(rates, np.full(1, n), mode, None, WARMUP, design), h, SHIFT / 2, LOOKS)[0])  # type: ignore[arg-type]
+    return np.concatenate(out)
+
+
+MODELS = (("binomial bound (Anscombe)", "binomial"), ("the series' own spread", "own spread"),
+          ("fixed cases: design effect (shipped)", "cases"))
 
 
 def families(rng: np.random.Generator, reps: int) -> list[str]:
@@ -157,18 +210,34 @@ def families(rng: np.random.Generator, reps: int) -> list[str]:
     change = WARMUP + CHANGE_LOOK - 1
     lines = [f"| noise model | level per series | any false alarm in {LOOKS} looks across {FAMILY} series | "
              f"10-point drop (n = 100) in one of them: detected by look {LOOKS}, median runs to alarm |", "|---|---|---|---|"]
-    null = fixed_cases(rng, fams * FAMILY)
     shifted = fixed_cases(rng, fams, drop_at=change)
-    for label, mode in (("binomial (Anscombe; shipped)", "binary"), ("the series' own spread", "estimated")):
+    for label, model in MODELS:
         for level_label, level in (("alpha (no correction)", ALPHA), (f"alpha / {FAMILY} (Holm's first step)", ALPHA / FAMILY)):
-            h = threshold(LOOKS, level, SHIFT)
-
-            def first(values: np.ndarray, mode: str = mode, h: float = h) -> np.ndarray:
-                return cusum(residuals(values, np.full(1, 100.0), mode, None, WARMUP), h, SHIFT / 2, LOOKS)[0]  # type: ignore[arg-type]
-
-            any_false = np.mean((first(null) >= 0).reshape(fams, FAMILY).any(axis=1))
-            caught, delay, _ = power_row(first(shifted), change)
+            any_false = family_false_alarms(rng, fams, model, level)
+            caught, delay, _ = power_row(first_alarms(shifted, model, level), change)
             lines.append(f"| {label} | {level_label} | {any_false:.3f} | {caught:.3f}, {delay:g} |")
+    return lines
+
+
+def case_mixes(rng: np.random.Generator, reps: int) -> list[str]:
+    """The design effect against the binomial bound across case mixes: false alarms alone and across 50, and delay."""
+    fams = max(reps // (5 * FAMILY), 200)
+    change = WARMUP + CHANGE_LOOK - 1
+    lines = [f"| case mix | n | false alarms, one series at alpha: bound / design effect | any false alarm across {FAMILY} "
+             f"at Holm: bound / design effect | 10-point drop at Holm: detected, median runs: bound / design effect |",
+             "|---|---|---|---|---|"]
+    for mix in ("iid 0.7", "iid 0.9", "half", "60/20/20", "rare", "near-deterministic"):
+        for size in (100, 20):
+            named = f"{mix} n={size}"
+            single = fixed_cases(rng, fams * 5, mix=named)
+            shifted = fixed_cases(rng, max(fams, 1000), drop_at=change, mix=named)
+            cells: list[list[str]] = [[], [], []]
+            for model in ("binomial", "cases"):
+                cells[0].append(f"{np.mean(first_alarms(single, model, ALPHA) >= 0):.3f}")
+                cells[1].append(f"{family_false_alarms(rng, fams, model, ALPHA / FAMILY, named):.3f}")
+                caught, delay, _ = power_row(first_alarms(shifted, model, ALPHA / FAMILY), change)
+                cells[2].append(f"{caught:.2f}, {delay:g}")
+            lines.append(f"| {mix} | {size} | " + " | ".join(" / ".join(c) for c in cells) + " |")
     return lines
 
 
@@ -213,6 +282,8 @@ def main() -> None:
     print("\n".join(detection(rng, args.reps)))
     print(f"\n### Many series of fixed cases: {FAMILY} watched together, nondeterministic server\n")
     print("\n".join(families(rng, args.reps)))
+    print(f"\n### The fixed-case noise model across case mixes ({max(args.reps // (5 * FAMILY), 200)} families of {FAMILY})\n")
+    print("\n".join(case_mixes(rng, args.reps)))
     print("\n### Design choice: reference frozen after the warm-up vs self-starting (normal theory)\n")
     print("\n".join(designs(rng, args.reps)))
     print(f"\n_{time.perf_counter() - started:.0f} s_")

@@ -19,6 +19,7 @@ Method (docs/drift.md has the derivation, the alternatives tried and the simulat
    distribution of the CUSUM with estimated parameters", JQT 36:95-108) and no per-series calibration
    is needed.
    - binary: Anscombe's arcsine transform arcsin(sqrt((x + 3/8) / (n + 3/4))), variance 1/(4n + 2)
+     times the fixed cases' design effect where each run's case values are given (`design_effects`)
      (Anscombe 1948, Biometrika 35:246-254). The variance does not depend on the unknown rate, so a
      suite that always passes needs no pseudo-count, and it keeps the false-alarm rate near alpha at
      rates where sqrt(p(1-p)/n) does not (p=0.9, n=50: 0.053 against 0.059; p=0.97, n=100: 0.047
@@ -40,8 +41,8 @@ refer to positions in the input.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
@@ -58,6 +59,9 @@ class Point:
     n: int  # cases behind it
     kind: Kind = "binary"
     sd: float | None = None  # per-case SD for continuous metrics, if known (ignored for binary)
+    # binary: each ok case's value in this run (1 passed, 0 failed, or the share of its samples that passed); given on
+    # every point, the pass rate's variance is read from the cases' own run-to-run spread (`design_effects`)
+    cases: Mapping[str, float] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,60 @@ def _anscombe(value: np.ndarray, n: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unseen_flip_variance(m: np.ndarray) -> np.ndarray:
+    """The posterior mean of p(1 - p) for a case that gave the same outcome in all of its m runs, under Jeffreys'
+    Beta(1/2, 1/2) prior (Jeffreys 1946): (m + 1/2)(1/2) / ((m + 1)(m + 2)), 0.071 after 5 runs, 0.023 after 20. A
+    case that has not flipped yet may still flip; this keeps it from counting as noise-free."""
+    out: np.ndarray = (m + 0.5) * 0.5 / ((m + 1) * (m + 2))
+    return out
+
+
+def design_effects(cases: np.ndarray, warmup: int = 5) -> np.ndarray:
+    """The design effect of each look of series that re-run one fixed case set: shape (series, points), 1 during warm-up.
+
+    ``cases`` is shaped (series, points, cases): each case's value in each run (a pass, or the share of its samples
+    that passed), NaN where it was not an ``ok`` case. A pass rate over fixed cases varies from run to run only through
+    the cases whose answers are not stable, so its variance is sum p_i (1 - p_i) / n^2 <= p (1 - p) / n (Hoeffding
+    1956, "On the distribution of the number of successes in independent trials", Ann. Math. Statist. 27:713-721):
+    the binomial variance is an upper bound. The design effect (Kish 1965, *Survey Sampling*) is the ratio of the two,
+    estimated at look t from the runs before it: each case's variance is its unbiased sample variance over its earlier
+    runs, but at least `_unseen_flip_variance` (a case that has not flipped yet is not taken as stable), against the
+    binomial p(1 - p) at the reference's pass rate; both include the reference's own error (1 + 1/m_i). It is capped
+    at 1, the bound, and is 1 where the reference passes or fails everything. `residuals` scales the Anscombe
+    variance by it; docs/drift.md simulates the false-alarm rate it keeps and the delay it saves.
+    """
+    cases = np.asarray(cases, dtype=float)
+    rows, count, width = cases.shape
+    out = np.ones((rows, count))
+    seen = np.zeros((rows, width))
+    mean = np.zeros((rows, width))
+    sum_sq = np.zeros((rows, width))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for t in range(count):
+            x = cases[:, t, :]
+            here = ~np.isnan(x)
+            if t >= warmup:
+                use = here & (seen >= 1)
+                spread = np.where(seen >= 2, sum_sq / np.maximum(seen - 1, 1), 0.0)
+                own = np.maximum(spread, _unseen_flip_variance(seen)) * (1 + 1 / np.maximum(seen, 1))
+                weight = np.where(use, 1 + 1 / np.maximum(seen, 1), 0.0)
+                n = use.sum(axis=1)
+                level = np.where(use, mean, 0.0).sum(axis=1) / np.maximum(n, 1)
+                bound = level * (1 - level) * weight.sum(axis=1)
+                ratio = np.where(use, own, 0.0).sum(axis=1) / bound
+                out[:, t] = np.where((n > 0) & (bound > 0), np.minimum(ratio, 1.0), 1.0)
+            value = np.where(here, x, 0.0)
+            grown = seen + here
+            delta = np.where(here, value - mean, 0.0)
+            mean = mean + np.where(here, delta / np.maximum(grown, 1), 0.0)
+            sum_sq = sum_sq + np.where(here, delta * (value - mean), 0.0)
+            seen = grown
+    return out
+
+
 def residuals(
-    values: np.ndarray, ns: np.ndarray, mode: SdMode, sds: np.ndarray | None = None, warmup: int = 5
+    values: np.ndarray, ns: np.ndarray, mode: SdMode, sds: np.ndarray | None = None, warmup: int = 5,
+    design: np.ndarray | None = None,
 ) -> np.ndarray:
     """Self-starting residuals of many series at once: shape (series, points), NaN during warm-up.
 
@@ -115,6 +171,8 @@ def residuals(
     "Updating mean and variance estimates: an improved method", CACM 22:532, for the weighted running
     mean and sum of squares). ``ns`` (and ``sds`` for mode "known") broadcast against ``values``.
     A zero SD with an unchanged value gives 0, with a changed value +-inf: no noise, so a real change.
+    ``design`` (binary only, shaped like ``values``): each look's design effect from `design_effects`; the binomial
+    variance is scaled by it.
     """
     values = np.atleast_2d(np.asarray(values, dtype=float))
     ns = np.broadcast_to(np.asarray(ns, dtype=float), values.shape)
@@ -140,7 +198,7 @@ def residuals(
                 diff = x - mean
                 scale = np.sqrt(1 / w + 1 / total_w)  # SE of the difference, in units of sigma
                 if mode == "binary":
-                    z[:, t] = diff / scale
+                    z[:, t] = diff / scale if design is None else diff / (scale * np.sqrt(design[:, t]))
                 elif mode == "known":
                     sigma = np.sqrt(np.where(pooled_df > 0, pooled_ss / pooled_df, 0.0))
                     z[:, t] = _ratio(diff, sigma * scale, mean)
@@ -299,6 +357,8 @@ def detect(
     index is where a live monitor would have fired; the alarm then sticks: acknowledge it by starting
     the series again after the change. With fewer than ``warmup`` + 1 usable points there is no look yet.
 
+    A pass-rate series whose every usable point has ``cases`` is read with the fixed-case noise model (its design
+    effect, `design_effects`); otherwise with the binomial variance, an upper bound for fixed cases.
     A continuous series uses the pooled per-case SD only if every usable point has ``sd``; otherwise
     it estimates the spread from the run means (needs ``warmup`` >= 2). Points with n = 0 are skipped;
     invalid points (n < 0, a non-finite value, a pass rate outside [0, 1], mixed kinds) raise ValueError.
@@ -317,12 +377,15 @@ def detect(
     values = np.array([p.value for p in points])
     ns = np.array([float(p.n) for p in points])
     sds = np.array([p.sd for p in points], dtype=float) if mode == "known" else None
-    z = residuals(values, ns, mode, sds, warmup)
+    design = _design(points, warmup) if mode == "binary" and all(p.cases is not None for p in points) else None
+    z = residuals(values, ns, mode, sds, warmup, design)
     first, sign, stat = cusum(z, h, shift / 2, looks)
     at = int(first[0]) if first[0] >= 0 else len(points) - 1
     level = float(np.dot(values[:at], ns[:at]) / ns[:at].sum())
     on = {"binary": "Anscombe-transformed pass rates", "known": "run means (pooled per-case SD)",
           "estimated": "run means (SD from the runs' spread, t to normal)"}[mode]
+    if design is not None:
+        on += f", variance scaled by the fixed cases' design effect ({design[0, at]:.2f} there)"
     method = (f"self-starting two-sided CUSUM (Page 1954; Hawkins 1987) on {on}, k={shift / 2:g}, "
               f"h={h:.3f} for P(any false alarm in {looks} looks)={alpha:g}")
     if first[0] < 0:
@@ -330,6 +393,16 @@ def detect(
     rose = sign[0] > 0
     direction: Literal["down", "up"] = "up" if rose == higher_is_better else "down"
     return DriftResult(True, direction, usable[at], float(stat[0]), h, level, method)
+
+
+def _design(points: Sequence[Point], warmup: int) -> np.ndarray:
+    ids = sorted({case for p in points for case in (p.cases or {})})
+    column = {case: j for j, case in enumerate(ids)}
+    cases = np.full((1, len(points), len(ids)), np.nan)
+    for t, p in enumerate(points):
+        for case, value in (p.cases or {}).items():
+            cases[0, t, column[case]] = value
+    return design_effects(cases, warmup)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evalsvc.drift import H_TABLE, Point, calibrate_h, cusum, detect, null_max_statistic, residuals, threshold
+from evalsvc.drift import H_TABLE, Point, calibrate_h, cusum, design_effects, detect, null_max_statistic, residuals, threshold
 
 WARMUP, LOOKS, ALPHA = 5, 20, 0.05
 LENGTH = WARMUP + LOOKS
@@ -175,9 +175,64 @@ def test_scan_restarts_at_each_alarm_so_a_rise_cannot_hide_a_later_drop() -> Non
     assert scan([Point(0.7, 100)] * 20).alarms == ()
 
 
+def fixed_case_runs(rng: np.random.Generator, runs: int = LENGTH, drop_at: int | None = None) -> np.ndarray:
+    """(runs, 100) passes of one fixed case set on a nondeterministic server: 60 cases always pass, 20 always fail, 20
+    pass with their own probability (uniform on 0.2-0.8); from ``drop_at`` on, 10 always-passing cases fail."""
+    p = np.concatenate([np.ones(60), np.zeros(20), rng.uniform(0.2, 0.8, 20)])
+    passes = (rng.random((runs, 100)) < p).astype(float)
+    if drop_at is not None:
+        passes[drop_at:, :10] = 0.0
+    return passes
+
+
+def case_points(passes: np.ndarray) -> list[Point]:
+    return [Point(float(row.mean()), len(row), cases={f"c{i}": float(v) for i, v in enumerate(row)}) for row in passes]
+
+
+def test_the_design_effect_estimates_the_fixed_case_variance_against_the_binomial() -> None:
+    """Against its definition, sum p_i(1 - p_i) / (n p(1 - p)) (Kish's design effect; Hoeffding's bound says <= 1): with
+    many runs the estimate converges to it; for cases that all share one rate (fresh binomial draws) it is about 1."""
+    rng = np.random.default_rng(5)
+    p = np.concatenate([np.ones(60), np.zeros(20), rng.uniform(0.2, 0.8, 20)])
+    truth = np.sum(p * (1 - p)) / (100 * p.mean() * (1 - p.mean()))
+    long = (rng.random((1, 2000, 100)) < p).astype(float)
+    assert design_effects(long)[0, -1] == pytest.approx(truth, rel=0.05)  # about 0.18
+    assert np.all(design_effects(long)[0, :5] == 1.0)  # warming up
+    same = (rng.random((200, LENGTH, 100)) < 0.7).astype(float)
+    assert 0.95 < np.mean(design_effects(same)[:, WARMUP:]) <= 1.0
+    missing = long[:, :40].copy()
+    missing[0, 10:, 60:80] = np.nan  # the always-failing cases errored from run 10 on: they leave the estimate
+    assert design_effects(missing)[0, -1] == pytest.approx(design_effects(long[:, :40, np.r_[0:60, 80:100]])[0, -1], rel=0.02)
+
+
+def test_a_case_not_yet_seen_to_flip_is_not_taken_as_noise_free() -> None:
+    """An endpoint whose warm-up showed no flip at all: one later flip is not an alarm."""
+    stable = np.tile(np.concatenate([np.ones(70), np.zeros(30)]), (LENGTH, 1))
+    stable[WARMUP + 3, 0] = 0.0
+    result = detect(case_points(stable), alpha=0.05 / 50)
+    assert not result.alarm and "design effect" in result.method
+
+
+def test_fixed_case_variance_finds_a_drop_sooner_and_keeps_false_alarms_under_alpha() -> None:
+    """The same 10-point drop, scanned at a Holm level for 50 series: read with the cases' own spread it is found sooner
+    than with the binomial bound; and over 600 unchanged series the false-alarm rate at alpha stays <= alpha."""
+    rng = np.random.default_rng(9)
+    level, change = ALPHA / 50, WARMUP + 7
+    delays = {"cases": [], "binomial": []}
+    for _ in range(60):
+        points = case_points(fixed_case_runs(rng, drop_at=change))
+        for label, series in (("cases", points), ("binomial", [Point(p.value, p.n) for p in points])):
+            result = detect(series, alpha=level)
+            delays[label].append(result.index - change + 1 if result.alarm and result.index >= change else LOOKS)
+    assert np.median(delays["cases"]) <= 4 < np.median(delays["binomial"])  # 3 runs against 7 (docs/drift.md)
+    false = np.mean([detect(case_points(fixed_case_runs(rng))).alarm for _ in range(600)])
+    assert false <= ALPHA
+
+
 def test_holm_across_fifty_fixed_case_series_keeps_any_false_alarm_under_alpha() -> None:
     """50 series re-running one fixed case set each on a nondeterministic server, 20 looks: scanned at their Holm
-    levels, the chance of any false alarm across the family stays <= alpha, while one series' 10-point drop is found."""
+    levels with the fixed-case noise model, the chance of any false alarm across the family stays <= alpha, while one
+    series' 10-point drop is found."""
     from collections import namedtuple
     from datetime import UTC, datetime, timedelta
 
@@ -191,10 +246,10 @@ def test_holm_across_fifty_fixed_case_series_keeps_any_false_alarm_under_alpha()
     def family(drop: bool) -> list[tuple[Series, int]]:
         out = []
         for k in range(50):
-            p = rng.uniform(0.2, 0.8, 20)
-            passes = 60 + (rng.random((25, 20)) < p).sum(axis=1) - (10 * (np.arange(25) >= 12) if drop and k == 0 else 0)
-            points = tuple(row(start + timedelta(days=t), t, v / 100, 100, None, None) for t, v in enumerate(passes))
-            out.append((Series(f"v{k}", f"fp{k}", "s", "sv", "pass", "binary", True, points), 0))
+            passes = fixed_case_runs(rng, drop_at=12 if drop and k == 0 else None)
+            points = tuple(row(start + timedelta(days=t), t, float(v.mean()), 100, None, None) for t, v in enumerate(passes))
+            cases = {t: {f"c{i}": float(x) for i, x in enumerate(v)} for t, v in enumerate(passes)}
+            out.append((Series(f"v{k}", f"fp{k}", "s", "sv", "pass", "binary", True, points, cases), 0))
         return out
 
     reps = 40
@@ -202,4 +257,5 @@ def test_holm_across_fifty_fixed_case_series_keeps_any_false_alarm_under_alpha()
     assert false / reps <= 0.05 + 3 * (0.05 * 0.95 / reps) ** 0.5
     scans = _holm(family(True), 5, 0.05)
     assert scans[0][0].alarms and scans[0][0].alarms[0].direction == "down" and scans[0][1] < 0.05
+    assert scans[0][0].alarms[0].index <= 12 + 3  # the binomial bound needs a median of 7 runs (docs/drift.md)
     assert not any(scan.alarms for scan, _ in scans[1:])

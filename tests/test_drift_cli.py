@@ -88,3 +88,11 @@ def test_an_acknowledged_drop_stops_failing_and_a_pinned_reference_starts_the_se
     assert after.exit_code == 0 and "acknowledged by ana: new tokenizer, expected" in after.output
     assert pinned.exit_code == 0 and "reference pinned at 2026-11-07" in pinned.output
     assert fresh.exit_code == 0 and "warming up (4/6)" in fresh.output  # the 4 runs since the pin: a new reference
+
+
+def test_a_small_drop_on_a_deterministic_endpoint_is_read_with_the_cases_own_spread(tmp_path: Path) -> None:
+    """Temperature-0 answers that never move: a pass rate over these fixed cases varies far less than a fresh binomial
+    draw would, so 8 nights at 0.70 then 4 at 0.62 alarm down; read with the binomial bound, as before, they did not."""
+    out = CliRunner().invoke(main, ["drift", "-c", _nights(tmp_path, [0.70] * 8 + [0.62] * 4)])
+    assert out.exit_code == 1, out.output
+    assert re.search(r"v\s+s\s+pass\s+12\s+0\.620\s+.*ALARM down since 2026-11-(09|1[0-2])", out.output), out.output

@@ -98,7 +98,7 @@ def watched(engine: Engine, suites: list[str] | None = None, variants: list[str]
     """Every live series (the newest of each variant x suite x metric; older ones are history), scanned together."""
     marks = _marks(engine)
     live = []
-    for s in _newest(engine, suites, variants, metrics).values():
+    for s in series_mod.with_cases(engine, list(_newest(engine, suites, variants, metrics).values())):
         own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
         pins = [_utc(m.at) for m in own if m.kind == "reference"]
         live.append((s, next((i for i, p in enumerate(s.points) if _utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0))

@@ -8,14 +8,16 @@ history under unchanged conditions (anything else is a new series, not drift).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc import drift, speed
-from evalsvc.store.schema import MetricPoint
+from evalsvc.store.schema import CaseResult, MetricPoint
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Series:
     kind: str
     higher_is_better: bool
     points: tuple[Any, ...]  # rows: run_ts, run_id, value, n, ci_low, ci_high
+    # binary metrics: run id -> each ok case's value (its samples averaged), for the fixed-case noise model
+    cases: Mapping[int, Mapping[str, float]] = field(default_factory=dict, compare=False)
 
 
 def load(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
@@ -53,6 +57,31 @@ def load(engine: Engine, suites: list[str] | None = None, variants: list[str] | 
     return sorted(out, key=lambda x: (x.suite, x.variant, x.metric))
 
 
+def with_cases(engine: Engine, series: list[Series]) -> list[Series]:
+    """The same series, the binary ones with each run's case values (what the fixed-case noise model reads)."""
+    binary = [x for x in series if x.kind == "binary"]
+    with Session(engine) as s:
+        cases = _case_values(s, sorted({p.run_id for x in binary for p in x.points}), {x.metric for x in binary})
+    return [replace(x, cases={p.run_id: cases[p.run_id][x.metric] for p in x.points if x.metric in cases.get(p.run_id, {})})
+            if x.kind == "binary" else x for x in series]
+
+
+def _case_values(session: Session, run_ids: list[int], metrics: set[str]) -> dict[int, dict[str, dict[str, float]]]:
+    """run id -> metric -> case id -> the case's value (the mean over its ok samples), for the binary metrics named."""
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for chunk in range(0, len(run_ids), 500):
+        rows = session.execute(select(CaseResult.run_id, CaseResult.case_id, CaseResult.scores)
+                               .where(CaseResult.run_id.in_(run_ids[chunk:chunk + 500]), CaseResult.status == "ok")
+                               .order_by(CaseResult.run_id, CaseResult.case_id).execution_options(yield_per=5000))
+        for (run_id, case_id), group in groupby(rows, key=lambda r: (r.run_id, r.case_id)):
+            samples = [r.scores or {} for r in group]
+            for metric in metrics:
+                values = [x[metric] for x in samples if x.get(metric) is not None]
+                if values:
+                    out.setdefault(run_id, {}).setdefault(metric, {})[case_id] = sum(values) / len(values)
+    return out
+
+
 def _sd(p: Any) -> float | None:
     """Per-case SD recovered from the stored t-interval (half-width = t * sd / sqrt(n)); z stands in for t."""
     if p.ci_low is None or p.ci_high is None or p.n < 2:
@@ -61,12 +90,14 @@ def _sd(p: Any) -> float | None:
 
 
 def points_of(series: Series) -> list[drift.Point]:
-    """The detector's points: speed series take their SD from the spread of the run values themselves (a percentile's
+    """The detector's points: pass rates carry their cases' values where every run has them (the fixed-case noise model,
+    `drift.design_effects`); speed series take their SD from the spread of the run values themselves (a percentile's
     interval is not a t interval, and run-to-run load moves latency far more than the within-run spread says)."""
     binary = series.kind == "binary"
     own_sd = not binary and series.metric not in speed.METRICS
-    return [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=_sd(p) if own_sd else None)
-            for p in series.points]
+    cases = series.cases if binary and all(p.run_id in series.cases for p in series.points if p.n) else {}
+    return [drift.Point(value=p.value, n=p.n, kind="binary" if binary else "continuous", sd=_sd(p) if own_sd else None,
+                        cases=cases.get(p.run_id)) for p in series.points]
 
 
 def check(series: Series, warmup: int = 5, alpha: float = 0.05, start: int = 0) -> drift.Scan:
