@@ -164,6 +164,68 @@ def test_judge_down_fails_the_run_and_resume_judges_only_what_is_missing(tmp_pat
     assert len(cand.requests) == sent, "answers already stored are not generated again"
 
 
+def test_judge_errors_are_re_asked_on_re_run_and_the_run_can_succeed(tmp_path: Path) -> None:
+    """A judge that replied with no verdict leaves the run failed on judge errors; once it answers properly, the same
+    command re-asks exactly those verdicts (the answers are not generated again) and the run succeeds."""
+    state = {"broken": True}
+    with FakeEndpoint() as cand, FakeEndpoint(reply=lambda body: "hmm" if state["broken"] else "VERDICT: 9") as judge:
+        project = _judged_project(tmp_path, cand, judge, ", retries: 0")
+        first, engine = _run(project)
+        assert first.status == "failed" and "Re-run to retry them" in first.error
+        state["broken"], sent, asked = False, len(cand.requests), len(judge.requests)
+        second, _ = _run(project)
+        graded = [r for r in judge.requests[asked:] if any("echo: question" in m["content"] for m in r["messages"])]
+    assert second.status == "succeeded" and second.run_id == first.run_id, second.error
+    assert len(cand.requests) == sent and len(graded) == 4
+    with Session(engine) as s:
+        rows = s.scalars(select(CaseResult)).all()
+    assert all(r.status == "ok" and r.scores["judge"] == 9.0 and r.error is None for r in rows)
+
+
+def test_judge_errors_are_not_re_asked_of_a_judge_that_changed_since(tmp_path: Path) -> None:
+    """Re-asking under another judge identity would mix two judges in one run: refused, saying what to do."""
+    with FakeEndpoint() as cand, FakeEndpoint(reply=lambda body: "hmm") as judge:
+        project = _judged_project(tmp_path, cand, judge, ", retries: 0")
+        first, _ = _run(project)
+        config = project / "evalsvc.yaml"
+        config.write_text(config.read_text().replace("model: j}", "model: j2}"))
+        second, _ = _run(project)
+    assert first.status == second.status == "failed"
+    assert "judge 'judge' changed since run" in second.error and "new slot" in second.error, second.error
+
+
+def test_an_answer_the_judge_refuses_is_a_judge_error_of_that_case_alone(tmp_path: Path) -> None:
+    """A deterministic 400 on one long answer: that case is judge_error with its cause, the others are judged, and
+    log-probabilities stay on for the rest (the refusal was about the answer, not the parameter)."""
+    def refuse(n: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+        if any("echo: question 2" in m["content"] for m in body["messages"]):
+            return (400, {}, b'{"error": "this prompt is longer than the context"}')
+        return None
+
+    with FakeEndpoint() as cand, FakeEndpoint(reply=lambda body: "VERDICT: 8") as judge:
+        judge.behaviour = refuse
+        outcome, engine = _run(_judged_project(tmp_path, cand, judge))
+    with Session(engine) as s:
+        rows = {r.case_id: r for r in s.scalars(select(CaseResult))}
+    assert rows["q2"].status == "judge_error" and "HTTP 400" in rows["q2"].error and "longer than the context" in rows["q2"].error
+    assert all(rows[q].status == "ok" and rows[q].scores["judge"] == 8.0 for q in ("q0", "q1", "q3"))
+    graded = [r for r in judge.requests if not any("echo: question 2" in m["content"] for m in r["messages"])]
+    assert graded and all(r.get("logprobs") is True for r in graded)
+    assert "judge phase" not in (outcome.error or "")  # the phase went on: the run fails on its error rate, not on a crash
+
+
+def test_a_judge_that_refuses_log_probabilities_is_asked_without_them(tmp_path: Path) -> None:
+    def no_logprobs(n: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+        return (400, {}, b'{"error": "logprobs is not supported"}') if body.get("logprobs") else None
+
+    with FakeEndpoint() as cand, FakeEndpoint(reply=lambda body: "VERDICT: 8") as judge:
+        judge.behaviour = no_logprobs
+        outcome, _ = _run(_judged_project(tmp_path, cand, judge))
+        with_param = sum(1 for r in judge.requests if r.get("logprobs"))
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.metrics["judge"] == 8.0 and with_param == 1  # found out once, for this judge
+
+
 def test_a_judge_score_out_of_10_needs_its_own_margin_to_be_gated(tmp_path: Path) -> None:
     """The default margin is 0.05 points of a [0, 1] metric: on a 1-10 score it would be meaningless."""
     from click.testing import CliRunner

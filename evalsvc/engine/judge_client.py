@@ -1,13 +1,14 @@
 """The judge client: one judge variant, served, asked for verdicts by the judge phase and the arena alike.
 
-It asks (temperature 0, a seed per attempt, log-probabilities while the endpoint accepts
-them), re-asks with a nudge when a reply has no valid verdict, and gives up as a judge error,
+It asks (temperature 0, a seed per attempt, log-probabilities where the judge accepts them,
+found out by its first answer), re-asks with a nudge when a reply has no valid verdict, and gives up as a judge error,
 never a score. Replies are cached under the judge's fingerprint when the judge variant uses
 the response cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +42,42 @@ class JudgeClient:
     def __init__(self, cfg: Config, engine: Engine, variant: VariantConfig, client: EndpointClient) -> None:
         self.cfg, self.engine, self.variant, self.client = cfg, engine, variant, client
         self.fingerprint = cfg.fingerprint(variant.name)
-        self.logprobs = True  # dropped for endpoints that refuse the parameter
+        self.logprobs: bool | None = None  # does this judge accept log-probabilities? found out by its first answer
+        self._finding_out = asyncio.Lock()
 
     async def ask(self, messages: list[dict[str, str]], attempt: int, max_tokens: int | None = None) -> dict[str, Any]:
+        """One reply (text and log-probabilities, where the judge gives them), from the cache when it holds it.
+
+        Whether the judge accepts ``logprobs`` is found out once per judge: until the first answer settles it, requests
+        go one at a time; a 400 with the parameter and an answer without it means the parameter is refused. A 400 both
+        ways is this request's fault (an answer too long for the judge's context): it is raised, and settles nothing.
+        """
+        if self.logprobs is None:
+            async with self._finding_out:
+                if self.logprobs is None:
+                    return await self._find_out(messages, attempt, max_tokens)
+        return await self._ask(messages, attempt, max_tokens, self.logprobs)
+
+    async def _find_out(self, messages: list[dict[str, str]], attempt: int, max_tokens: int | None) -> dict[str, Any]:
+        try:
+            resp = await self._ask(messages, attempt, max_tokens, True)
+        except FatalEndpointError as exc:
+            if exc.status != 400:
+                raise
+            try:
+                resp = await self._ask(messages, attempt, max_tokens, False)
+            except FatalEndpointError:
+                raise exc from None
+            self.logprobs = False
+            return resp
+        self.logprobs = True
+        return resp
+
+    async def _ask(self, messages: list[dict[str, str]], attempt: int, max_tokens: int | None, logprobs: bool) -> dict[str, Any]:
         params = {**JUDGE_PARAMS, "seed": attempt}
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
-        if self.logprobs:
+        if logprobs:
             params |= {"logprobs": True, "top_logprobs": 5}
         body = self.client.body(messages, params)
         key = content_hash({"fp": self.fingerprint, "request": body}, 64)
@@ -56,13 +86,7 @@ class JudgeClient:
                 hit = repo.cached(s, key)
             if hit is not None:
                 return hit
-        try:
-            c = await self.client.complete(body)
-        except FatalEndpointError as exc:
-            if self.logprobs and exc.status == 400:
-                self.logprobs = False
-                return await self.ask(messages, attempt, max_tokens)
-            raise
+        c = await self.client.complete(body)
         resp = {"text": c.text, "logprobs": c.raw["choices"][0].get("logprobs")}
         if self.variant.use_cache:
             repo.store_cache(self.engine, key, self.fingerprint, resp)

@@ -3,7 +3,9 @@
 Answers from the generation phase are stored first with status ``generated``; each verdict
 is written as it arrives (in the row's ``judge`` column, with the judge's identity), and a
 row becomes ``ok`` (scored) or ``judge_error`` once all its judge checks are settled. A
-crash at any point resumes where it stopped, like generation does. Like generation, the phase
+crash at any point resumes where it stopped, like generation does, and a re-run asks the
+judge again for the verdicts that failed (``judge_error`` rows await the judge once more). A
+judge's refusal of one answer fails that case alone. Like generation, the phase
 reads the suite's cases and their waiting answers a batch at a time, so its memory does not grow
 with the suite.
 """
@@ -21,7 +23,8 @@ from sqlalchemy.orm import Session
 from evalsvc.checks import Case, score_output
 from evalsvc.checks.judge import JudgeCheck, canaries, canary_fooled
 from evalsvc.config import Config, VariantConfig
-from evalsvc.engine.judge_client import JudgeClient
+from evalsvc.engine.judge_client import JudgeClient, Verdict
+from evalsvc.errors import ConfigError, FatalEndpointError
 from evalsvc.serving import Served, serve
 from evalsvc.serving.endpoint import EndpointClient
 from evalsvc.store import repo
@@ -29,6 +32,9 @@ from evalsvc.store.schema import CaseResult
 from evalsvc.suites import Suite
 
 CASE_BATCH = 500  # cases read, and their answers awaiting a verdict loaded, at a time
+# refusals that say the judge itself is misconfigured (key, permission, model name): they stop the phase, since every
+# case would get the same; any other refusal (400, 413, 422, no content) is about one answer and fails that case alone
+WHOLE_JUDGE_STATUSES = (401, 403, 404)
 
 
 def _question(suite: Suite, case: Case) -> str:
@@ -62,6 +68,8 @@ class Grader:
         """
         canary_rates: dict[int, dict[str, tuple[float, int]]] = {}
         by_run = [(suite, run_id, judge_checks(suite)) for suite, run_id in runs]  # each suite's file read once here
+        for _, run_id, checks in by_run:
+            self._reopen(run_id, {name: self.cfg.fingerprint(name) for name in checks})
         for name in sorted({name for *_, checks in by_run for name in checks}):
             variant = self.cfg.variant(name)
             mine = [(suite, run_id, checks[name]) for suite, run_id, checks in by_run if name in checks]
@@ -85,7 +93,12 @@ class Grader:
 
         async def worker() -> None:  # a fixed pool of workers takes the verdicts to ask for as they are read
             for suite, row, case, check in work:
-                v = await judge.grade(check, _question(suite, case), row.output or "", case.references)
+                try:
+                    v = await judge.grade(check, _question(suite, case), row.output or "", case.references)
+                except FatalEndpointError as exc:
+                    if exc.status in WHOLE_JUDGE_STATUSES:
+                        raise
+                    v = Verdict(None, None, "", f"the judge refused this answer: {exc}")  # this case's fault alone
                 detail = {**judge.identity(check), "verdict": v.value, "prob": v.prob, "reply": v.reply, "error": v.error}
                 repo.save_verdict(self.engine, row, check.label, detail)
 
@@ -120,6 +133,24 @@ class Grader:
                                                                CaseResult.case_id.in_(batch))))
             if rows:
                 yield batch, rows
+
+    def _reopen(self, run_id: int, judges: dict[str, str]) -> None:
+        """Judge errors of an earlier attempt are asked again: their failed verdicts are dropped and the rows await the
+        judge once more. Only of the same judge identity: a judge whose fingerprint changed since would mix two judges
+        in one run, so that is refused, saying what to do."""
+        with Session(self.engine) as s:
+            rows = list(s.scalars(select(CaseResult).where(CaseResult.run_id == run_id, CaseResult.status == "judge_error")))
+        for row in rows:
+            verdicts = row.judge or {}
+            for detail in verdicts.values():
+                now = judges.get(detail.get("judge", ""))
+                if now is not None and detail.get("fingerprint") != now:
+                    raise ConfigError(
+                        "judge", f"judge '{detail['judge']}' changed since run {run_id} was judged (fingerprint "
+                        f"{detail.get('fingerprint')} then, {now} now): its judge errors cannot be re-asked without mixing "
+                        "two judges in one run", "run in a new slot (--slot) to judge every answer with the new judge, "
+                        "or restore the judge's settings to re-ask only the failed verdicts")
+            repo.reopen_for_judge(self.engine, row, {label: d for label, d in verdicts.items() if not d.get("error")})
 
     def _settle(self, suite: Suite, run_id: int) -> None:
         """Rows with every judge verdict in hand become ok (scored) or judge_error."""

@@ -182,6 +182,13 @@ def save_verdict(engine: Engine, row: CaseResult, label: str, detail: dict[str, 
         stored.judge = {**(stored.judge or {}), label: detail}
 
 
+def reopen_for_judge(engine: Engine, row: CaseResult, verdicts: dict[str, Any]) -> None:
+    """A judge_error answer awaits the judge again, keeping the verdicts it already has."""
+    with Session(engine) as session, session.begin():
+        stored = _row(session, row)
+        stored.status, stored.error, stored.judge = "generated", None, verdicts
+
+
 def set_status(engine: Engine, row: CaseResult, status: str, *, scores: dict[str, float] | None = None,
                error: str | None = None) -> None:
     with Session(engine) as session, session.begin():
