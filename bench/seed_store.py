@@ -159,20 +159,34 @@ def _version(suite: str) -> str:
 
 
 def _battles(engine: Engine, plan: Plan, rng: random.Random) -> int:
+    """Battles judged by "checks" on the first suite: every pair on the newest checkpoints; the re-quantized variant's
+    old checkpoint against the baseline (same name, another fingerprint); and, under the same judge name, an older
+    rubric that ranked the variants the other way round (another judge identity: never one leaderboard with these)."""
     names = list(plan.rates)
     rows = []
+
+    def battle(a: str, b: str, k: int, run_index: int, template: str, rates: dict[str, float]) -> None:
+        pa, pb = rates[a], rates[b]
+        u = rng.random()
+        outcome = 1.0 if u < pa * (1 - pb) else 0.0 if u < pa * (1 - pb) + pb * (1 - pa) else 0.5
+        verdict = "A" if outcome == 1 else "B" if outcome == 0 else "tie"
+        rows.append(dict(suite_name=plan.suites[0], suite_version=_version(plan.suites[0]), case_id=f"b{k}",
+                         variant_a=a, fingerprint_a=_fp(plan, a, run_index), variant_b=b, fingerprint_b=_fp(plan, b, run_index),
+                         judge_name="checks", judge_fingerprint="checks", template_hash=template, verdict_ab=verdict,
+                         verdict_ba=verdict, outcome=outcome, len_a=40, len_b=40, created_at=plan.end))
+
+    reversed_rates = dict(zip(names, reversed(list(plan.rates.values())), strict=True))
     for ai, a in enumerate(names):
         for b in names[ai + 1:]:
-            pa, pb = plan.rates[a], plan.rates[b]
+            for k in range(plan.battles // 4):
+                battle(a, b, k, plan.runs - 1, "checks-v0", reversed_rates)
+    if plan.new_checkpoint:
+        for k in range(plan.battles // 4):
+            battle(names[0], plan.new_checkpoint, k, 0, "checks", plan.rates)
+    for ai, a in enumerate(names):
+        for b in names[ai + 1:]:
             for k in range(plan.battles):
-                u = rng.random()
-                outcome = 1.0 if u < pa * (1 - pb) else 0.0 if u < pa * (1 - pb) + pb * (1 - pa) else 0.5
-                rows.append(dict(suite_name=plan.suites[0], suite_version=_version(plan.suites[0]), case_id=f"b{k}",
-                                 variant_a=a, fingerprint_a=_fp(plan, a, plan.runs - 1), variant_b=b,
-                                 fingerprint_b=_fp(plan, b, plan.runs - 1), judge_name="checks", judge_fingerprint="checks",
-                                 template_hash="checks", verdict_ab="A" if outcome == 1 else "B" if outcome == 0 else "tie",
-                                 verdict_ba="A" if outcome == 1 else "B" if outcome == 0 else "tie", outcome=outcome,
-                                 len_a=40, len_b=40, created_at=plan.end))
+                battle(a, b, k, plan.runs - 1, "checks", plan.rates)
     if rows:
         with engine.begin() as conn:
             conn.execute(insert(BattleRecord), rows)

@@ -81,8 +81,27 @@ def test_arena_ranks_the_better_variant_first_and_never_rejudges(tmp_path: Path)
     engine = open_engine(f"sqlite:///{project / 'store.db'}")
     with Session(engine) as s:
         rows = s.scalars(select(BattleRecord)).all()
-    assert len(rows) == 6 and {(r.verdict_ab, r.verdict_ba, r.outcome) for r in rows} == {("A", "A", 1.0)}
+    good_is_a = rows[0].variant_a == "good"  # pairs are stored in canonical (fingerprint) order
+    assert len(rows) == 6 and {(r.verdict_ab, r.verdict_ba, r.outcome) for r in rows} == (
+        {("A", "A", 1.0)} if good_is_a else {("B", "B", 0.0)})
     assert all(r.judge_name == "judge" and len(r.judge_fingerprint) == 16 for r in rows)
+
+
+def test_the_order_of_v_changes_neither_the_battles_nor_the_ratings(tmp_path: Path) -> None:
+    """`-v good -v bad` then `-v bad -v good`: the second judges nothing new and counts the same 6 battles (it used to
+    judge the pair again in the other order and fit 12 battles for 6 cases)."""
+    with FakeEndpoint(reply=lambda b: "a correct answer") as good, FakeEndpoint(reply=lambda b: "nonsense") as bad, \
+            FakeEndpoint(reply=_prefers_correct) as judge:
+        project = _project(tmp_path, good, bad, judge)
+        outs = [CliRunner().invoke(main, ["arena", "-c", str(project / "evalsvc.yaml"), "-s", "qa", *order, "-j", "judge"],
+                                   catch_exceptions=False) for order in (["-v", "good", "-v", "bad"], ["-v", "bad", "-v", "good"])]
+        assert len(judge.requests) == 12
+    assert all(o.exit_code == 0 and "6 battles judged by 'judge'" in o.output for o in outs), [o.output for o in outs]
+    table = [sorted(ln.split() for ln in o.output.splitlines() if ln.startswith(("good", "bad"))) for o in outs]
+    assert table[0] == table[1]
+    with Session(open_engine(f"sqlite:///{project / 'store.db'}")) as s:
+        rows = s.scalars(select(BattleRecord)).all()
+    assert len(rows) == 6 and all(r.fingerprint_a < r.fingerprint_b for r in rows)
 
 
 def test_a_judge_that_always_picks_the_first_answer_produces_only_ties(tmp_path: Path) -> None:
@@ -126,3 +145,33 @@ def test_checks_judge_decides_by_pass_then_continuous_scores() -> None:
     assert checks_verdict({"pass": 1.0, "rouge1": 0.2}, {"pass": 1.0, "rouge1": 0.5}, up) == 0.0
     assert checks_verdict({"pass": 0.0, "unsupported_rate": 0.1}, {"pass": 0.0, "unsupported_rate": 0.4}, up) == 1.0
     assert checks_verdict({"pass": 1.0}, {"pass": 1.0}, up) == 0.5
+
+
+def test_the_migration_merges_battles_stored_in_both_orders(tmp_path: Path) -> None:
+    """A store from before canonical order: one case judged both ways, another only the non-canonical way round."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from evalsvc.store.db import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0009")
+    engine = make_engine(url)
+
+    def battle(case: str, a: str, b: str, ab: str, ba: str, outcome: float) -> dict[str, Any]:
+        return dict(suite_name="qa", suite_version="v1", case_id=case, variant_a=a, fingerprint_a=f"fp-{a}", variant_b=b,
+                    fingerprint_b=f"fp-{b}", judge_name="j", judge_fingerprint="jf", template_hash="t", verdict_ab=ab,
+                    verdict_ba=ba, outcome=outcome, len_a=len(a), len_b=len(b) * 10, created_at=datetime.now(UTC))
+
+    with engine.begin() as conn:
+        conn.execute(insert(BattleRecord.__table__), [
+            battle("c1", "x", "y", "A", "A", 1.0), battle("c1", "y", "x", "B", "B", 0.0),  # one battle, counted twice
+            battle("c2", "y", "x", "A", "B", 0.5)])  # the answer shown first won both times: position bias, a tie
+    upgrade(url)
+    with Session(engine) as s:
+        rows = {r.case_id: r for r in s.scalars(select(BattleRecord))}
+    assert len(rows) == 2 and all((r.variant_a, r.variant_b) == ("x", "y") for r in rows.values())
+    assert (rows["c1"].outcome, rows["c1"].verdict_ab) == (1.0, "A")
+    c2 = rows["c2"]
+    assert (c2.outcome, c2.verdict_ab, c2.verdict_ba, c2.len_a, c2.len_b) == (0.5, "A", "B", 10, 1)  # x first: x won

@@ -144,16 +144,27 @@ def test_compare_opens_from_the_alert_link_with_deltas_flips_and_the_cases_side_
 
 
 def test_arena_ranks_by_bradley_terry_with_intervals_and_a_win_matrix(project: Path, monkeypatch) -> None:
+    """One leaderboard per judge identity (the seeded store has two rubrics under the judge name "checks", ranking
+    the variants in opposite orders), and a variant re-quantized since is two models, each shown with its fingerprint:
+    grouping by names mixed both (the old rubric's battles pulled the ratings together)."""
     at = _page("arena", project, monkeypatch)
     board = at.dataframe[0].value
-    assert board.iloc[0]["model"] == "smollm2-f16" and board.iloc[-1]["model"] == "smollm2-q2_k"
+    assert set(board["model"][:2]) == {"smollm2-f16", "smollm2-q8_0"} and board.iloc[-1]["model"] == "smollm2-q2_k"  # 0.80, 0.79
     assert (board["ci_low"] <= board["rating"]).all() and (board["rating"] <= board["ci_high"]).all()
     assert board.set_index("model").loc["smollm2-f16", "rating"] == pytest.approx(1000.0)
+    checkpoints = board[board["model"].str.startswith("smollm2-q4_0")]
+    assert len(checkpoints) == 2 and checkpoints["fingerprint"].nunique() == 2
+    assert all(m == f"smollm2-q4_0 ({fp[:8]})" for m, fp in zip(checkpoints["model"], checkpoints["fingerprint"], strict=True))
     (lb_spec, _), (wm_spec, (matrix,)) = _charts(at)
     assert _marks(lb_spec) == ["rule", "point"] and _marks(wm_spec) == ["rect", "text"]
-    assert len(matrix) == 12 and matrix["win_rate"].between(0, 1).all()
+    assert len(matrix) == 14 and matrix["win_rate"].between(0, 1).all()  # 4 x 3 pairs, and the old q4_0 against f16
     pair = matrix.set_index(["model", "opponent"])["win_rate"]
     assert pair[("smollm2-f16", "smollm2-q2_k")] == pytest.approx(1 - pair[("smollm2-q2_k", "smollm2-f16")])
+    judges = at.selectbox(key="pick_judge")
+    assert len(judges.options) == 2 and "rubric checks (" in judges.value  # the newest identity first
+    judges.set_value(next(o for o in judges.options if "rubric checks-v" in o)).run()
+    older = at.dataframe[0].value
+    assert older.iloc[0]["model"] == "smollm2-q2_k" and len(older) == 4  # the other rubric's own order, on its own
 
 
 def test_runs_page_lists_failures_durations_and_the_alerts_sent(project: Path, monkeypatch) -> None:

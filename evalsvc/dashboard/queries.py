@@ -230,35 +230,64 @@ def case_detail(engine: Engine, run_id: int, case_id: str) -> dict[str, Any] | N
                 "judge": row.judge or {}, "spec": spec or {}, "latency_ms": row.latency_ms}
 
 
-def battle_suites(engine: Engine) -> pd.DataFrame:
+def battle_judges(engine: Engine) -> pd.DataFrame:
+    """Each suite's judge identities (name, fingerprint, rubric template) with their battle counts, newest first."""
     return _frame(engine, select(BattleRecord.suite_name.label("suite"), BattleRecord.judge_name.label("judge"),
-                                 func.count().label("battles")).group_by(BattleRecord.suite_name, BattleRecord.judge_name))
+                                 BattleRecord.judge_fingerprint.label("judge_fingerprint"),
+                                 BattleRecord.template_hash.label("template"), func.count().label("battles"),
+                                 func.max(BattleRecord.id).label("newest"))
+                  .group_by(BattleRecord.suite_name, BattleRecord.judge_name, BattleRecord.judge_fingerprint,
+                            BattleRecord.template_hash).order_by(func.max(BattleRecord.id).desc()))
 
 
-def battle_tally(engine: Engine, suite: str, judge: str) -> pd.DataFrame:
-    """Decided battles on a suite's newest version that has battles by this judge, counted by (a, b, outcome)."""
-    newest = (select(BattleRecord.suite_version).where(BattleRecord.suite_name == suite, BattleRecord.judge_name == judge)
-              .order_by(BattleRecord.id.desc()).limit(1).scalar_subquery())
-    return _frame(engine, select(BattleRecord.variant_a.label("a"), BattleRecord.variant_b.label("b"), BattleRecord.outcome,
-                                 func.count().label("n")).where(
-        BattleRecord.suite_version == newest, BattleRecord.judge_name == judge, BattleRecord.outcome.is_not(None))
-        .group_by(BattleRecord.variant_a, BattleRecord.variant_b, BattleRecord.outcome))
+def battles(engine: Engine, suite: str, judge_fingerprint: str, template: str) -> pd.DataFrame:
+    """Decided battles, case by case, on the suite's newest version judged by one judge identity (fingerprint and
+    rubric: never a judge's name alone, which can cover several). Each side is labelled by its variant name, with its
+    fingerprint where one name stands for several checkpoints, so two checkpoints are never one model."""
+    mine = and_(BattleRecord.suite_name == suite, BattleRecord.judge_fingerprint == judge_fingerprint,
+                BattleRecord.template_hash == template)
+    newest = select(BattleRecord.suite_version).where(mine).order_by(BattleRecord.id.desc()).limit(1).scalar_subquery()
+    frame = _frame(engine, select(BattleRecord.variant_a, BattleRecord.fingerprint_a, BattleRecord.variant_b,
+                                  BattleRecord.fingerprint_b, BattleRecord.case_id, BattleRecord.outcome)
+                   .where(mine, BattleRecord.suite_version == newest, BattleRecord.outcome.is_not(None)))
+    sides = pd.concat([frame[["variant_a", "fingerprint_a"]].set_axis(["variant", "fingerprint"], axis=1),
+                       frame[["variant_b", "fingerprint_b"]].set_axis(["variant", "fingerprint"], axis=1)]).drop_duplicates()
+    shared = set(sides["variant"][sides["variant"].duplicated()])
+
+    def label(name: str, fp: str) -> str:
+        return f"{name} ({fp[:8]})" if name in shared else name
+
+    return frame.assign(a=[label(n, f) for n, f in zip(frame["variant_a"], frame["fingerprint_a"], strict=True)],
+                        b=[label(n, f) for n, f in zip(frame["variant_b"], frame["fingerprint_b"], strict=True)])
 
 
-def win_matrix(engine: Engine, suite: str, judge: str) -> pd.DataFrame:
-    """Row model's share of points against the column model (ties count half), with the battle count, from SQL."""
-    newest = (select(BattleRecord.suite_version).where(BattleRecord.suite_name == suite, BattleRecord.judge_name == judge)
-              .order_by(BattleRecord.id.desc()).limit(1).scalar_subquery())
-    pairs = _frame(engine, select(BattleRecord.variant_a.label("a"), BattleRecord.variant_b.label("b"),
-                                  func.sum(BattleRecord.outcome).label("points"), func.count().label("n")).where(
-        BattleRecord.suite_version == newest, BattleRecord.judge_name == judge, BattleRecord.outcome.is_not(None))
-        .group_by(BattleRecord.variant_a, BattleRecord.variant_b))
+def win_matrix(engine: Engine, suite: str, judge_fingerprint: str, template: str) -> pd.DataFrame:
+    """Row model's share of points against the column model (ties count half), with the battle count."""
+    pairs = battles(engine, suite, judge_fingerprint, template)
     if pairs.empty:
         return pd.DataFrame(columns=["model", "opponent", "win_rate", "battles"])
+    pairs = pairs.groupby(["a", "b"], as_index=False).agg(points=("outcome", "sum"), n=("outcome", "size"))
     flipped = pairs.rename(columns={"a": "b", "b": "a"}).assign(points=lambda f: f["n"] - f["points"])
     both = pd.concat([pairs, flipped]).groupby(["a", "b"], as_index=False)[["points", "n"]].sum()
     return pd.DataFrame({"model": both["a"], "opponent": both["b"], "win_rate": both["points"] / both["n"],
                          "battles": both["n"]})
+
+
+def leaderboard(engine: Engine, suite: str, judge_fingerprint: str, template: str, anchor: str,
+                n_boot: int = 300) -> pd.DataFrame:
+    """Bradley-Terry ratings (anchor = 1000) with bootstrap intervals (cases resampled), and each model's fingerprint."""
+    frame = battles(engine, suite, judge_fingerprint, template)
+    fights = [ratings.Battle(r.a, r.b, float(r.outcome), case_id=r.case_id) for r in frame.itertuples()]
+    if not fights:
+        return pd.DataFrame(columns=["model", "fingerprint", "rating", "ci_low", "ci_high", "battles", "win_rate_vs_anchor"])
+    if anchor not in {f.a for f in fights} | {f.b for f in fights}:
+        anchor = fights[0].a
+    fingerprints = {**dict(zip(frame["a"], frame["fingerprint_a"], strict=True)),
+                    **dict(zip(frame["b"], frame["fingerprint_b"], strict=True))}
+    rows = ratings.leaderboard(fights, anchor, n_boot=n_boot)
+    return pd.DataFrame([{"model": r.model, "fingerprint": fingerprints[r.model], "rating": r.rating, "ci_low": r.ci_low,
+                          "ci_high": r.ci_high, "battles": r.n_battles, "win_rate_vs_anchor": r.win_rate_vs_anchor,
+                          "win_ci_low": r.win_ci_low, "win_ci_high": r.win_ci_high} for r in rows])
 
 
 def runs(engine: Engine, variant: str | None = None, suite: str | None = None, status: str | None = None,
@@ -331,17 +360,3 @@ def shared_cases(engine: Engine, base_run: int, cand_run: int) -> list[str]:
     with engine.connect() as conn:
         base = set(conn.scalars(select(CaseResult.case_id).where(CaseResult.run_id == base_run)))
         return sorted(base & set(conn.scalars(select(CaseResult.case_id).where(CaseResult.run_id == cand_run))))
-
-
-def leaderboard(engine: Engine, suite: str, judge: str, anchor: str, n_boot: int = 300) -> pd.DataFrame:
-    """Bradley-Terry ratings (anchor = 1000) with bootstrap intervals, fitted on the battles' tally (a few rows)."""
-    frame = battle_tally(engine, suite, judge)
-    fights = [ratings.Battle(r.a, r.b, float(r.outcome), count=int(r.n)) for r in frame.itertuples()]
-    if not fights:
-        return pd.DataFrame(columns=["model", "rating", "ci_low", "ci_high", "battles", "win_rate_vs_anchor"])
-    if anchor not in {f.a for f in fights} | {f.b for f in fights}:
-        anchor = fights[0].a
-    rows = ratings.leaderboard(fights, anchor, n_boot=n_boot)
-    return pd.DataFrame([{"model": r.model, "rating": r.rating, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                          "battles": r.n_battles, "win_rate_vs_anchor": r.win_rate_vs_anchor,
-                          "win_ci_low": r.win_ci_low, "win_ci_high": r.win_ci_high} for r in rows])

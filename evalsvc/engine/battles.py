@@ -3,7 +3,8 @@
 Each pair of answers to a case is judged twice, once in each order; a verdict that
 changes with the order is position bias, not preference, and counts as a tie (Zheng et
 al. 2023, "Judging LLM-as-a-judge", arXiv 2306.05685, section 3.4). Battles are stored
-with the judge's identity and are never judged twice. Ratings come from ``ratings``.
+with the judge's identity, each pair in one canonical order (by fingerprint), and are never
+judged twice. Ratings come from ``ratings``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def latest_answers(engine: Engine, suite: Suite, variant: str, fp: str) -> Answe
         rows = s.execute(select(CaseResult.case_id, CaseResult.output, CaseResult.scores).where(
             CaseResult.run_id == found[0].id, CaseResult.sample_index == 0, CaseResult.status == "ok")).all()
         return Answers(variant, fp, {cid: out or "" for cid, out, _ in rows}, {cid: sc or {} for cid, _, sc in rows})
+
+
+def canonical(answers: Answers) -> tuple[str, str]:
+    """The order a pair is judged and stored in: by fingerprint (then name), so a pair is one battle per case whatever
+    the order the variants were named in (the store's unique key is on the ordered pair)."""
+    return answers.fingerprint, answers.variant
 
 
 class Arena:
@@ -129,7 +136,7 @@ class Arena:
                 BattleRecord.suite_version == suite.version, BattleRecord.judge_fingerprint == judge_fp,
                 BattleRecord.template_hash == tmpl)).all())
         todo = []
-        for a, b in itertools.combinations(answers, 2):
+        for a, b in itertools.combinations(sorted(answers, key=canonical), 2):  # each pair in one order, whatever -v's
             for cid in case_ids:
                 if cid in a.by_case and cid in b.by_case and (cid, a.fingerprint, b.fingerprint) not in done:
                     todo.append((cid, a, b))
