@@ -179,8 +179,7 @@ def bootstrap_intervals(battles: Sequence[Battle], anchor: str, n_boot: int = 10
     69:369-390). Coverage is simulated in docs/statistics.md (`bench/arena_coverage.py`). Battles without a case id
     are each their own cluster (a tally of ``count`` of them, ``count`` clusters). A model left unconnected to the
     anchor in a resample is dropped from that resample (its rating there is undefined); the anchor's interval is the
-    point (init_rating, init_rating), since every
-    rating is measured from it.
+    point (init_rating, init_rating), since every rating is measured from it.
     """
     if not 0 < alpha < 1 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
