@@ -72,8 +72,37 @@ def _logprobs(alternatives: dict[str, float]) -> dict[str, Any]:
 def test_prob_weighted_score_is_the_expectation_over_valid_score_tokens() -> None:
     # G-Eval: sum p(k) k over score tokens, renormalised; "x" is not a score and is ignored
     got = prob_weighted(_logprobs({"7": 0.5, "8": 0.3, "x": 0.1, "3": 0.1}), scale=10)
-    assert got == pytest.approx((7 * 0.5 + 8 * 0.3 + 3 * 0.1) / 0.9)
-    assert prob_weighted(None, 10) is None
+    assert got == (pytest.approx((7 * 0.5 + 8 * 0.3 + 3 * 0.1) / 0.9), None)
+    assert prob_weighted(None, 10) == (None, None)
+
+
+def _split(*positions: dict[str, float]) -> dict[str, Any]:
+    """A reply "VERDICT: <digits>" whose number was emitted one token per position, the first alternative at each."""
+    content = [{"token": "VERDICT", "top_logprobs": []}, {"token": ":", "top_logprobs": []}]
+    for alternatives in positions:
+        top = [{"token": t, "logprob": math.log(p)} for t, p in alternatives.items()]
+        content.append({"token": next(iter(alternatives)), "top_logprobs": top})
+    return {"content": content}
+
+
+def test_a_verdict_split_into_digit_tokens_is_read_as_the_whole_number() -> None:
+    """A tokenizer that writes 10 as " 1" + "0": the verdict is 10 (it gave no score at all), weighted by the chance
+    of each whole number: P(10) = P(" 1") P("0" | " 1"), P(1) = P(" 1") P(end | " 1")."""
+    got, note = prob_weighted(_split({" 1": 0.9, " 9": 0.1}, {"0": 0.8, "\n": 0.2}), scale=10)
+    assert note is None and got == pytest.approx(0.9 * 0.8 * 10 + 0.9 * 0.2 * 1 + 0.1 * 9)
+
+
+def test_a_digit_that_may_start_a_longer_score_is_not_read_as_itself() -> None:
+    """A "9" whose alternatives include "1" (1, or the start of 10, on a tokenizer that splits 10): it used to be read
+    as 1 and pulled the score down; now the weighting is refused, saying why, unless that share is negligible."""
+    got, note = prob_weighted(_split({"9": 0.7, "1": 0.2, "8": 0.1}), scale=10)
+    assert got is None and "cannot tell 1 from the start of 10" in note
+    got, note = prob_weighted(_split({"9": 0.995, "1": 0.005}), scale=10)
+    assert note is None and got == pytest.approx(9.0)
+    # a tokenizer with whole-number tokens (" 10" is one token): " 1" is the score 1
+    got, note = prob_weighted(_split({" 10": 0.6, " 9": 0.3, " 1": 0.1}), scale=10)
+    assert note is None and got == pytest.approx(0.6 * 10 + 0.3 * 9 + 0.1 * 1)
+    assert prob_weighted(_split({"4": 0.5, "1": 0.5}), scale=5) == (pytest.approx(2.5), None)  # nothing starts with 1 on 1-5
 
 
 def _judged_project(tmp_path: Path, cand: FakeEndpoint, judge: FakeEndpoint, check_extra: str = "") -> Path:

@@ -146,33 +146,78 @@ def parse_verdict(text: str, scale: int, pass_fail: bool) -> float | None:
     return float(value) if 1 <= value <= scale else None
 
 
-def prob_weighted(logprobs: dict[str, Any] | None, scale: int) -> float | None:
-    """G-Eval score: sum_k p(k) * k over the verdict token's top alternatives, renormalised.
+AMBIGUOUS_SHARE = 0.01  # a share of alternatives that cannot be read, below which it is left out of the weighting
 
-    The verdict token is the last digit token the judge emitted. Scores whose text spans
-    several tokens (10 on some tokenizers) cannot be weighed from one position and are
-    left out; the result is None when no alternative is a valid score.
+
+def prob_weighted(logprobs: dict[str, Any] | None, scale: int) -> tuple[float | None, str | None]:
+    """G-Eval score (Liu et al. 2023, arXiv 2303.16634): sum_k P(k) k over the whole numbers k on the scale, and a note
+    saying why there is none where the alternatives cannot be read.
+
+    The verdict is the last number the judge emitted, which a tokenizer may split into digit tokens (10 as "1" + "0").
+    A number's chance is read from the alternatives at its first digit; where an alternative may also start a longer
+    score ("1" on a 1-10 scale: 1, or the start of 10), it is split by the alternatives at the next position, which are
+    known only if the judge took that path (it emitted the "1"). Otherwise that share cannot be read: it is left out
+    when under AMBIGUOUS_SHARE, else there is no weighted score (the note says why). A tokenizer with whole-number
+    tokens (an alternative such as "10") reads "1" as 1. (None, None) without log-probabilities or a number in them.
     """
     try:  # the judge endpoint's reply: malformed entries mean no weighted score, never a crash
         content = (logprobs or {}).get("content") or []
-        for pos in range(len(content) - 1, -1, -1):
-            if _score_token(content[pos].get("token")) is not None:
-                weights: dict[int, float] = {}
-                for alt in content[pos].get("top_logprobs") or []:
-                    k = _score_token(alt.get("token"))
-                    if k is not None and 1 <= k <= scale:
-                        weights[k] = weights.get(k, 0.0) + math.exp(min(float(alt["logprob"]), 0.0))
-                total = sum(weights.values())
-                return sum(k * w for k, w in weights.items()) / total if total > 0 else None
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return None
-    return None
+        span = _number_span(content)
+        if span is None:
+            return None, None
+        first = content[span[0]]
+        alternatives = [(_digits(alt.get("token")), math.exp(min(float(alt["logprob"]), 0.0)))
+                        for alt in first.get("top_logprobs") or []]
+        valid = {str(k) for k in range(1, scale + 1)}
+        whole_tokens = any(d is not None and len(d) > 1 for d, _ in [*alternatives, (_digits(first.get("token")), 0.0)])
+        starts = set() if whole_tokens else {v[:n] for v in valid for n in range(1, len(v))}
+        following = content[span[0] + 1].get("top_logprobs") if span[0] + 1 < len(content) else None
+        weights: dict[int, float] = {}
+        unread: dict[str, float] = {}
+        for d, p in alternatives:
+            if d is None or (d not in valid and d not in starts):
+                continue
+            if d not in starts:
+                weights[int(d)] = weights.get(int(d), 0.0) + p
+            elif d == _digits(first.get("token")) and following:  # the path the judge took: its next step is known
+                nxt = [(alt.get("token"), math.exp(min(float(alt["logprob"]), 0.0))) for alt in following]
+                mass = sum(q for _, q in nxt)
+                for token, q in nxt:
+                    glued = _digits(token) if isinstance(token, str) and token[:1].isdecimal() else None
+                    number = d + glued if glued is not None else d
+                    if number in valid:
+                        weights[int(number)] = weights.get(int(number), 0.0) + p * q / mass
+            else:
+                unread[d] = unread.get(d, 0.0) + p
+        total = sum(weights.values())
+        if sum(unread.values()) > AMBIGUOUS_SHARE * (total + sum(unread.values())) or total <= 0:
+            if not unread:
+                return None, None
+            d = max(unread, key=unread.__getitem__)
+            longer = min(v for v in valid if v.startswith(d) and v != d)
+            return None, (f"no weighted score: the judge's tokenizer splits numbers, and {unread[d]:.0%} of its first-digit "
+                          f"alternatives is '{d}', which cannot tell {d} from the start of {longer} (the judge did not take "
+                          "that path, so what follows is unknown); use a scale below 10 for G-Eval weighting with this judge")
+        return sum(k * w for k, w in weights.items()) / total, None
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None, None
 
 
-def _score_token(token: Any) -> int | None:
-    """The integer a token spells ("7", " 10"), if it is one; superscripts and other digit-like symbols are not."""
+def _digits(token: Any) -> str | None:
+    """The digits a token spells ("7", " 10"), if it spells only digits; superscripts and other digit-like symbols are not."""
     text = token.strip() if isinstance(token, str) else ""
-    return int(text) if text.isdecimal() and len(text) <= 6 else None
+    return text if text.isdecimal() and text.isascii() and len(text) <= 6 else None
+
+
+def _number_span(content: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """Positions of the last number's tokens: the last digit token and the digit tokens glued before it."""
+    for end in range(len(content) - 1, -1, -1):
+        if _digits(content[end].get("token")) is not None:
+            start = end
+            while start > 0 and str(content[start].get("token"))[:1].isdecimal() and _digits(content[start - 1].get("token")):
+                start -= 1
+            return start, end
+    return None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class Verdict:
     prob: float | None
     reply: str
     error: str | None = None
+    prob_note: str | None = None  # why there is no probability-weighted score where the log-probabilities came back
 
 
 class JudgeClient:
@@ -101,8 +102,8 @@ class JudgeClient:
             reply = resp["text"]
             value = check.parse(reply)
             if value is not None:
-                prob = None if check.pass_fail else prob_weighted(resp.get("logprobs"), check.scale)
-                return Verdict(value, prob, reply)
+                prob, note = (None, None) if check.pass_fail else prob_weighted(resp.get("logprobs"), check.scale)
+                return Verdict(value, prob, reply, prob_note=note)
             messages = [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": NUDGE}]
         return Verdict(None, None, reply, f"no valid verdict after {check.retries + 1} tries; last reply: {reply[:200]!r}")
 

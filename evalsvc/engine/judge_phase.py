@@ -99,7 +99,8 @@ class Grader:
                     if exc.status in WHOLE_JUDGE_STATUSES:
                         raise
                     v = Verdict(None, None, "", f"the judge refused this answer: {exc}")  # this case's fault alone
-                detail = {**judge.identity(check), "verdict": v.value, "prob": v.prob, "reply": v.reply, "error": v.error}
+                detail = {**judge.identity(check), "verdict": v.value, "prob": v.prob, "reply": v.reply, "error": v.error,
+                          **({"prob_note": v.prob_note} if v.prob_note else {})}
                 repo.save_verdict(self.engine, row, check.label, detail)
 
         await asyncio.gather(*(worker() for _ in range(self.cfg.concurrency)))
