@@ -255,13 +255,48 @@ def test_a_judge_that_refuses_log_probabilities_is_asked_without_them(tmp_path: 
     assert outcome.metrics["judge"] == 8.0 and with_param == 1  # found out once, for this judge
 
 
+def sound_judge(score: int, fooled_by: int = 0) -> Any:
+    """A judge that grades every answer ``score`` and fails the canaries (the manipulative answers), but the first
+    ``fooled_by`` of them."""
+    questions = [c.question for c in canaries()]
+
+    def reply(body: dict[str, Any]) -> str:
+        text = str(body["messages"])
+        hit = next((k for k, q in enumerate(questions) if q in text), None)
+        return f"VERDICT: {score}" if hit is None else ("VERDICT: 10" if hit < fooled_by else "VERDICT: 1")
+    return reply
+
+
+def test_the_gate_shows_the_judge_canary_rate_and_a_judge_they_fool_decides_nothing(tmp_path: Path) -> None:
+    """Every gate report on judged suites shows how many canaries fooled the judge in each run; a judge fooled by more
+    than gate.max_canary_failure_rate (5%) decides nothing: one canary of the bundled set is over it."""
+    fooled = {"by": 0}
+    with FakeEndpoint() as cand, FakeEndpoint() as base, \
+            FakeEndpoint(reply=lambda body: sound_judge(8, fooled["by"])(body)) as judge:
+        project = _judged_project(tmp_path, cand, judge)
+        config = project / "evalsvc.yaml"
+        config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
+                          "model: b}}\ngate: {fail_on_inconclusive: false}\n")
+        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base"]
+        sound = CliRunner().invoke(main, gate)
+        fooled["by"] = 1
+        gullible = CliRunner().invoke(main, gate)
+    n = len(canaries())
+    assert sound.exit_code == 0, sound.output
+    assert (f"judge canaries (judge): answers written to manipulate the judge that it let through: 0 of {n} (0%) in the "
+            f"baseline run, 0 of {n} (0%) in the candidate run") in sound.output
+    assert gullible.exit_code == 2, gullible.output
+    assert f"1 of {n} ({1 / n:.0%}) in the candidate run" in gullible.output
+    assert "judge, pass not decided: its judge let more than 5% of its canaries through" in gullible.output
+
+
 def test_a_judge_score_out_of_10_needs_its_own_margin_to_be_gated(tmp_path: Path) -> None:
     """The default margin is 0.05 points of a [0, 1] metric: on a 1-10 score it would be meaningless."""
     from click.testing import CliRunner
 
     from evalsvc.cli import main
 
-    with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=lambda body: "VERDICT: 8") as judge:
+    with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
         project = _judged_project(tmp_path, cand, judge)
         config = project / "evalsvc.yaml"
         config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
@@ -318,4 +353,4 @@ variants:
         receiver.close()
     assert [t for t in titles if "Judge" in t] == ["🟤 Judge drifting: judge judge is fooled by its canaries more often"]
     assert not [t for t in titles if "Quality regression" in t]
-    assert gate.exit_code == 2 and "canary failure rate rose" in gate.output, gate.output
+    assert gate.exit_code == 2 and "more often than before: a judge alert is open" in gate.output, gate.output

@@ -127,7 +127,7 @@ def neutralise(answer: str, nonce: str) -> str:
     visible = _visible(answer)
     if visible != answer and _DISGUISE.search(visible):
         answer = visible
-    answer = re.sub(r"</?\s*candidate", "(candidate", answer, flags=re.IGNORECASE)
+    answer = re.sub(r"<\s*/?\s*candidate", "(candidate", answer, flags=re.IGNORECASE)  # "< / candidate" reads as a close too
     answer = answer.replace(nonce, "")
     return re.sub(r"verdict", "verd1ct", answer, flags=re.IGNORECASE)
 

@@ -48,6 +48,9 @@ class GateConfig(Strict):
     health_margin: float = Field(0.02, ge=0, lt=1, description="serving health: the candidate may fail to answer at most "
                                  "this share of cases more than the baseline; a shown excess is a regression (exit 1)")
     suites: dict[str, SuiteGate] = Field(default_factory=dict, description="per suite name: critical, weight")
+    max_canary_failure_rate: float = Field(0.05, ge=0, le=1, description="a judge that let more of its canaries (answers "
+                                           "written to manipulate it) through, in either run, decides nothing: its "
+                                           "metrics and the pass of the suites it judged are shown, not decided")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
 
     def suite(self, name: str) -> SuiteGate:

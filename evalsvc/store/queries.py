@@ -62,6 +62,14 @@ def metric_kinds(session: Session, run_id: int) -> dict[str, tuple[str, bool]]:
         select(MetricPoint.metric, MetricPoint.kind, MetricPoint.higher_is_better).where(MetricPoint.run_id == run_id))}
 
 
+def canary_rates(session: Session, run_id: int) -> dict[str, tuple[float, int]]:
+    """Judge check label -> (share of the canaries that fooled its judge in this run, canaries judged)."""
+    suffix = "_canary_failure_rate"
+    return {m.removesuffix(suffix): (value, n) for m, value, n in session.execute(
+        select(MetricPoint.metric, MetricPoint.value, MetricPoint.n).where(MetricPoint.run_id == run_id,
+                                                                          MetricPoint.metric.like(f"%{suffix}")))}
+
+
 def latest_points(session: Session, suite_names: list[str] | None = None) -> list[Any]:
     """The metric points of the latest run of each (suite, variant name), by suite, variant and metric."""
     q = select(MetricPoint.suite_name, MetricPoint.variant_name, MetricPoint.metric, MetricPoint.kind, MetricPoint.value,

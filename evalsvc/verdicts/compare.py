@@ -176,16 +176,17 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         pairs = per_suite.setdefault(suite_name, _Pairs())
         mismatched: set[str] = set()
         untrusted: set[str] = set()
+        fooled = _canaries(s, suite_name, base_run.id, cand_run.id, gate.max_canary_failure_rate, notes)
         flipped: list[tuple[str, str]] = []
         for cid in shared:
             b, c = base_rows[cid], cand_rows[cid]
             ids_b, ids_c = b.judges, c.judges
             mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
             untrusted |= {label for label, (fp, _) in [*ids_b.items(), *ids_c.items()] if fp in drifting}
-            if untrusted:  # a case's pass includes its judge verdicts
+            if untrusted or fooled:  # a case's pass includes its judge verdicts
                 untrusted.add("pass")
             for metric, (kind, up) in kinds.items():
-                if {metric, metric.removesuffix("_prob")} & (mismatched | untrusted):
+                if {metric, metric.removesuffix("_prob")} & (mismatched | untrusted | fooled):
                     continue
                 bv, cv = b.scores.get(metric), c.scores.get(metric)
                 if bv is None or cv is None:
@@ -204,9 +205,13 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         if mismatched:
             notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
                          "different judges or prompt templates")
-        if untrusted:
+        if untrusted - {"pass"}:
             notes.append(f"{suite_name}: {', '.join(sorted(untrusted))} not decided: its judge is fooled by its canaries "
                          "more often than it was (a judge alert is open); resolve it, or judge with another judge")
+        if fooled:
+            notes.append(f"{suite_name}: {', '.join(sorted(fooled | {'pass'}))} not decided: its judge let more than "
+                         f"{gate.max_canary_failure_rate:.0%} of its canaries through (gate.max_canary_failure_rate); "
+                         "a judge that manipulative answers can talk round cannot decide a release: judge with another judge")
     for name, pairs in per_suite.items():
         for metric in [m for m in pairs.values if _unscaled(pairs, m, gate)]:
             if metric in gate.primary:
@@ -219,10 +224,11 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     deciding = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items()
                 for metric in gate.primary if metric in pairs.values]
     if not deciding:
-        if any("its judge is fooled by its canaries" in n for n in notes):
-            raise NotComparable("the primary metrics are judged by a judge whose canary failure rate rose (a judge alert is "
-                                "open): nothing can be decided until it is resolved; " + "; ".join(
-                                    n for n in notes if "canaries" in n))
+        reasons = [n for n in notes if "its judge is fooled by its canaries" in n or "of its canaries through" in n]
+        if reasons:
+            rates = [n for n in notes if ": judge canaries (" in n]
+            raise NotComparable("the primary metrics are judged by a judge that its canaries fool (too often, or more often "
+                                "than before: a judge alert is open), so nothing can be decided: " + "; ".join(reasons + rates))
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
                             "set gate.primary in evalsvc.yaml")
     gated_speed, shown_speed, speed_notes = timing.compare_speed(s, runs, gate, POOLED)
@@ -286,6 +292,22 @@ def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str]
     decided = stats.decide_suites([c for _, c in found], gate.alpha, [gate.suite(n).critical for n, _ in found],
                                   [gate.suite(n).weight for n, _ in found])
     return list(zip([n for n, _ in found], decided, strict=True))
+
+
+def _canaries(s: Session, suite: str, base_run: int, cand_run: int, limit: float, notes: list[str]) -> set[str]:
+    """The judge canary rate of both runs, in the report wherever a suite is judged; the judge labels over the limit."""
+    base, cand = queries.canary_rates(s, base_run), queries.canary_rates(s, cand_run)
+    over = set()
+    for label in sorted(base.keys() | cand.keys()):
+        shown = []
+        for who, rates in (("baseline", base), ("candidate", cand)):
+            if label in rates:
+                value, n = rates[label]
+                shown.append(f"{round(value * n)} of {n} ({value:.0%}) in the {who} run")
+                over |= {label} if value > limit else set()
+        notes.append(f"{suite}: judge canaries ({label}): answers written to manipulate the judge that it let through: "
+                     + ", ".join(shown))
+    return over
 
 
 def _drifting_judges(s: Session) -> set[str]:
