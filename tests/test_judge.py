@@ -17,7 +17,7 @@ from evalsvc.config import load_config
 from evalsvc.engine import judge_phase
 from evalsvc.engine.runner import Runner
 from evalsvc.store.db import open_engine
-from evalsvc.store.schema import CaseResult, MetricPoint
+from evalsvc.store.schema import CaseResult, MetricPoint, Run
 from evalsvc.suites import resolve
 from tests.conftest import write_config, write_suite
 from tests.fake_endpoint import FakeEndpoint
@@ -354,3 +354,27 @@ variants:
     assert [t for t in titles if "Judge" in t] == ["🟤 Judge drifting: judge judge is fooled by its canaries more often"]
     assert not [t for t in titles if "Quality regression" in t]
     assert gate.exit_code == 2 and "more often than before: a judge alert is open" in gate.output, gate.output
+
+
+def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_path: Path) -> None:
+    """The baseline's last case was judged under another prompt template: the judge metric is not compared at all
+    (it used to be compared on the cases paired before that one, while the note said "not compared")."""
+    with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
+        project = _judged_project(tmp_path, cand, judge)
+        config = project / "evalsvc.yaml"
+        config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
+                          "model: b}}\ngate: {fail_on_inconclusive: false, margins: {judge: {absolute: 1}}}\n")
+        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base", "--json", str(tmp_path / "r.json")]
+        first = CliRunner().invoke(main, gate)
+        engine = open_engine(f"sqlite:///{project / 'store.db'}")
+        with Session(engine) as s, s.begin():
+            row = s.scalars(select(CaseResult).join(Run, Run.id == CaseResult.run_id)
+                            .where(Run.variant_name == "base", CaseResult.case_id == "q3")).one()
+            row.judge = {"judge": {**row.judge["judge"], "template": "another-template"}}
+        again = CliRunner().invoke(main, [*gate, "--reuse"])
+    import json
+
+    assert first.exit_code == 0 and again.exit_code == 0, again.output
+    metrics = {r["metric"] for r in json.loads((tmp_path / "r.json").read_text())["comparisons"]}
+    assert "judge" not in metrics and "judge_prob" not in metrics and "pass" in metrics
+    assert "judged: judge not compared: the two runs were judged by different judges or prompt templates" in again.output

@@ -178,13 +178,14 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         untrusted: set[str] = set()
         fooled = _canaries(s, suite_name, base_run.id, cand_run.id, gate.max_canary_failure_rate, notes)
         flipped: list[tuple[str, str]] = []
-        for cid in shared:
-            b, c = base_rows[cid], cand_rows[cid]
-            ids_b, ids_c = b.judges, c.judges
+        for cid in shared:  # judge identities first: a label judged differently on any case is left out on every case
+            ids_b, ids_c = base_rows[cid].judges, cand_rows[cid].judges
             mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
             untrusted |= {label for label, (fp, _) in [*ids_b.items(), *ids_c.items()] if fp in drifting}
-            if untrusted or fooled:  # a case's pass includes its judge verdicts
-                untrusted.add("pass")
+        if untrusted or fooled:  # a case's pass includes its judge verdicts
+            untrusted.add("pass")
+        for cid in shared:
+            b, c = base_rows[cid], cand_rows[cid]
             for metric, (kind, up) in kinds.items():
                 if {metric, metric.removesuffix("_prob")} & (mismatched | untrusted | fooled):
                     continue
