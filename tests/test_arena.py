@@ -137,6 +137,32 @@ def test_unparsable_pair_verdicts_store_no_outcome(tmp_path: Path, reply: str) -
         assert {r.verdict_ab for r in s.scalars(select(BattleRecord))} == {"error"}
 
 
+def test_a_pair_the_judge_refuses_is_no_verdict_for_that_case_and_is_asked_again_next_time(tmp_path: Path) -> None:
+    """A 400 on one case's pair (too long for the judge) leaves that battle without an outcome, not the arena stopped;
+    the next arena run asks the judge again for it alone, and stores its outcome in place of the failed one."""
+    state = {"refuse": True}
+
+    def refuse(n: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes] | None:
+        return (400, {}, b"too long") if state["refuse"] and "question 2" in body["messages"][-1]["content"] else None
+
+    with FakeEndpoint(reply=lambda b: "a correct answer") as good, FakeEndpoint(reply=lambda b: "nonsense") as bad, \
+            FakeEndpoint(reply=_prefers_correct) as judge:
+        judge.behaviour = refuse
+        project = _project(tmp_path, good, bad, judge)
+        cfg = load_config(project / "evalsvc.yaml")
+        engine = open_engine(cfg.store_url())
+        arena = Arena(cfg, engine, tmp_path / "logs")
+        suite, pair = resolve(cfg.suites_dir, ["qa"])[0], [cfg.variant("good"), cfg.variant("bad")]
+        first = arena.battle(suite, pair, "judge")
+        state["refuse"], asked = False, len(judge.requests)
+        second = arena.battle(suite, pair, "judge")
+        again = judge.requests[asked:]
+    assert len(first) == 5 and len(second) == 6
+    assert again and all("question 2" in r["messages"][-1]["content"] for r in again)
+    with Session(engine) as s:
+        assert s.scalars(select(BattleRecord).where(BattleRecord.case_id == "q2")).one().outcome is not None
+
+
 def test_checks_judge_decides_by_pass_then_continuous_scores() -> None:
     from evalsvc.engine.battles import checks_verdict
 

@@ -4,7 +4,8 @@ Each pair of answers to a case is judged twice, once in each order; a verdict th
 changes with the order is position bias, not preference, and counts as a tie (Zheng et
 al. 2023, "Judging LLM-as-a-judge", arXiv 2306.05685, section 3.4). Battles are stored
 with the judge's identity, each pair in one canonical order (by fingerprint), and are never
-judged twice. Ratings come from ``ratings``.
+judged twice; a battle the judge gave no verdict on (unparsable, or a refusal of that pair) is
+asked again by the next arena run. Ratings come from ``ratings``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from evalsvc import ratings
 from evalsvc.checks.judge import DEFAULT_RUBRIC, combine, pair_messages, template_hash
 from evalsvc.config import Config, VariantConfig
 from evalsvc.engine.judge_client import JudgeClient
+from evalsvc.engine.judge_phase import WHOLE_JUDGE_STATUSES
 from evalsvc.engine.runner import Runner
-from evalsvc.errors import ConfigError, EvalsvcError
+from evalsvc.errors import ConfigError, EvalsvcError, FatalEndpointError
 from evalsvc.identity import content_hash
 from evalsvc.serving import Served, serve
 from evalsvc.serving.endpoint import EndpointClient
@@ -124,6 +126,10 @@ class Arena:
                ab: str, ba: str, outcome: float | None) -> None:
         out_a, out_b = a.by_case[case_id], b.by_case[case_id]
         with Session(self.engine) as s, s.begin():
+            s.execute(delete(BattleRecord).where(  # a battle the judge failed on before is asked again, and replaced
+                BattleRecord.suite_version == suite.version, BattleRecord.case_id == case_id,
+                BattleRecord.fingerprint_a == a.fingerprint, BattleRecord.fingerprint_b == b.fingerprint,
+                BattleRecord.judge_fingerprint == judge_fp, BattleRecord.template_hash == tmpl, BattleRecord.outcome.is_(None)))
             s.add(BattleRecord(suite_name=suite.name, suite_version=suite.version, case_id=case_id, variant_a=a.variant,
                                fingerprint_a=a.fingerprint, variant_b=b.variant, fingerprint_b=b.fingerprint,
                                judge_name=judge_name, judge_fingerprint=judge_fp, template_hash=tmpl, verdict_ab=ab,
@@ -134,7 +140,7 @@ class Arena:
         with Session(self.engine) as s:
             done = set(s.execute(select(BattleRecord.case_id, BattleRecord.fingerprint_a, BattleRecord.fingerprint_b).where(
                 BattleRecord.suite_version == suite.version, BattleRecord.judge_fingerprint == judge_fp,
-                BattleRecord.template_hash == tmpl)).all())
+                BattleRecord.template_hash == tmpl, BattleRecord.outcome.is_not(None))).all())  # failed ones: asked again
         todo = []
         for a, b in itertools.combinations(sorted(answers, key=canonical), 2):  # each pair in one order, whatever -v's
             for cid in case_ids:
@@ -150,7 +156,12 @@ class Arena:
         sem = asyncio.Semaphore(self.cfg.concurrency)
 
         async def ask(question: str, first: str, second: str) -> str | None:
-            return await judge.ask_pair(pair_messages(question, first, second, rubric))
+            try:
+                return await judge.ask_pair(pair_messages(question, first, second, rubric))
+            except FatalEndpointError as exc:  # this pair's fault alone (too long for the judge): no verdict, asked again
+                if exc.status in WHOLE_JUDGE_STATUSES:  # on a re-run; a misconfigured judge stops the arena
+                    raise
+                return None
 
         async def one(case_id: str, a: Answers, b: Answers) -> None:
             question = suite.messages(cases[case_id])[-1]["content"]
