@@ -22,6 +22,8 @@ MODELS = Path(os.environ.get("EVALSVC_MODELS", ROOT / "models"))
 for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ.setdefault(var, "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the machine's cache of file hashes is not the tests' to fill (set-up's environments and checkpoints are linked in)
+os.environ["EVALSVC_CACHE"] = tempfile.mkdtemp(prefix="evalsvc-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,41 @@ def test_local_checkpoint_bytes_are_part_of_the_fingerprint(tmp_path: Path) -> N
     assert fingerprint(cfg.variants[0], Generation()) != first
 
 
+def test_a_checkpoint_folder_is_hashed_once_per_file_state_and_only_its_model_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 140 GB folder must not be read at every command: each file's hash is stored, keyed by its path, size and
+    modification time, so a new process does not read it again; and only weights, config and tokenizer files count
+    (a log or a README written into the folder is not a new checkpoint)."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("EVALSVC_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"w" * 4096)
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    code = "import sys; from evalsvc.identity import checkpoint_hash; print(checkpoint_hash(sys.argv[1]))"
+
+    def fresh_process() -> str:
+        done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=dict(os.environ))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    first = fresh_process()
+    (folder / "README.md").write_text("notes")
+    (folder / "compress-w8a8.log").write_text("a log")
+    assert fresh_process() == first
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    weights.write_bytes(b"v" * 4096)  # other bytes, same size and time: the stored hash is used, not the file
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fresh_process() == first
+    (folder / "config.json").write_text('{"quantization_config": {}}')
+    assert fresh_process() != first
+
+
 def _venv_with(folder: Path, dist: str, version: str) -> Path:
     """A real interpreter environment (python -m venv) in which ``dist`` appears installed at ``version``."""
     import subprocess
