@@ -120,3 +120,60 @@ def test_sigterm_to_a_run_stops_its_managed_server(tmp_path: Path, monkeypatch: 
     time.sleep(0.5)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the managed server must not outlive evalsvc"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}").exists() else "X"
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True], ids=["server-stops-on-sigterm", "server-ignores-sigterm"])
+def test_a_killed_evalsvc_leaves_no_server_and_its_resumed_run_sends_only_the_missing_cases(
+        tmp_path: Path, ignores_sigterm: bool) -> None:
+    """SIGKILL evalsvc mid-run: the server gets SIGTERM from its parent-death signal and stops; one that ignores it
+    is reaped (its whole process group) by the next launch. The resumed run sends only the cases not yet answered."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
+
+    from evalsvc.store.schema import CaseResult
+
+    project = _project(tmp_path)
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(60))
+    write_suite(project / "suites", "echo", cases)
+    env = {**os.environ, "STAND_IN_RECORD": str(tmp_path / "record.json"), "STAND_IN_DELAY": "0.3", "PYTHONPATH": str(ROOT),
+           "EVALSVC_CACHE": str(tmp_path / "cache"), "STAND_IN_IGNORE_TERM": "1" if ignores_sigterm else ""}
+    run = [sys.executable, "-m", "evalsvc.cli", "run", "-c", str(project / "evalsvc.yaml"), "--no-progress"]
+    proc = subprocess.Popen(run, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "record.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)
+    server = json.loads((tmp_path / "record.json").read_text())["pid"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    time.sleep(1.5)
+    assert _alive(server) == ignores_sigterm  # the parent-death signal stopped it, unless it ignores SIGTERM
+    engine = create_engine(f"sqlite:///{project / 'store.db'}")
+    with Session(engine) as s:
+        done = s.scalar(select(func.count()).select_from(CaseResult).where(CaseResult.status == "ok"))
+    engine.dispose()
+    assert 0 < done < 60
+    (tmp_path / "record.json").unlink()
+    resumed = subprocess.run(run, cwd=project, env={**env, "STAND_IN_IGNORE_TERM": ""}, capture_output=True, text=True,
+                             timeout=120)
+    assert not _alive(server), "a server left by a killed evalsvc is reaped at the next launch"
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f" {60 - done}/0" in resumed.stdout.replace("\n", " "), resumed.stdout  # sent/cached: only the missing cases

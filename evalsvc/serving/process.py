@@ -5,6 +5,7 @@ Shared by the built-in backends; a plugin backend can use ``launched`` too.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -70,15 +71,72 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         proc.wait()
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: SIGTERM it when evalsvc dies (Linux prctl PR_SET_PDEATHSIG), so a
+    killed evalsvc (SIGKILL, OOM) does not leave a server holding a GPU."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the reaping below still applies
+        pass
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22): a pid with another is another."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _registry() -> Path:
+    from evalsvc.identity import cache_dir
+
+    return cache_dir() / "servers"
+
+
+def reap_stale() -> list[int]:
+    """Kill the process groups of servers whose evalsvc is gone (a record per server, written at launch): what a
+    parent-death signal missed (a server that ignores SIGTERM, or its engine's own child processes). Returns them."""
+    reaped = []
+    for record in _registry().glob("*.json") if _registry().is_dir() else []:
+        try:
+            info = json.loads(record.read_text())
+            owner_alive = _started(info["owner"]) == info["owner_started"]
+            if not owner_alive and _started(info["pgid"]) == info["started"]:
+                os.killpg(info["pgid"], signal.SIGKILL)
+                reaped.append(info["pgid"])
+            if not owner_alive:
+                record.unlink(missing_ok=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+    return reaped
+
+
 @contextmanager
 def launched(cmd: list[str], env: dict[str, str], log: Path, port: int, model: str, timeout_s: float,
              grace_s: float = 10.0) -> Iterator[Served]:
-    """Start ``cmd`` (which must listen on ``port``), wait until /v1/models answers, yield, stop it."""
+    """Start ``cmd`` (which must listen on ``port``), wait until /v1/models answers, yield, stop it.
+
+    The server runs in its own process group, gets SIGTERM if evalsvc dies, and is recorded so that the next launch
+    on this machine reaps its group should it outlive a killed evalsvc anyway (`reap_stale`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    reap_stale()
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    record = _registry() / f"{proc.pid}.json"
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"pgid": proc.pid, "started": _started(proc.pid), "owner": os.getpid(),
+                                      "owner_started": _started(os.getpid()), "cmd": cmd[:4]}))
+    except OSError:
+        record = None  # type: ignore[assignment]
     try:
         wait_healthy(proc, f"http://127.0.0.1:{port}/v1/models", log, timeout_s)
         yield Served(f"http://127.0.0.1:{port}/v1", model, health=lambda: death(proc, log))
     finally:
         stop(proc, grace_s)
+        if record is not None:
+            record.unlink(missing_ok=True)
