@@ -177,3 +177,33 @@ def test_a_killed_evalsvc_leaves_no_server_and_its_resumed_run_sends_only_the_mi
     assert not _alive(server), "a server left by a killed evalsvc is reaped at the next launch"
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f" {60 - done}/0" in resumed.stdout.replace("\n", " "), resumed.stdout  # sent/cached: only the missing cases
+
+
+def test_two_servers_never_share_a_gpu_set_they_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two firings in threads (as two schedules due in the same minute run) whose variants use GPUs 2,3: the second
+    server starts only once the first has stopped; a variant on GPU 0 runs beside them."""
+    import threading
+    import time
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("EVALSVC_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(_project(tmp_path) / "evalsvc.yaml")
+    same = cfg.variants[0]
+    other = same.model_copy(update={"local": same.local.model_copy(update={"gpu_ids": [0]})})
+    spans: dict[str, tuple[float, float]] = {}
+
+    def hold(name: str, variant) -> None:  # type: ignore[no-untyped-def]
+        with serve(variant, tmp_path / "logs" / name):
+            began = time.monotonic()
+            time.sleep(2.5)
+        spans[name] = (began, time.monotonic())
+
+    threads = [threading.Thread(target=hold, args=(n, v)) for n, v in (("first", same), ("second", same), ("gpu0", other))]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join(120)
+    (_, first_end), (second_began, _) = sorted([spans["first"], spans["second"]])
+    assert second_began >= first_end, "the second server on GPUs 2,3 started before the first stopped"
+    assert spans["gpu0"][0] < first_end, "a server on other GPUs does not wait for them"

@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,13 +116,51 @@ def reap_stale() -> list[int]:
     return reaped
 
 
+_held = threading.local()  # the device sets this thread holds: a thread may nest servers on its own devices
+
+
+@contextmanager
+def devices(key: str) -> Iterator[None]:
+    """Hold a device set ("gpus-2,3", or "cpu") on this machine: another process or thread that wants it waits until
+    it is free, so two servers never share a GPU set (two schedules due in the same minute queue here)."""
+    import fcntl
+
+    mine = getattr(_held, "keys", set())
+    if key in mine:
+        yield
+        return
+    path = _registry() / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"evalsvc: waiting for {key}: another model server holds it", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        _held.keys = mine | {key}
+        try:
+            yield
+        finally:
+            _held.keys = mine
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @contextmanager
 def launched(cmd: list[str], env: dict[str, str], log: Path, port: int, model: str, timeout_s: float,
-             grace_s: float = 10.0) -> Iterator[Served]:
-    """Start ``cmd`` (which must listen on ``port``), wait until /v1/models answers, yield, stop it.
+             grace_s: float = 10.0, device_key: str = "cpu") -> Iterator[Served]:
+    """Start ``cmd`` (which must listen on ``port``) on its device set, wait until /v1/models answers, yield, stop it.
 
-    The server runs in its own process group, gets SIGTERM if evalsvc dies, and is recorded so that the next launch
-    on this machine reaps its group should it outlive a killed evalsvc anyway (`reap_stale`)."""
+    The device set is held for the server's life (`devices`). The server runs in its own process group, gets SIGTERM
+    if evalsvc dies, and is recorded so that the next launch on this machine reaps its group should it outlive a
+    killed evalsvc anyway (`reap_stale`)."""
+    with devices(device_key):
+        with _launched(cmd, env, log, port, model, timeout_s, grace_s) as served:
+            yield served
+
+
+@contextmanager
+def _launched(cmd: list[str], env: dict[str, str], log: Path, port: int, model: str, timeout_s: float,
+              grace_s: float) -> Iterator[Served]:
     log.parent.mkdir(parents=True, exist_ok=True)
     reap_stale()
     with log.open("wb") as fh:

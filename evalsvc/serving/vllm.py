@@ -52,8 +52,10 @@ class VllmBackend:
         env = dict(os.environ)
         if loc.gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in loc.gpu_ids)
+        gpus = "gpus-" + ",".join(str(g) for g in sorted(loc.gpu_ids)) if loc.gpu_ids is not None else (
+            "gpus-" + env["CUDA_VISIBLE_DEVICES"] if env.get("CUDA_VISIBLE_DEVICES") else "devices-default")
         with launched(command(loc, variant.name, port), env, log_dir / f"{variant.name}.vllm.log", port, variant.name,
-                      loc.start_timeout_s, grace_s=30.0) as served:
+                      loc.start_timeout_s, grace_s=30.0, device_key=gpus) as served:
             yield served
 
 
