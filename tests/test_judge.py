@@ -378,3 +378,42 @@ def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_pa
     metrics = {r["metric"] for r in json.loads((tmp_path / "r.json").read_text())["comparisons"]}
     assert "judge" not in metrics and "judge_prob" not in metrics and "pass" in metrics
     assert "judged: judge not compared: the two runs were judged by different judges or prompt templates" in again.output
+
+
+def test_a_new_evalsvc_version_starts_a_judges_canary_series_again(tmp_path: Path) -> None:
+    """The canaries ship with evalsvc: after an upgrade (6 nights judged by the old version, then one by the new, whose
+    canaries all fool this judge) the judge's series starts again (warming up: no judge alert); on one version the
+    same nights alarm."""
+    from evalsvc.service.drift import judge_findings
+    from evalsvc.service.schedule import fire
+
+    questions = [c.question for c in canaries()]
+    state = {"fooled": 0}
+
+    def judge_reply(body: dict[str, Any]) -> str:
+        text = str(body["messages"])
+        hit = next((k for k, q in enumerate(questions) if q in text), None)
+        return "VERDICT: 8" if hit is None else ("VERDICT: 10" if hit < state["fooled"] else "VERDICT: 1")
+
+    with FakeEndpoint() as cand, FakeEndpoint(reply=judge_reply) as judge:
+        project = _judged_project(tmp_path, cand, judge)
+        cfg_file = project / "evalsvc.yaml"
+        cfg_file.write_text(cfg_file.read_text().replace("variants:\n", "schedules: [{name: nightly, cron: '0 2 * * *', "
+                                                                         "variants: [cand]}]\nvariants:\n", 1))
+        cfg = load_config(cfg_file)
+        for night in range(1, 8):
+            state["fooled"] = len(questions) if night == 7 else 0
+            fire(cfg, str(cfg_file), cfg.schedules[0], f"2026-11-{night:02d}T02:00Z")
+            if night == 6:
+                engine = open_engine(cfg.store_url())
+                with Session(engine) as s, s.begin():
+                    old = s.scalars(select(Run)).all()
+                    for run in old:
+                        run.evalsvc_version = "0.0.9"
+        one_version = judge_findings(engine)
+        with Session(engine) as s, s.begin():
+            for run in s.scalars(select(Run)):
+                run.evalsvc_version = "0.0.9"
+        same_version = judge_findings(engine)
+    assert [(f.runs, f.regression) for f in one_version] == [(1, False)], one_version
+    assert [(f.runs, f.regression) for f in same_version] == [(7, True)], same_version

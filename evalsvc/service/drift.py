@@ -196,15 +196,20 @@ class JudgeFinding:
 
 def judge_findings(engine: Engine, warmup: int = 5, alpha: float = 0.05) -> list[JudgeFinding]:
     """The canary failure rate as a series per judge identity (across the variants and suites it judged, in run
-    order): a rise means the judge is easier to fool than it was (an upstream judge swap, a new template...)."""
-    from evalsvc.store.schema import CaseResult, MetricPoint
+    order): a rise means the judge is easier to fool than it was (an upstream judge swap, a new template...). The
+    canaries ship with evalsvc, so each evalsvc version starts the series again (new canaries are not a judge
+    getting worse); one finding per judge identity, from its newest series."""
+    from evalsvc.store.schema import CaseResult, MetricPoint, Run
 
     with Session(engine) as s:
         points = s.execute(select(MetricPoint.run_id, MetricPoint.run_ts, MetricPoint.metric, MetricPoint.value,
                                   MetricPoint.n).where(MetricPoint.metric.like(f"%{CANARY}"))
                            .order_by(MetricPoint.run_ts, MetricPoint.run_id)).all()
-        identity: dict[tuple[int, str], tuple[str, str]] = {}
+        identity: dict[tuple[int, str], tuple[str, str, str]] = {}
         run_ids = sorted({p.run_id for p in points})
+        versions: dict[int, str] = {}
+        for i in range(0, len(run_ids), 500):  # the canaries ship with evalsvc: a new version may bring new ones
+            versions.update(s.execute(select(Run.id, Run.evalsvc_version).where(Run.id.in_(run_ids[i:i + 500]))).tuples().all())
         for i in range(0, len(run_ids), 500):  # one judged case per run tells its judges' identities: two queries a chunk
             first = select(CaseResult.run_id, func.min(CaseResult.case_id).label("case_id")).where(
                 CaseResult.run_id.in_(run_ids[i:i + 500]), CaseResult.judge.is_not(None)).group_by(CaseResult.run_id).subquery()
@@ -212,14 +217,15 @@ def judge_findings(engine: Engine, warmup: int = 5, alpha: float = 0.05) -> list
                     first, (CaseResult.run_id == first.c.run_id) & (CaseResult.case_id == first.c.case_id))):
                 for label, detail in (judged or {}).items():
                     if isinstance(detail, dict) and detail.get("fingerprint"):
-                        identity[(run_id, label)] = (str(detail.get("judge") or label), str(detail["fingerprint"]))
-    by_judge: dict[tuple[str, str], list[Any]] = {}
+                        identity[(run_id, label)] = (str(detail.get("judge") or label), str(detail["fingerprint"]),
+                                                     str(versions.get(run_id) or ""))
+    by_judge: dict[tuple[str, str, str], list[Any]] = {}
     for p in points:
         who = identity.get((p.run_id, p.metric.removesuffix(CANARY)))
         if who is not None:
             by_judge.setdefault(who, []).append(p)
-    out = []
-    for (name, fp), pts in by_judge.items():
+    out: dict[tuple[str, str], JudgeFinding] = {}
+    for (name, fp, _), pts in sorted(by_judge.items(), key=lambda kv: kv[1][-1].run_ts):  # the newest series wins
         found = drift.scan([drift.Point(value=p.value, n=p.n) for p in pts], warmup=warmup, alpha=alpha, higher_is_better=False)
         last = found.last
         if last is not None:
@@ -228,5 +234,6 @@ def judge_findings(engine: Engine, warmup: int = 5, alpha: float = 0.05) -> list
             state = f"warming up ({len(pts)}/{warmup + 1})"
         else:
             state = "in control"
-        out.append(JudgeFinding(name, fp, len(pts), pts[-1].value, state, bool(last is not None and last.direction == "down")))
-    return out
+        out[(name, fp)] = JudgeFinding(name, fp, len(pts), pts[-1].value, state,
+                                       bool(last is not None and last.direction == "down"))
+    return list(out.values())
