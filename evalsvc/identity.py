@@ -61,14 +61,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _file_hashes:
-        known = _stored(key) if st.st_size >= 1 << 20 or p.suffix in (".safetensors", ".gguf", ".bin") else None
+        worth_storing = st.st_size >= 1 << 20 or p.suffix in (".safetensors", ".gguf", ".bin")  # small files: just read
+        known = _stored(key) if worth_storing else None
         if known is None:
             digest = hashlib.sha256()
             with p.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
             known = digest.hexdigest()
-            if st.st_size >= 1 << 20 or p.suffix in (".safetensors", ".gguf", ".bin"):
+            if worth_storing:
                 _stored(key, known)
         _file_hashes[key] = known
     return _file_hashes[key]

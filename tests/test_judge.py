@@ -255,6 +255,14 @@ def test_a_judge_that_refuses_log_probabilities_is_asked_without_them(tmp_path: 
     assert outcome.metrics["judge"] == 8.0 and with_param == 1  # found out once, for this judge
 
 
+def _with_baseline(project: Path, base: FakeEndpoint, gate: str = "{fail_on_inconclusive: false}") -> tuple[Path, list[str]]:
+    """The judged project with a baseline variant and these gate settings; its config and the gate command."""
+    config = project / "evalsvc.yaml"
+    config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
+                      f"model: b}}}}\ngate: {gate}\n")
+    return config, ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base"]
+
+
 def sound_judge(score: int, fooled_by: int = 0) -> Any:
     """A judge that grades every answer ``score`` and fails the canaries (the manipulative answers), but the first
     ``fooled_by`` of them."""
@@ -274,10 +282,7 @@ def test_the_gate_shows_the_judge_canary_rate_and_a_judge_they_fool_decides_noth
     with FakeEndpoint() as cand, FakeEndpoint() as base, \
             FakeEndpoint(reply=lambda body: sound_judge(8, fooled["by"])(body)) as judge:
         project = _judged_project(tmp_path, cand, judge)
-        config = project / "evalsvc.yaml"
-        config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
-                          "model: b}}\ngate: {fail_on_inconclusive: false}\n")
-        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base"]
+        _, gate = _with_baseline(project, base)
         sound = CliRunner().invoke(main, gate)
         fooled["by"] = 1
         gullible = CliRunner().invoke(main, gate)
@@ -298,10 +303,7 @@ def test_a_judge_score_out_of_10_needs_its_own_margin_to_be_gated(tmp_path: Path
 
     with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
         project = _judged_project(tmp_path, cand, judge)
-        config = project / "evalsvc.yaml"
-        config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
-                          "model: b}}\ngate: {fail_on_inconclusive: false}\n")
-        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base"]
+        config, gate = _with_baseline(project, base)
         plain = CliRunner().invoke(main, gate)
         config.write_text(config.read_text().replace("gate: {fail_on_inconclusive: false}",
                                                      "gate: {fail_on_inconclusive: false, primary: [judge]}"))
@@ -361,10 +363,8 @@ def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_pa
     (it used to be compared on the cases paired before that one, while the note said "not compared")."""
     with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
         project = _judged_project(tmp_path, cand, judge)
-        config = project / "evalsvc.yaml"
-        config.write_text(config.read_text() + f"  - {{name: base, family: f, endpoint: {{base_url: \"{base.base_url}\", "
-                          "model: b}}\ngate: {fail_on_inconclusive: false, margins: {judge: {absolute: 1}}}\n")
-        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base", "--json", str(tmp_path / "r.json")]
+        _, gate = _with_baseline(project, base, "{fail_on_inconclusive: false, margins: {judge: {absolute: 1}}}")
+        gate += ["--json", str(tmp_path / "r.json")]
         first = CliRunner().invoke(main, gate)
         engine = open_engine(f"sqlite:///{project / 'store.db'}")
         with Session(engine) as s, s.begin():
