@@ -240,33 +240,43 @@ def battle_judges(engine: Engine) -> pd.DataFrame:
                             BattleRecord.template_hash).order_by(func.max(BattleRecord.id).desc()))
 
 
-def battles(engine: Engine, suite: str, judge_fingerprint: str, template: str) -> pd.DataFrame:
-    """Decided battles, case by case, on the suite's newest version judged by one judge identity (fingerprint and
-    rubric: never a judge's name alone, which can cover several). Each side is labelled by its variant name, with its
-    fingerprint where one name stands for several checkpoints, so two checkpoints are never one model."""
+def _judged_by(suite: str, judge_fingerprint: str, template: str) -> Any:
+    """Decided battles on the suite's newest version judged by one judge identity (fingerprint and rubric: never a
+    judge's name alone, which can cover several)."""
     mine = and_(BattleRecord.suite_name == suite, BattleRecord.judge_fingerprint == judge_fingerprint,
                 BattleRecord.template_hash == template)
     newest = select(BattleRecord.suite_version).where(mine).order_by(BattleRecord.id.desc()).limit(1).scalar_subquery()
-    frame = _frame(engine, select(BattleRecord.variant_a, BattleRecord.fingerprint_a, BattleRecord.variant_b,
-                                  BattleRecord.fingerprint_b, BattleRecord.case_id, BattleRecord.outcome)
-                   .where(mine, BattleRecord.suite_version == newest, BattleRecord.outcome.is_not(None)))
+    return and_(mine, BattleRecord.suite_version == newest, BattleRecord.outcome.is_not(None))
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each side labelled by its variant name, with its fingerprint where one name stands for several checkpoints, so
+    two checkpoints are never one model."""
     sides = pd.concat([frame[["variant_a", "fingerprint_a"]].set_axis(["variant", "fingerprint"], axis=1),
                        frame[["variant_b", "fingerprint_b"]].set_axis(["variant", "fingerprint"], axis=1)]).drop_duplicates()
     shared = set(sides["variant"][sides["variant"].duplicated()])
+    out = {}
+    for side in ("a", "b"):
+        name, fp = frame[f"variant_{side}"], frame[f"fingerprint_{side}"]
+        out[side] = name.where(~name.isin(shared), name + " (" + fp.str[:8] + ")")
+    return frame.assign(**out)
 
-    def label(name: str, fp: str) -> str:
-        return f"{name} ({fp[:8]})" if name in shared else name
 
-    return frame.assign(a=[label(n, f) for n, f in zip(frame["variant_a"], frame["fingerprint_a"], strict=True)],
-                        b=[label(n, f) for n, f in zip(frame["variant_b"], frame["fingerprint_b"], strict=True)])
+def battles(engine: Engine, suite: str, judge_fingerprint: str, template: str) -> pd.DataFrame:
+    """Decided battles of one judge identity, case by case, with their sides labelled (`_labelled`)."""
+    return _labelled(_frame(engine, select(BattleRecord.variant_a, BattleRecord.fingerprint_a, BattleRecord.variant_b,
+                                           BattleRecord.fingerprint_b, BattleRecord.case_id, BattleRecord.outcome)
+                            .where(_judged_by(suite, judge_fingerprint, template))))
 
 
 def win_matrix(engine: Engine, suite: str, judge_fingerprint: str, template: str) -> pd.DataFrame:
-    """Row model's share of points against the column model (ties count half), with the battle count."""
-    pairs = battles(engine, suite, judge_fingerprint, template)
+    """Row model's share of points against the column model (ties count half), with the battle count, tallied in SQL."""
+    keys = (BattleRecord.variant_a, BattleRecord.fingerprint_a, BattleRecord.variant_b, BattleRecord.fingerprint_b)
+    pairs = _frame(engine, select(*keys, func.sum(BattleRecord.outcome).label("points"), func.count().label("n"))
+                   .where(_judged_by(suite, judge_fingerprint, template)).group_by(*keys))
     if pairs.empty:
         return pd.DataFrame(columns=["model", "opponent", "win_rate", "battles"])
-    pairs = pairs.groupby(["a", "b"], as_index=False).agg(points=("outcome", "sum"), n=("outcome", "size"))
+    pairs = _labelled(pairs)[["a", "b", "points", "n"]]
     flipped = pairs.rename(columns={"a": "b", "b": "a"}).assign(points=lambda f: f["n"] - f["points"])
     both = pd.concat([pairs, flipped]).groupby(["a", "b"], as_index=False)[["points", "n"]].sum()
     return pd.DataFrame({"model": both["a"], "opponent": both["b"], "win_rate": both["points"] / both["n"],
@@ -277,7 +287,8 @@ def leaderboard(engine: Engine, suite: str, judge_fingerprint: str, template: st
                 n_boot: int = 300) -> pd.DataFrame:
     """Bradley-Terry ratings (anchor = 1000) with bootstrap intervals (cases resampled), and each model's fingerprint."""
     frame = battles(engine, suite, judge_fingerprint, template)
-    fights = [ratings.Battle(r.a, r.b, float(r.outcome), case_id=r.case_id) for r in frame.itertuples()]
+    fights = [ratings.Battle(a, b, float(y), case_id=c)
+              for a, b, y, c in zip(frame["a"], frame["b"], frame["outcome"], frame["case_id"], strict=True)]
     if not fights:
         return pd.DataFrame(columns=["model", "fingerprint", "rating", "ci_low", "ci_high", "battles", "win_rate_vs_anchor"])
     if anchor not in {f.a for f in fights} | {f.b for f in fights}:
