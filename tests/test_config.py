@@ -185,3 +185,21 @@ variants:
     monkeypatch.delenv("CAND_URL")
     msg = _error(tmp_path, body)
     assert "evalsvc.yaml:4" in msg and "${CAND_URL} is not set" in msg and "${CAND_URL:-value}" in msg
+
+
+def test_a_small_relative_margin_on_a_speed_metric_is_refused_with_what_relative_means(tmp_path: Path) -> None:
+    """``latency_p95: {relative: 0.10}`` reads as "10% slower" but keeps 10%: it would let p95 latency grow 90%."""
+    msg = _error(tmp_path, BASE + "gate:\n  margins:\n    default: {absolute: 0.05}\n    latency_p95: {relative: 0.10}\n")
+    assert "evalsvc.yaml:8" in msg and "gate.margins.latency_p95" in msg
+    assert "share of the baseline kept" in msg and "up to 90%" in msg and "{relative: 0.9}" in msg
+    gate = load_config(write_config(tmp_path, BASE + "gate:\n  margins:\n    latency_p95: {relative: 0.9}\n"
+                                    "    tokens_per_s: {absolute: 2.0}\n    pass: {relative: 0.1}\n")).gate
+    assert gate.margin_for("latency_p95").relative == 0.9  # a quality metric keeps any recovery share
+
+
+def test_the_gate_config_names_the_same_speed_metrics_as_the_speed_module() -> None:
+    from evalsvc import speed
+    from evalsvc.config.gate import SPEED_METRICS
+
+    assert SPEED_METRICS == speed.METRICS
+

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from evalsvc.config.base import Strict
+
+# evalsvc.speed.METRICS (a sibling of this layer, so named again here; a test keeps the two equal)
+SPEED_METRICS = ("latency_p50", "latency_p95", "tokens_per_s", "output_tokens")
+MIN_SPEED_RECOVERY = 0.5  # a relative speed margin below this allows the candidate to be more than twice as slow
 
 
 class Margin(Strict):
@@ -53,8 +58,34 @@ class GateConfig(Strict):
                                            "metrics and the pass of the suites it judged are shown, not decided")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
 
+    @field_validator("margins")
+    @classmethod
+    def _speed_recovery(cls, margins: dict[str, Margin]) -> dict[str, Margin]:
+        """``relative`` is the share kept, for speed as for quality: ``latency_p95: {relative: 0.10}`` reads like "10%
+        slower" but allows a p95 latency 1.9 times the baseline's, so a small share on a speed metric is refused."""
+        errors = [InitErrorDetails(type=PydanticCustomError("speed_margin", _speed_message(name, m.relative)),
+                                   loc=(name, "relative"), input=m.relative)
+                  for name, m in margins.items()
+                  if name in SPEED_METRICS and m.relative is not None and m.relative < MIN_SPEED_RECOVERY]
+        if errors:
+            raise ValidationError.from_exception_data("gate.margins", errors)
+        return margins
+
     def suite(self, name: str) -> SuiteGate:
         return self.suites.get(name) or SuiteGate()
 
     def margin_for(self, metric: str) -> Margin:
         return self.margins.get(metric) or self.margins.get("default") or Margin(absolute=0.05)
+
+
+def _speed_message(metric: str, recovery: float) -> str:
+    """Why a small recovery share on a speed metric is refused, and what to write (the margin is (1 - r) x the baseline)."""
+    if metric == "tokens_per_s":
+        allows, intent, unit = f"the candidate's tokens per second fall by up to {1 - recovery:.0%}", "fewer tokens per second", \
+            "tokens per second"
+    else:
+        what, unit = ("latency", "seconds") if metric.startswith("latency") else ("output length", "tokens")
+        allows = f"the candidate's {what} grow by up to {1 - recovery:.0%} ({2 - recovery:g} times the baseline's)"
+        intent = "slower" if metric.startswith("latency") else "longer"
+    return (f"relative is the share of the baseline kept (a recovery, as for quality), not the loss allowed: relative "
+            f"{recovery:g} lets {allows}; for 'at most 10% {intent}' write {{relative: 0.9}} (or an absolute margin in {unit})")
