@@ -203,3 +203,21 @@ def test_the_gate_config_names_the_same_speed_metrics_as_the_speed_module() -> N
 
     assert SPEED_METRICS == speed.METRICS
 
+
+def test_an_empty_variable_takes_the_default_and_an_empty_bare_reference_names_its_line(tmp_path: Path, monkeypatch) -> None:
+    """As in the shell: ``${VAR:-d}`` is d when VAR is unset or empty, ``${VAR-d}`` only when unset. CI sets a variable
+    it has no value for to "" (``${{ vars.CANDIDATE_URL }}``): a bare ``${VAR}`` that is empty is an error, not a "" URL."""
+    body = """\
+variants:
+  - name: cand
+    family: f
+    endpoint: {base_url: "${CAND_URL}", model: "${CAND_MODEL:-base-model}", revision: "r${REV-1}"}
+"""
+    monkeypatch.setenv("CAND_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CAND_MODEL", "")
+    monkeypatch.setenv("REV", "")
+    ep = load_config(write_config(tmp_path, body)).variants[0].endpoint
+    assert (ep.model, ep.revision) == ("base-model", "r")
+    monkeypatch.setenv("CAND_URL", "")
+    msg = _error(tmp_path, body)
+    assert "evalsvc.yaml:4" in msg and "variants.0.endpoint.base_url: ${CAND_URL} is set to the empty string" in msg

@@ -199,13 +199,18 @@ def parse_yaml(text: str, path: Path, error_cls: type[UserInputError],
     return root, data
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 
 def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[UserInputError],
                loc: tuple[Any, ...] = ()) -> Any:
-    """``${VAR}`` and ``${VAR:-default}`` in string values, from the environment (so CI can point a variant at a new
-    URL, model or revision without templating the file); an unset variable without a default names its line."""
+    """``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` in string values, from the environment (so CI can point a
+    variant at a new URL, model or revision without templating the file).
+
+    As in the shell, ``:-`` takes the default when the variable is unset or empty, ``-`` only when it is unset. A bare
+    ``${VAR}`` that is unset or empty is an error naming its line: CI sets a variable it has no value for to the empty
+    string (``CANDIDATE_URL: ${{ vars.CANDIDATE_URL }}``), and an empty URL or model name would fail far from its cause.
+    """
     if isinstance(data, dict):
         return {k: expand_env(v, root, path, error_cls, (*loc, k)) for k, v in data.items()}
     if isinstance(data, list):
@@ -214,12 +219,18 @@ def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[Us
         return data
 
     def value(m: re.Match[str]) -> str:
-        found = os.environ.get(m[1])
-        if found is None and m[2] is None:
+        name, op, default = m[1], m[2], m[3]
+        found = os.environ.get(name)
+        if op == ":-":
+            return found or default
+        if op == "-":
+            return default if found is None else found
+        if not found:
             line = _line_of(root, loc)
-            raise error_cls(f"{path}:{line}" if line else str(path), f"{'.'.join(map(str, loc))}: ${{{m[1]}}} is not set",
-                            f"export {m[1]}=..., or give a default: ${{{m[1]}:-value}}")
-        return found if found is not None else m[2]
+            state = "is not set" if found is None else "is set to the empty string"
+            raise error_cls(f"{path}:{line}" if line else str(path), f"{'.'.join(map(str, loc))}: ${{{name}}} {state}",
+                            f"export {name}=..., or give a default: ${{{name}:-value}} (${{{name}-}} allows an empty value)")
+        return found
 
     return _ENV_REF.sub(value, data)
 
