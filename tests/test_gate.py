@@ -356,3 +356,43 @@ def test_sampled_cases_each_get_their_own_seed_and_keep_it_across_runs() -> None
     assert sample_params(sampled, 3, "c1")["seed"] == (5 + 3 + case_offset("c1")) % 2**31
     greedy = {"temperature": 0.0, "seed": 5}
     assert sample_params(greedy, 0, "c1") is greedy  # at temperature 0 the request (and its cache key) is unchanged
+
+
+def _refused_url() -> str:
+    """An http URL on 127.0.0.1 that refuses connections (a port bound, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_a_gate_that_cannot_evaluate_still_writes_its_json_and_junit(tmp_path: Path) -> None:
+    """Exit 2 (the candidate's endpoint refuses connections) leaves CI a report to upload: the error and the runs made."""
+    from types import SimpleNamespace
+
+    with FakeEndpoint() as base:
+        project = _project(tmp_path, base, SimpleNamespace(base_url=_refused_url()), n=6)  # type: ignore[arg-type]
+        out = _gate(project, "--json", str(tmp_path / "gate.json"), "--junit", str(tmp_path / "gate.xml"),
+                    "--markdown", str(tmp_path / "gate.md"))
+    assert out.exit_code == 2, out.output
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert report["exit_code"] == 2 and report["verdict"] == "could not evaluate" and report["comparisons"] == []
+    assert report["error"].startswith("cand on echo: ") and "could not evaluate" in (tmp_path / "gate.md").read_text()
+    made = {(r["variant"], r["status"]) for r in report["runs_made"]}
+    assert made == {("base", "succeeded"), ("cand", "failed")} and all(isinstance(r["run_id"], int) for r in report["runs_made"])
+    tree = ET.parse(tmp_path / "gate.xml").getroot()
+    (case,) = tree.iter("testcase")
+    assert tree.get("errors") == "1" and case.find("error").get("message") == report["error"]  # type: ignore[union-attr]
+
+
+def test_a_config_error_in_the_gate_still_writes_its_json_and_junit(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand)
+        out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "nope",
+                                        "--json", str(tmp_path / "gate.json"), "--junit", str(tmp_path / "gate.xml")])
+    assert out.exit_code == 2
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert report["exit_code"] == 2 and "nope" in report["error"] and report["runs_made"] == []
+    assert ET.parse(tmp_path / "gate.xml").getroot().get("errors") == "1"

@@ -182,14 +182,18 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     from evalsvc.service import gate as svc
     from evalsvc.service.runs import choose, log_dir, open_store
 
-    cfg = load_config(config_path)
-    baseline = svc.baseline_of(cfg, candidate, baseline)
-    chosen, _ = choose(cfg, list(suites), [candidate])
+    paths = [Path(p) if p else None for p in (markdown_path, junit_path, json_path)]
+    try:
+        cfg = load_config(config_path)
+        baseline = svc.baseline_of(cfg, candidate, baseline)
+        chosen, _ = choose(cfg, list(suites), [candidate])
+    except EvalsvcError as exc:  # exit 2 before any run: the files asked for still say why (run_gate does so after)
+        svc.could_not_evaluate(candidate, baseline, str(exc), [], *paths)
+        raise
     result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, reuse=reuse or no_run, run_missing=not no_run,
                           max_age=svc.parse_age(max_age) if max_age else None, baseline_runs=baseline_runs,
-                          fail_on_inconclusive=fail_on_inconclusive, markdown_path=Path(markdown_path) if markdown_path else None,
-                          junit_path=Path(junit_path) if junit_path else None, json_path=Path(json_path) if json_path else None,
-                          progress=progress, logs=log_dir(config_path))
+                          fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0], junit_path=paths[1],
+                          json_path=paths[2], progress=progress, logs=log_dir(config_path))
     for o in result.failed:
         click.echo(f"could not evaluate: {o.variant} on {o.suite}: {o.error}", err=True)
     if result.markdown:

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from evalsvc.config import Config
 from evalsvc.engine.runner import Outcome, Runner
-from evalsvc.errors import ConfigError
+from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.store import queries
 from evalsvc.store.latest import runs_by_id
 from evalsvc.suites import Suite
 from evalsvc.verdicts import NotComparable, Report, compare, compare_runs, record, without_runs
-from evalsvc.verdicts.gate_report import exit_code, write_outputs
+from evalsvc.verdicts.gate_report import could_not_evaluate, exit_code, write_outputs
 
 A_A_SEED_OFFSET = 1_000_003  # far past any sample index, so the two arms share no seed
 A_A_NOTE = ("baseline and candidate have the same fingerprint: an A/A comparison of two fresh runs (response cache off, "
@@ -38,6 +38,9 @@ class GateResult:
     report: Report | None = None
     markdown: str = ""
     failed: list[Outcome] = field(default_factory=list)  # runs that could not be made: nothing was compared
+
+    def failure(self) -> str:
+        return "\n".join(f"{o.variant} on {o.suite}: {o.error}" for o in self.failed)
 
 
 def baseline_of(cfg: Config, candidate: str, baseline: str | None) -> str:
@@ -56,10 +59,30 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
              run_missing: bool = True, max_age: timedelta | None = None, baseline_runs: tuple[int, ...] = (),
              fail_on_inconclusive: bool | None = None, markdown_path: Path | None = None, junit_path: Path | None = None,
              json_path: Path | None = None, progress: bool | None = None, logs: Path | None = None) -> GateResult:
-    """Is the candidate non-inferior to the baseline on these suites? Exit code 0/1/2/3 as the CLI documents."""
+    """Is the candidate non-inferior to the baseline on these suites? Exit code 0/1/2/3 as the CLI documents.
+
+    Could not evaluate (exit 2: a run failed, or an error was raised) still writes the files asked for, saying why
+    and which runs were made (``could_not_evaluate``), so a CI job has a report to upload."""
+    made: list[Outcome] = []
+    try:
+        result = _gate(cfg, engine, suites, candidate, baseline, made, reuse=reuse, run_missing=run_missing, max_age=max_age,
+                       baseline_runs=baseline_runs, fail_on_inconclusive=fail_on_inconclusive, markdown_path=markdown_path,
+                       junit_path=junit_path, json_path=json_path, progress=progress, logs=logs)
+    except EvalsvcError as exc:
+        could_not_evaluate(candidate, baseline, str(exc), made, markdown_path, junit_path, json_path)
+        raise
+    if result.failed:
+        could_not_evaluate(candidate, baseline, result.failure(), made, markdown_path, junit_path, json_path)
+    return result
+
+
+def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, made: list[Outcome], *,
+          reuse: bool, run_missing: bool, max_age: timedelta | None, baseline_runs: tuple[int, ...],
+          fail_on_inconclusive: bool | None, markdown_path: Path | None, junit_path: Path | None, json_path: Path | None,
+          progress: bool | None, logs: Path | None) -> GateResult:
     pinned = _pinned(engine, suites, baseline_runs)
     if reuse:
-        failed = _run_missing(cfg, engine, suites, [baseline, candidate], progress, logs) if run_missing else []
+        failed = _run_missing(cfg, engine, suites, [baseline, candidate], progress, logs, made) if run_missing else []
         if failed:
             return GateResult(2, failed=failed)
         report = compare(engine, cfg, suites, baseline, candidate)
@@ -67,7 +90,7 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
             report = _compare_ids(engine, cfg, baseline, candidate, {
                 name: (pinned[name].id, cand.id) for name, (_, cand) in report.runs.items()}, report.notes)
     else:
-        runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs)
+        runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs, made)
         if failed:
             return GateResult(2, failed=failed)
         ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
@@ -81,18 +104,20 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
 
 
 def _run_missing(cfg: Config, engine: Engine, suites: list[Suite], names: list[str], progress: bool | None,
-                 logs: Path | None) -> list[Outcome]:
+                 logs: Path | None, made: list[Outcome]) -> list[Outcome]:
     runner = Runner(cfg, engine, progress=progress, log_dir=logs)
     for name in dict.fromkeys(names):
         todo = without_runs(engine, suites, cfg.fingerprint(name))
-        failed = [o for o in runner.run_variant(todo, cfg.variant(name)) if o.status != "succeeded"] if todo else []
+        made += runner.run_variant(todo, cfg.variant(name)) if todo else []
+        failed = [o for o in made if o.status != "succeeded"]
         if failed:
             return failed
     return []
 
 
 def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str, pinned: set[str],
-                 progress: bool | None, logs: Path | None) -> tuple[dict[str, tuple[Any, Outcome]], list[Outcome]]:
+                 progress: bool | None, logs: Path | None, made: list[Outcome]
+                 ) -> tuple[dict[str, tuple[Any, Outcome]], list[Outcome]]:
     """Run both variants now under one new slot; an A/A gate runs the variant twice, with the response cache off and
     distinct seeds (at temperature 0 the seed changes nothing; above it, the two runs are independent draws)."""
     slot = f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}"
@@ -100,9 +125,11 @@ def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str
     runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if same else "pinned")
     base_suites = [s for s in suites if s.name not in pinned]
     base = runner.run_variant(base_suites, cfg.variant(baseline), slot=f"{slot}:a" if same else slot) if base_suites else []
+    made += base
     if same:  # A/A: the second run samples afresh (seed + A_A_SEED_OFFSET), or at temperature > 0 it would replay the first
         runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off", seed_offset=A_A_SEED_OFFSET)
     cand = runner.run_variant(suites, cfg.variant(candidate), slot=f"{slot}:b" if same else slot)
+    made += cand
     failed = [o for o in [*base, *cand] if o.status != "succeeded"]
     by_suite = {o.suite: o for o in base}
     return {o.suite: (by_suite.get(o.suite), o) for o in cand}, failed

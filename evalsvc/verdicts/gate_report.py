@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree as ET
 
 from evalsvc.stats import Comparison, overall
@@ -147,6 +149,32 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
         "comparisons": [row(role, sc, c) for role, sc, c in _roles(report)],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
         "notes": report.notes}, indent=2, allow_nan=False)
+
+
+def could_not_evaluate(candidate: str, baseline: str | None, message: str, outcomes: Sequence[Any], markdown_path: Path | None,
+                       junit_path: Path | None, json_path: Path | None) -> None:
+    """Exit 2 writes the requested files too, so CI has a report to upload: JSON with the exit code, the error and the
+    runs that were made; JUnit with one test case in error; a Markdown summary (also to $GITHUB_STEP_SUMMARY)."""
+    title = f"evalsvc gate {candidate} vs {baseline or '(no baseline)'}"
+    runs = [{"suite": o.suite, "variant": o.variant, "run_id": o.run_id, "status": o.status, "n_cases": o.n_cases,
+             "n_ok": o.n_ok, "n_errored": o.n_errored, "error": o.error} for o in outcomes]
+    if json_path:
+        json_path.write_text(json.dumps({
+            "candidate": candidate, "baseline": baseline, "verdict": "could not evaluate", "exit_code": 2, "error": message,
+            "alpha": None, "runs": [f"{r['suite']}: {r['variant']} run {r['run_id']} {r['status']}" for r in runs],
+            "runs_made": runs, "comparisons": [], "flips": [], "notes": []}, indent=2), encoding="utf-8")
+    if junit_path:
+        suite = ET.Element("testsuite", name=title, tests="1", failures="0", errors="1", skipped="0")
+        tc = ET.SubElement(suite, "testcase", classname="evalsvc.gate", name="could not evaluate")
+        ET.SubElement(tc, "error", message=message, type="could not evaluate").text = message
+        junit_path.write_text(ET.tostring(suite, encoding="unicode", xml_declaration=True), encoding="utf-8")
+    md = f"## {title}: could not evaluate (exit 2)\n\n" + "".join(f"- {line}\n" for line in message.splitlines())
+    if markdown_path:
+        markdown_path.write_text(md, encoding="utf-8")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(md)
 
 
 def _fails(role: str, c: Comparison, quality_good: bool, fail_on_inconclusive: bool) -> bool:
