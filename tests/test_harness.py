@@ -73,8 +73,31 @@ def test_harness_requests_carry_the_variants_generation_settings_and_system_prom
         outcome, _ = _run(project)
         bodies = list(fake.requests)
     assert outcome.status == "succeeded", outcome.error
-    assert bodies and all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["seed"] == 41 for b in bodies)
+    assert bodies and all(b["temperature"] == 0.7 and b["top_p"] == 0.9 for b in bodies)
     assert all(b["messages"][0] == {"role": "system", "content": "Be terse."} for b in bodies)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_harness_requests_when_sampling_get_a_seed_per_document_as_plain_cases_do(tmp_path: Path, temperature: float) -> None:
+    """One seed for every request would make a whole run one draw (plan.sample_params); at temperature 0 it is kept."""
+    with FakeEndpoint(reply=_adder) as fake:
+        project = _project(tmp_path, fake)
+        cfg_file = project / "evalsvc.yaml"
+        cfg_file.write_text(cfg_file.read_text().replace(
+            "model: m}}", f"model: m}}, generation: {{temperature: {temperature}, seed: 41}}, system_prompt: Be terse.}}"))
+        outcome, _ = _run(project)
+        bodies = list(fake.requests)
+    assert outcome.status == "succeeded", outcome.error
+    seeds = [b["seed"] for b in bodies]
+    if temperature == 0.0:
+        assert set(seeds) == {41}
+    else:
+        assert len(set(seeds)) == len(bodies) == 20 and 41 not in seeds
+        from evalsvc.engine.harness import document_seed
+
+        assert seeds == [document_seed(b["messages"], 41, 0.7) for b in bodies]
+        without_system = [document_seed(b["messages"][1:], 41, 0.7) for b in bodies]
+        assert without_system == seeds  # the system prompt does not move a document's seed
 
 
 def test_null_content_in_a_harness_task_is_an_error_not_a_wrong_answer(tmp_path: Path) -> None:

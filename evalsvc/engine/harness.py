@@ -10,12 +10,16 @@ the endpoint declares ``echo_logprobs: true`` and a local ``tokenizer``.
 
 The variant's sampling settings (temperature, top_p, seed) and system prompt reach lm-eval's
 requests, as they are part of its fingerprint; the task's own stop sequences and generation
-length stay the task's (they are part of the task's definition and its version). lm-eval fills a
-null answer with a placeholder and scores it as wrong; here such a document is an errored case.
+length stay the task's (they are part of the task's definition and its version). lm-eval sends
+one seed with every request; when sampling (temperature > 0) each document gets a seed of its own
+instead, as a plain suite's case does (``plan.sample_params``: seed + a hash of the document's
+prompt), or a whole run would be one draw. lm-eval fills a null answer with a placeholder and
+scores it as wrong; here such a document is an errored case.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -24,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from evalsvc.config import HarnessSpec, VariantConfig
+from evalsvc.engine.plan import sample_params
 from evalsvc.errors import ConfigError, EndpointError, SuiteError
 from evalsvc.serving import Served
 from evalsvc.suites.harness import BINARY_METRICS, materialise
 
 LOGLIKELIHOOD = {"loglikelihood", "loglikelihood_rolling", "multiple_choice"}
+CHAT_MODEL = "evalsvc-local-chat-completions"  # lm-eval's local-chat-completions, with a seed per document
 
 
 NULL_ANSWER = "\x00evalsvc: the endpoint returned null content\x00"  # what lm-eval puts where an answer was null
@@ -95,7 +101,8 @@ def _model_args(variant: VariantConfig, served: Served, output_type: str, task: 
     common = {"model": served.model, "num_concurrent": concurrency, "max_retries": max_retries + 1,
               "timeout": int(timeout_s)}
     if output_type not in LOGLIKELIHOOD:
-        return ("local-chat-completions",
+        _register_chat_model()
+        return (CHAT_MODEL,
                 {**common, "base_url": served.base_url + "/chat/completions", "tokenizer_backend": None,
                  "tokenized_requests": False}, True)
     ep, loc = variant.endpoint, variant.local
@@ -113,6 +120,30 @@ def _model_args(variant: VariantConfig, served: Served, output_type: str, task: 
     return ("local-completions",
             {**common, "base_url": served.base_url + "/completions", "tokenizer_backend": "huggingface",
              "tokenizer": tokenizer, "tokenized_requests": False}, False)
+
+
+def document_seed(messages: list[dict[str, Any]], seed: int, temperature: float) -> int:
+    """The seed of one lm-eval request: at temperature > 0, seed + a hash of the document's prompt (its messages but the
+    system prompt, so two variants that differ only there still draw alike on each document), as ``sample_params``
+    gives a plain suite's case; at temperature 0 the seed as configured."""
+    prompt = json.dumps([m for m in messages if m.get("role") != "system"], sort_keys=True)
+    return int(sample_params({"seed": seed, "temperature": temperature}, 0, prompt)["seed"])
+
+
+@functools.cache
+def _register_chat_model() -> None:
+    """Register ``CHAT_MODEL`` with lm-eval (once: lm-eval is imported only when a harness suite runs)."""
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.openai_completions import LocalChatCompletion
+
+    @register_model(CHAT_MODEL)
+    class _PerDocumentSeed(LocalChatCompletion):  # lm-eval builds every payload here, with its one seed
+        def _create_payload(self, messages: list[dict], generate: bool = False, gen_kwargs: dict | None = None,
+                            seed: int = 1234, eos: str | None = None, **kwargs: Any) -> dict:
+            payload = super()._create_payload(messages, generate=generate, gen_kwargs=gen_kwargs, seed=seed, eos=eos, **kwargs)
+            if isinstance(payload.get("seed"), int) and isinstance(messages, list):
+                payload["seed"] = document_seed(messages, payload["seed"], float(payload.get("temperature") or 0.0))
+            return payload
 
 
 def _samples(raw: list[dict[str, Any]], metrics: list[str], scored_by_loglikelihood: bool = False) -> list[Sample]:
