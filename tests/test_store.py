@@ -114,3 +114,19 @@ def test_unmigrated_postgresql_store_says_to_run_db_upgrade(store_url: str) -> N
 def test_unreachable_store_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="cannot reach the store"):
         open_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_postgresql_sessions_have_keepalives_on_both_ends_so_a_lost_workers_locks_end_within_a_minute(postgres) -> None:
+    url = postgres.create_database("t_keepalive")
+    engine = make_engine(url)
+    with engine.connect() as conn:  # the server's side: it probes an idle client and drops a vanished one
+        shown = {name: conn.execute(text(f"SHOW {name}")).scalar() for name in
+                 ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout")}
+        dsn = conn.connection.dbapi_connection.info.get_parameters()
+    assert shown == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "6",
+                     "tcp_user_timeout": "40000"}, shown  # seconds, seconds, probes, milliseconds
+    idle, interval, count = 10, 5, 6
+    assert idle + interval * count <= 60  # a dead peer is noticed in under a minute
+    assert dsn.get("keepalives") == "1" and dsn.get("keepalives_idle") == "10"  # the client's side (libpq)
+    with make_engine(url + "?keepalives_idle=30").connect() as conn:  # a URL's own setting wins over the default
+        assert conn.connection.dbapi_connection.info.get_parameters().get("keepalives_idle") == "30"

@@ -27,12 +27,26 @@ def _alembic_config(url: str):
     return cfg
 
 
+# TCP keepalives on both ends of every PostgreSQL session (idle 10 s, then 6 probes 5 s apart, and 40 s for unacknowledged
+# data): a worker whose node was lost is noticed by the server within about a minute, so its session ends and the run
+# locks it held are free for the rerun elsewhere; the worker likewise notices a server that vanished.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 6,
+                 "tcp_user_timeout": 40000}
+PG_SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=6 -c tcp_user_timeout=40000"
+
+
 def make_engine(url: str) -> Engine:
+    from sqlalchemy.engine import make_url
+
     kwargs: dict = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:  # a server restarted mid-run leaves dead pooled connections: test each one before use
         kwargs["pool_pre_ping"] = True
+        query = make_url(url).query
+        kwargs["connect_args"] = {k: v for k, v in PG_KEEPALIVES.items() if k not in query}
+        if "options" not in query:
+            kwargs["connect_args"]["options"] = PG_SERVER_KEEPALIVES
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
