@@ -15,6 +15,7 @@ from evalsvc.config.alerts import AlertsConfig
 from evalsvc.config.base import Strict
 from evalsvc.config.dashboard import DashboardConfig, url_without_password
 from evalsvc.config.drift import DriftConfig
+from evalsvc.config.executor import Executor, LocalExecutor
 from evalsvc.config.gate import GateConfig
 from evalsvc.config.schedule import ScheduleSpec
 from evalsvc.config.variants import Generation, VariantConfig, fingerprint
@@ -48,6 +49,8 @@ class Config(Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     schedules: list[ScheduleSpec] = Field(default_factory=list, description="what `evalsvc serve` runs, and when")
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    executor: Executor = Field(default_factory=LocalExecutor, description="where runs execute: local (default) or a "
+                               "Ray cluster (docs/cluster.md)")
 
     @field_validator("store")
     @classmethod
@@ -66,6 +69,12 @@ class Config(Strict):
                 raise ValueError(f"variant '{v.name}': samples: {gen.samples} at temperature 0 asks {gen.samples} times for "
                                  "one answer (the same request, the same seed); raise generation.temperature above 0 "
                                  "(sample k is then sent with seed + k), or set samples: 1")
+        if self.executor.type == "ray":
+            for v in self.variants:
+                if v.local is not None and v.local.gpu_ids is not None:
+                    raise ValueError(f"variant '{v.name}': local.gpu_ids with executor type ray; Ray hands each task its "
+                                     "GPUs (CUDA_VISIBLE_DEVICES): remove gpu_ids, and set tensor_parallel_size (and "
+                                     "data_parallel_size) for how many it needs")
         by_name = {v.name: v for v in self.variants}
         for family, base in self.baselines.items():
             if base not in by_name:

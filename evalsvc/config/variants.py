@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from evalsvc.config.base import Strict
+from evalsvc.config.executor import Placement
 from evalsvc.errors import ConfigError
 from evalsvc.identity import checkpoint_hash, content_hash
 
@@ -56,7 +57,9 @@ class LocalSpec(Strict):
     chat_format: str | None = Field(None, description="llama.cpp: None uses the template inside the GGUF")
     dtype: str | None = Field(None, description="vllm --dtype (auto, bfloat16, float16)")
     quantization_method: str | None = Field(None, description="vllm --quantization (fp8, compressed-tensors, awq, gptq...)")
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one variant spans")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model replica spans")
+    data_parallel_size: int = Field(1, ge=1, description="vllm: model replicas (each on tensor_parallel_size GPUs); speed "
+                                    "only, not in the fingerprint")
     gpu_ids: list[int] | None = Field(None, description="vllm: CUDA_VISIBLE_DEVICES for this variant")
     python: str | None = Field(None, description="interpreter that has the engine installed (default: this one)")
     entrypoint: str | None = Field(None, description="module run with -m (default: the engine's OpenAI server)")
@@ -74,6 +77,8 @@ class VariantConfig(Strict):
     local: LocalSpec | None = None
     generation: Generation | None = Field(None, description="overrides the config-wide generation defaults")
     system_prompt: str | None = None
+    placement: Placement | None = Field(None, description="executor ray: where the variant's task may run (not part of "
+                                        "the fingerprint)")
     cache: bool | None = Field(
         None,
         description="reuse stored responses for identical requests; default on for local "

@@ -27,6 +27,8 @@ def command(loc: LocalSpec, name: str, port: int) -> list[str]:
     cmd = [loc.python or sys.executable, "-m", loc.entrypoint or DEFAULT_ENTRYPOINT, "--model", str(loc.model_path),
            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
            "--tensor-parallel-size", str(loc.tensor_parallel_size)]
+    if loc.data_parallel_size > 1:
+        cmd += ["--data-parallel-size", str(loc.data_parallel_size)]
     if loc.dtype:
         cmd += ["--dtype", loc.dtype]
     if loc.quantization_method:

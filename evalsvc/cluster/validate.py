@@ -1,0 +1,62 @@
+"""Checks made before a firing is handed to Ray: Ray itself would leave an unsatisfiable task pending forever.
+
+- the store: every worker writes to it, so it is PostgreSQL (SQLite only on a one-node cluster, this machine);
+- each variant's request (resources.demand, and its accelerator type) fits at least one node of the cluster.
+The suites are checked again inside each task (task.py): a node with other suite files refuses to run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evalsvc.cluster.resources import accelerator, demand
+from evalsvc.config import Config, VariantConfig
+from evalsvc.config.executor import RayExecutor
+from evalsvc.errors import ConfigError
+
+
+def node_types(nodes: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The distinct resource sets of the cluster's alive nodes (``ray.nodes()`` rows)."""
+    seen: list[dict[str, float]] = []
+    for node in nodes:
+        if node.get("Alive") and node.get("Resources") not in seen:
+            seen.append(dict(node["Resources"]))
+    return seen
+
+
+def fits(need: dict[str, float], accel: str | None, node: dict[str, float]) -> bool:
+    if any(node.get(kind, 0.0) + 1e-9 < amount for kind, amount in need.items()):
+        return False
+    return accel is None or f"accelerator_type:{accel}" in node
+
+
+def _shown(resources: dict[str, float]) -> str:
+    kinds = [f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU")]
+    kinds += [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
+    return ", ".join(kinds)
+
+
+def check_store(cfg: Config, url: str, nodes: list[dict[str, Any]]) -> None:
+    alive = [n for n in nodes if n.get("Alive")]
+    if url.startswith("sqlite") and len({n.get("NodeManagerAddress") for n in alive}) > 1:
+        raise ConfigError("store", f"executor type ray with a SQLite store, on a cluster of {len(alive)} nodes: the workers "
+                          "on other machines cannot write to this file",
+                          "use PostgreSQL (store: postgresql+psycopg://host/evalsvc, or EVALSVC_STORE) for a Ray cluster; "
+                          "SQLite serves a one-machine cluster only")
+
+
+def check_fit(variants: list[VariantConfig], executor: RayExecutor, nodes: list[dict[str, Any]]) -> None:
+    """ConfigError naming every variant no node of the cluster can take, with what it needs and what there is."""
+    types = node_types(nodes)
+    misfits = []
+    for v in variants:
+        need, accel = demand(v, executor), accelerator(v)
+        if not any(fits(need, accel, t) for t in types):
+            wants = _shown(need) + (f", accelerator {accel}" if accel else "")
+            misfits.append(f"variant '{v.name}' needs {wants} on one node")
+    if misfits:
+        have = "; ".join(_shown(t) for t in types) or "no alive nodes"
+        raise ConfigError("executor", "no node of the Ray cluster can run: " + "; ".join(misfits) + f" (node types: {have}). "
+                          "Ray would leave such a task pending forever",
+                          "add a worker group with enough GPUs (or the accelerator type), lower tensor_parallel_size / "
+                          "data_parallel_size / n_threads, or leave the variant out of the schedule")
