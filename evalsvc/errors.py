@@ -40,6 +40,9 @@ class UserInputError(EvalsvcError):
             text += f"\n  fix: {fix}"
         super().__init__("\n".join(line if len(line) <= MAX_LINE else line[:MAX_LINE] + "… (cut)" for line in text.split("\n")))
 
+    def __reduce__(self) -> tuple:  # pickled whole (a Ray task's error travels to its driver)
+        return self.__class__, (self.where, self.problem, self.fix)
+
 
 class ConfigError(UserInputError):
     """evalsvc.yaml (or a value it references) is invalid."""

@@ -7,12 +7,14 @@ into one run of the latest slot; ``max_instances=1`` keeps one run of a schedule
 Each firing runs under the slot of its own fire time, and a run key never executes twice, so a
 restart mid-schedule neither loses nor repeats a slot. Two schedulers on one store would both
 fire every job, so ``serve`` first takes the store's scheduler lock (``store.locks.single_scheduler``).
+With executor type ray a firing is submitted as a Ray Job and watched (``service.ray_firings``).
 What a firing does is the service's (``service.schedule``); this module only decides when.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from evalsvc.service import schedule as service_schedule
 
 log = logging.getLogger(__name__)
 JOBS_TABLE = "apscheduler_jobs"
+stopping = threading.Event()  # set by `evalsvc serve` when it stops: a firing watched on Ray is left running there
 
 
 def trigger(spec: ScheduleSpec) -> Any:
@@ -48,6 +51,10 @@ def execute(config_path: str, schedule: str) -> dict[str, Any]:
         log.warning("schedule %s is no longer in %s; skipping", schedule, config_path)
         return {}
     slot = slot_at(spec, datetime.now(UTC)).strftime("%Y-%m-%dT%H:%MZ")
+    if cfg.executor.type == "ray":  # a Ray Job on the cluster (its driver is `evalsvc fire`); this thread watches it
+        from evalsvc.service import ray_firings
+
+        return ray_firings.submit_and_watch(cfg, config_path, spec, slot, stopping)
     return service_schedule.fire(cfg, config_path, spec, slot)
 
 

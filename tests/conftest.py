@@ -26,6 +26,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["EVALSVC_CACHE"] = tempfile.mkdtemp(prefix="evalsvc-test-cache-")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """EVALSVC_RAY_PHASE=outside leaves out the Ray tests, =inside keeps only them (scripts/test.sh runs those in a
+    loopback-only network namespace), after whatever -m and -k chose."""
+    phase = os.environ.get("EVALSVC_RAY_PHASE")
+    if phase not in ("inside", "outside"):
+        return
+    keep = [i for i in items if (i.get_closest_marker("ray") is not None) == (phase == "inside")]
+    dropped = [i for i in items if i not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     if pg_bin() is None:

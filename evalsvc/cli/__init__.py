@@ -268,5 +268,5 @@ def drift_ack(ctx: click.Context, series: str, config_path: str | None, note: st
 
 
 for command in (admin.init, admin.db, admin.dashboard, admin.suites_group, admin.variants_cmd, admin.models,
-                schedule.serve, schedule.schedule_group):
+                schedule.serve, schedule.fire, schedule.schedule_group):
     main.add_command(command)

@@ -23,7 +23,7 @@ def serve(config_path: str, wait: bool) -> None:
     """
     import threading
 
-    from evalsvc.scheduler import build, sync_jobs
+    from evalsvc.scheduler import build, stopping, sync_jobs
     from evalsvc.service.runs import open_store
     from evalsvc.store.locks import single_scheduler
 
@@ -38,11 +38,49 @@ def serve(config_path: str, wait: bool) -> None:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        if cfg.executor.type == "ray":  # firings left running by an earlier scheduler: watch, or submit again
+            from evalsvc.service.ray_firings import reconcile
+
+            for firing_id, sub, what in reconcile(cfg, config_path, stopping):
+                click.echo(f"evalsvc serve: firing {firing_id} ({sub}): {what}", err=True)
         click.echo(f"evalsvc serve: {len(cfg.schedules)} schedule(s); Ctrl-C to stop", err=True)
         scheduler.resume()
         stop.wait()
-        click.echo("evalsvc serve: stopping after the current run", err=True)
+        stopping.set()
+        click.echo("evalsvc serve: stopping after the current run" + (" (Ray jobs keep running)" if cfg.executor.type == "ray"
+                   else ""), err=True)
         scheduler.shutdown(wait=True)
+
+
+@click.command()
+@CONFIG_OPTION
+@click.argument("schedule")
+@click.option("--slot", default=None, help="The slot (fire time, e.g. 2026-12-02T03:00Z) to run under. Default: the "
+              "schedule's latest fire time.")
+@click.option("--submission-id", default=None, help="The Ray Job this firing is (set by `evalsvc serve`).")
+def fire(config_path: str, schedule: str, slot: str | None, submission_id: str | None) -> None:
+    """Fire one schedule for one slot here: runs, comparisons, alerts (a Ray Job's driver).
+
+    \b
+    With executor type ray each variant runs as a Ray task on the cluster, with the GPUs or CPUs
+    it needs; `evalsvc serve` submits this command as a Ray Job. Firing a slot again resumes it:
+    finished runs are kept, unfinished ones send only their missing cases.
+    """
+    from datetime import UTC, datetime
+
+    from evalsvc.scheduler import slot_at
+    from evalsvc.service.schedule import fire as fire_slot
+
+    cfg = load_config(config_path)
+    spec = next((s for s in cfg.schedules if s.name == schedule), None)
+    if spec is None:
+        raise click.ClickException(f"no schedule '{schedule}'; known: {', '.join(s.name for s in cfg.schedules) or 'none'}")
+    slot = slot or slot_at(spec, datetime.now(UTC)).strftime("%Y-%m-%dT%H:%MZ")
+    summary = fire_slot(cfg, str(Path(config_path).resolve()), spec, slot, submission_id)
+    for (variant, suite, status), error in zip(summary["runs"], summary["errors"], strict=True):
+        click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}" + (f"  {error}" if error else ""))
+    for key in summary["alerts_firing"]:
+        click.echo(f"alert: {key}")
 
 
 @click.group("schedule")

@@ -7,6 +7,7 @@ nothing. What a run still lacks is listed a batch of cases at a time, never all 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -104,8 +105,10 @@ def needs_judge(case: Case) -> bool:
 class Planner:
     """Claims runs and lists what they lack."""
 
-    def __init__(self, cfg: Config, engine: Engine, cache: CacheUse = "variant", seed_offset: int = 0) -> None:
+    def __init__(self, cfg: Config, engine: Engine, cache: CacheUse = "variant", seed_offset: int = 0,
+                 lock_wait_s: float = 0.0) -> None:
         self.cfg, self.engine, self.cache, self.seed_offset = cfg, engine, cache, seed_offset
+        self.lock_wait_s = lock_wait_s
 
     def reads_cache(self, variant: VariantConfig) -> bool:
         """Whether stored answers may stand in for requests to this variant (see ``Runner``'s ``cache``)."""
@@ -141,9 +144,10 @@ class Planner:
             except IntegrityError:
                 if attempt == 2:
                     raise
-        if claimed != "succeeded" and not locks.acquire(job.run_id):
+        if claimed != "succeeded" and not self._lock(locks, job.run_id):
             job.finished = True
-            job.busy = ("being executed by another evalsvc process right now; not started twice. Wait for it, "
+            waited = f" (waited {self.lock_wait_s:g} s for it)" if self.lock_wait_s else ""
+            job.busy = (f"being executed by another evalsvc process right now{waited}; not started twice. Wait for it, "
                         "or re-run later to resume it if that process died")
             return job
         with Session(self.engine) as session, session.begin():
@@ -154,6 +158,15 @@ class Planner:
                 return job
             locked.status, locked.started_at, locked.attempts, locked.error = "running", utcnow(), locked.attempts + 1, None
         return job
+
+    def _lock(self, locks: RunLocks, run_id: int) -> bool:
+        """Take the run's lock, waiting up to ``lock_wait_s`` for a process that holds it (0: do not wait)."""
+        deadline = time.monotonic() + self.lock_wait_s
+        while not locks.acquire(run_id):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        return True
 
     def unfinished(self, job: Job, variant: VariantConfig, fp: str) -> Iterator[Item]:
         """What the run still lacks, in suite order: made as the cases are read, a batch at a time, never all at once."""

@@ -29,15 +29,16 @@ class Runner:
     """Runs suites against variants and records everything in the store."""
 
     def __init__(self, cfg: Config, engine: Engine, *, progress: bool | None = None, log_dir: Path | None = None,
-                 cache: CacheUse = "variant", seed_offset: int = 0):
+                 cache: CacheUse = "variant", seed_offset: int = 0, lock_wait_s: float = 0.0):
         """``cache``: "variant" reads the response cache where the variant uses it; "pinned" only where its
         fingerprint pins the checkpoint bytes (local files: an endpoint can change behind its name); "off" never.
-        ``seed_offset`` is added to every request's seed (an A/A gate's second run draws fresh samples)."""
+        ``seed_offset`` is added to every request's seed (an A/A gate's second run draws fresh samples).
+        ``lock_wait_s``: how long to wait for a run key another process is executing before standing back."""
         self.cfg = cfg
         self.engine = engine
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log_dir = log_dir or Path(".evalsvc/logs")
-        self.planner = Planner(cfg, engine, cache, seed_offset)
+        self.planner = Planner(cfg, engine, cache, seed_offset, lock_wait_s)
         self.finisher = Finisher(cfg, engine)
 
     def run(self, suite: Suite, variant: VariantConfig, slot: str | None = None) -> Outcome:

@@ -24,12 +24,17 @@ from evalsvc.verdicts import compare_with_baselines
 log = logging.getLogger(__name__)
 
 
-def fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str) -> dict[str, Any]:
-    """Run the schedule's suites x variants under ``slot``, compare, alert; returns the firing's summary."""
+def fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, submission_id: str | None = None) -> dict[str, Any]:
+    """Run the schedule's suites x variants under ``slot``, compare, alert; returns the firing's summary.
+
+    ``submission_id``: this is the driver of that Ray Job (`evalsvc fire`), whose firing row `evalsvc serve` made."""
     engine = open_store(cfg)
     with Session(engine) as s, s.begin():
-        row = Firing(schedule=spec.name, slot=slot, status="running", runs={}, alerts={})
-        s.add(row)
+        row = s.scalars(select(Firing).where(Firing.submission_id == submission_id)).first() if submission_id else None
+        if row is None:
+            row = Firing(schedule=spec.name, slot=slot, status="running", runs={}, alerts={}, submission_id=submission_id)
+            s.add(row)
+        row.status, row.error = "running", None
         s.flush()
         firing_id = row.id
     try:
@@ -55,8 +60,13 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
     chosen, variants = choose(cfg, spec.suites, spec.variants)
     logs = log_dir(config_path)
     outcomes = []
-    for v in variants:
-        outcomes.extend(Runner(cfg, engine, progress=False, log_dir=logs).run_variant(chosen, v, slot=slot))
+    if cfg.executor.type == "ray":  # one Ray task per variant, placed by its resources (evalsvc.cluster)
+        from evalsvc.cluster.executor import run_on_ray
+
+        outcomes = run_on_ray(cfg, engine, chosen, variants, slot, logs)
+    else:
+        for v in variants:
+            outcomes.extend(Runner(cfg, engine, progress=False, log_dir=logs).run_variant(chosen, v, slot=slot))
     dash = cfg.alerts.dashboard_url if cfg.alerts else None
     firing, checked = alerts.run_conditions(outcomes, dash)
     if spec.compare:
@@ -79,6 +89,7 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
     checked += alerter.retired_keys({v.name for v in cfg.variants})  # a removed variant's problems are over
     alerter.sync(firing, checked)
     summary = {"schedule": spec.name, "slot": slot, "runs": [(o.variant, o.suite, o.status) for o in outcomes],
+               "errors": [o.error if o.status != "succeeded" else None for o in outcomes],
                "alerts_firing": sorted({c.key for c in firing})}
     log.info("schedule %s slot %s: %s", spec.name, slot, summary)
     return summary

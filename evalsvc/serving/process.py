@@ -119,12 +119,24 @@ def reap_stale() -> list[int]:
 _held = threading.local()  # the device sets this thread holds: a thread may nest servers on its own devices
 
 
+DEVICE_SCOPE_ENV = "EVALSVC_DEVICE_SCOPE"
+
+
 @contextmanager
 def devices(key: str) -> Iterator[None]:
     """Hold a device set ("gpus-2,3", or "cpu") on this machine: another process or thread that wants it waits until
-    it is free, so two servers never share a GPU set (two schedules due in the same minute queue here)."""
+    it is free, so two servers never share a GPU set (two schedules due in the same minute queue here).
+
+    Inside a Ray task (``EVALSVC_DEVICE_SCOPE`` names its node) Ray places the work: GPU ids are the node's own, so the
+    lock is per node, and CPUs are counted by Ray, so "cpu" takes no lock."""
     import fcntl
 
+    scope = os.environ.get(DEVICE_SCOPE_ENV)
+    if scope:
+        if key == "cpu":
+            yield
+            return
+        key = f"{scope}.{key}"
     mine = getattr(_held, "keys", set())
     if key in mine:
         yield

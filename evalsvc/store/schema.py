@@ -167,7 +167,8 @@ class Firing(Base):
     """One firing of a schedule by `evalsvc serve` (or `schedule run-now`): the service's job history."""
 
     __tablename__ = "firings"
-    __table_args__ = (Index("ix_firings_schedule", "schedule", "started_at"),)
+    __table_args__ = (Index("ix_firings_schedule", "schedule", "started_at"),
+                      Index("ix_firings_submission", "submission_id", unique=True))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     schedule: Mapped[str] = mapped_column(String(200))
     slot: Mapped[str] = mapped_column(String(100))
@@ -177,6 +178,8 @@ class Firing(Base):
     runs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"variant/suite": status}
     alerts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"firing": [keys]}
     error: Mapped[str | None] = mapped_column(Text)
+    submission_id: Mapped[str | None] = mapped_column(String(300))  # the Ray Job carrying it (executor type ray)
+    attempt: Mapped[int] = mapped_column(default=1, server_default="1")  # its submission's attempt number
 
 
 class CachedResponse(Base):

@@ -1,0 +1,148 @@
+"""The driver of a firing on Ray: one task per variant and slot, placed by Ray, watched against two timeouts.
+
+The tasks write their runs to the store themselves; what comes back is each run's outcome summary. A task no node
+starts within ``schedule_timeout_s``, or still running after ``run_timeout_s``, is cancelled and its unfinished runs
+are failed with the reason (they stay resumable: the next firing of the slot resumes them). A task whose worker or
+node dies is rerun by Ray (``task_retries``); a task that raised (a node's suites differ) is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from evalsvc.cluster import task, validate
+from evalsvc.cluster.resources import demand, task_options
+from evalsvc.config import Config, VariantConfig
+from evalsvc.config.executor import RayExecutor
+from evalsvc.engine.runner import Outcome
+from evalsvc.errors import EvalsvcError
+from evalsvc.store.locks import RunLocks
+from evalsvc.store.schema import Run, utcnow
+from evalsvc.suites import Suite
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+
+
+class Board:
+    """A Ray actor the tasks report their start to: (first start time, node, devices) per variant, every start kept."""
+
+    def __init__(self) -> None:
+        self.starts: dict[str, list[tuple[float, str, str]]] = {}
+
+    def started(self, variant: str, node: str, devices: str) -> None:
+        self.starts.setdefault(variant, []).append((time.time(), node, devices))
+
+    def snapshot(self) -> dict[str, list[tuple[float, str, str]]]:
+        return self.starts
+
+
+def connect(executor: RayExecutor) -> Any:
+    """Ray, connected to the executor's cluster (an existing connection of this process is kept)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=executor.address, log_to_driver=False, logging_level=logging.WARNING)
+    return ray
+
+
+def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[VariantConfig], slot: str,
+               log_dir: Path) -> list[Outcome]:
+    """Every suite on every variant under ``slot``, one Ray task per variant; their outcomes (variant order)."""
+    executor = cfg.executor
+    assert isinstance(executor, RayExecutor)
+    ray = connect(executor)
+    nodes = ray.nodes()
+    validate.check_store(cfg, cfg.store_url(), nodes)
+    validate.check_fit(variants, executor, nodes)
+    versions = {s.name: s.version for s in suites}
+    board = ray.remote(num_cpus=0)(Board).remote()
+    remote = ray.remote(task.evaluate)
+    submitted = time.time()
+    pending = {remote.options(**task_options(v, executor)).remote(cfg, v.name, versions, slot, str(log_dir),
+                                                                   executor.lock_wait_s, board): v for v in variants}
+    done: dict[str, list[Outcome]] = {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+        for ref in ready:
+            v = pending.pop(ref)
+            done[v.name] = _collect(ray, ref, v, engine, suites, slot, executor)
+        starts = ray.get(board.snapshot.remote())
+        for ref, v in list(pending.items()):
+            why = _overdue(v, starts.get(v.name), submitted, executor)
+            if why:
+                ray.cancel(ref, force=v.name in starts, recursive=True)
+                pending.pop(ref)
+                done[v.name] = fail_runs(engine, suites, v.name, slot, why)
+    for v in variants:
+        for when, node, devices in ray.get(board.snapshot.remote()).get(v.name, []):
+            log.info("variant %s started on node %s (devices %s) at %.1f s", v.name, node[:12], devices or "-",
+                     when - submitted)
+    return [o for v in variants for o in done[v.name]]
+
+
+def _overdue(variant: VariantConfig, starts: list[tuple[float, str, str]] | None, submitted: float,
+             executor: RayExecutor) -> str | None:
+    now = time.time()
+    if not starts and now - submitted > executor.schedule_timeout_s:
+        need = demand(variant, executor)
+        return (f"no node of the Ray cluster started variant {variant.name}'s task within schedule_timeout_s "
+                f"({executor.schedule_timeout_s:g} s; it needs {need['CPU']:g} CPU, {need['GPU']:g} GPU): the cluster is "
+                "busy or lost the nodes that fit; cancelled. Fire the slot again to resume")
+    if starts and now - starts[0][0] > executor.run_timeout_s:
+        return (f"variant {variant.name}'s task ran longer than run_timeout_s ({executor.run_timeout_s:g} s); cancelled. "
+                "Fire the slot again to resume it (only the missing cases are sent)")
+    return None
+
+
+def _collect(ray: Any, ref: Any, variant: VariantConfig, engine: Engine, suites: list[Suite], slot: str,
+             executor: RayExecutor) -> list[Outcome]:
+    from ray import exceptions as rx
+
+    try:
+        return [Outcome(**o) for o in ray.get(ref)]
+    except rx.RayTaskError as exc:  # the task raised: not retried (a node's suites differ, the store is gone...)
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), EvalsvcError) else None
+        why = str(cause) if cause else f"variant {variant.name}'s task raised: {str(exc).strip().splitlines()[-1]}"
+    except (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError) as exc:
+        why = (f"variant {variant.name}'s worker died {executor.task_retries + 1} times ({type(exc).__name__}); "
+               "fire the slot again to resume")
+    except rx.TaskCancelledError:
+        why = f"variant {variant.name}'s task was cancelled; fire the slot again to resume"
+    return fail_runs(engine, suites, variant.name, slot, why)
+
+
+def fail_runs(engine: Engine, suites: list[Suite], variant: str, slot: str, why: str, wait_s: float = 30.0) -> list[Outcome]:
+    """Mark the variant's unfinished runs of ``slot`` failed with ``why`` (resumable), once no process executes them.
+
+    A cancelled task's worker may take a moment to die and release its run locks: each is waited for up to ``wait_s``.
+    A suite whose run was never claimed (no node took the task) gets an outcome without a run (run id 0)."""
+    by_suite = {}
+    with Session(engine) as s:
+        for run in s.scalars(select(Run).where(Run.variant_name == variant, Run.slot == slot,
+                                               Run.suite_version.in_([x.version for x in suites]))):
+            by_suite[run.suite_name] = run.id
+    out = []
+    with RunLocks(engine) as locks:
+        for suite in suites:
+            run_id = by_suite.get(suite.name)
+            if run_id is None:
+                out.append(Outcome(0, suite.name, variant, "failed", len(suite.cases), error=why))
+                continue
+            deadline = time.monotonic() + wait_s
+            while not locks.acquire(run_id) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            with Session(engine) as s, s.begin():
+                run = s.get(Run, run_id)
+                assert run is not None
+                if run.status != "succeeded":
+                    run.status, run.error, run.finished_at = "failed", why, utcnow()
+                out.append(Outcome(run.id, suite.name, variant, run.status, run.n_cases, run.n_ok, run.n_errored,
+                                   error=run.error))
+    return out

@@ -1,0 +1,49 @@
+"""Inside a Ray worker: today's runner for one variant and slot, writing straight to the store.
+
+Only the small outcome summaries travel back through Ray. The run keys make a retried task (its worker or node
+died) resume where the store says it stopped, sending only the cases not yet stored; the managed model server dies
+with the worker (PR_SET_PDEATHSIG, and the next launch on that machine reaps what is left).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from evalsvc import suites as suites_mod
+from evalsvc.config import Config
+from evalsvc.engine.runner import Runner
+from evalsvc.errors import SuiteError
+from evalsvc.serving.process import DEVICE_SCOPE_ENV
+from evalsvc.store.db import open_engine
+
+
+def evaluate(cfg: Config, variant_name: str, versions: dict[str, str], slot: str, log_dir: str, lock_wait_s: float,
+             board: Any = None) -> list[dict[str, Any]]:
+    """Run every suite in ``versions`` (name -> the version the driver read) on one variant; its outcomes as dicts.
+
+    The machine's device locks are scoped to this Ray node (Ray hands out the GPU ids and counts the CPUs);
+    ``board``, when given, is told when and where the task started (the driver's schedule timeout)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    os.environ[DEVICE_SCOPE_ENV] = node_id
+    if board is not None:
+        board.started.remote(variant_name, node_id, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    suites = suites_mod.resolve(cfg.suites_dir, list(versions))
+    differ = [f"{s.name} is {s.version[:12]} here, {versions[s.name][:12]} on the driver" for s in suites
+              if s.version != versions[s.name]]
+    if differ:
+        raise SuiteError(f"node {socket.gethostname()} ({cfg.suites_dir})", "its suites differ from the driver's: "
+                         + "; ".join(differ), "deploy the same suite files and evalsvc version to every node (the worker "
+                         "image, or a shared suites volume), then fire again")
+    engine = open_engine(cfg.store_url())
+    try:
+        runner = Runner(cfg, engine, progress=False, log_dir=Path(log_dir), lock_wait_s=lock_wait_s)
+        outcomes = runner.run_variant(suites, cfg.variant(variant_name), slot=slot)
+    finally:
+        engine.dispose()
+    return [dataclasses.asdict(o) for o in outcomes]
