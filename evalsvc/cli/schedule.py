@@ -121,13 +121,16 @@ def schedule_list(config_path: str) -> None:
 @CONFIG_OPTION
 @click.argument("name")
 def schedule_run_now(config_path: str, name: str) -> None:
-    """Fire a schedule now, in this process, under the slot of its latest fire time."""
+    """Fire a schedule now under the slot of its latest fire time (here; with executor type ray, as a Ray Job)."""
     from evalsvc.scheduler import execute
 
     cfg = load_config(config_path)
     if name not in {s.name for s in cfg.schedules}:
         raise click.ClickException(f"no schedule '{name}'; known: {', '.join(s.name for s in cfg.schedules) or 'none'}")
     summary = execute(str(Path(config_path).resolve()), name)
+    if summary.get("submission_id"):  # executor type ray: the firing was a Ray Job
+        click.echo(f"{summary['slot']}  Ray job {summary['submission_id']}: {summary['status']} "
+                   f"(`evalsvc schedule history {name}` has its runs)")
     for variant, suite, status in summary["runs"]:
         click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}")
     for key in summary["alerts_firing"]:

@@ -63,7 +63,9 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     validate.check_fit(variants, executor, nodes)
     versions = {s.name: s.version for s in suites}
     board = ray.remote(num_cpus=0)(Board).remote()
-    remote = ray.remote(task.evaluate)
+    # max_calls 0: a worker may run another variant's task after this one (Ray's default for a GPU task is a fresh
+    # worker each time, to free GPU memory the task held; here the model server is a child process that ends with it)
+    remote = ray.remote(max_calls=0)(task.evaluate)
     submitted = time.time()
     pending = {remote.options(**task_options(v, executor)).remote(cfg, v.name, versions, slot, str(log_dir),
                                                                    executor.lock_wait_s, board): v for v in variants}
