@@ -267,6 +267,8 @@ def drift_ack(ctx: click.Context, series: str, config_path: str | None, note: st
     click.echo(acknowledge(open_store(cfg), series, by or getpass.getuser(), note, reference, warmup, alpha))
 
 
+from evalsvc.cli import browse  # noqa: E402  (stored results: runs, cases, export)
+
 for command in (admin.init, admin.db, admin.dashboard, admin.suites_group, admin.variants_cmd, admin.models,
-                schedule.serve, schedule.fire, schedule.schedule_group):
+                schedule.serve, schedule.fire, schedule.schedule_group, browse.runs_group, browse.cases, browse.export):
     main.add_command(command)

@@ -105,7 +105,7 @@ class _Case:
     judges: dict[str, tuple[str, str]]
 
 
-def _per_case(session: Session, run_id: int, samples_pass: str = "mean") -> dict[str, _Case]:
+def per_case(session: Session, run_id: int, samples_pass: str = "mean") -> dict[str, _Case]:
     """Each ok case of a run as one value per metric: its samples' scores averaged, and its pass reduced as
     ``samples_pass`` says (mean, majority, any = pass@k); read into plain values, so nothing is written back."""
     by_case: dict[str, list[Any]] = defaultdict(list)
@@ -123,6 +123,14 @@ def _per_case(session: Session, run_id: int, samples_pass: str = "mean") -> dict
                 scores["pass"] = float(max(passes) if samples_pass == "any" else sum(passes) > len(passes) / 2)
         out[cid] = _Case(scores, _judge_ids(first.judge))
     return out
+
+
+def flip(base: _Case, cand: _Case) -> Literal["down", "up"] | None:
+    """How a case's (samples-reduced) pass moved between two runs: "down" pass to fail, "up" fail to pass, None if it did not."""
+    bp, cp = base.scores.get("pass"), cand.scores.get("pass")
+    if bp is None or cp is None or bp == cp:
+        return None
+    return "down" if cp < bp else "up"
 
 
 def _judge_ids(judge: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
@@ -164,7 +172,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             notes.append(f"{suite_name}: the runs were scored by different evalsvc versions ({scored_by[0] or 'unknown'} and "
                          f"{scored_by[1] or 'unknown'}): a scorer change can move the numbers; measure both now to be sure")
         kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
-        base_rows, cand_rows = _per_case(s, base_run.id, gate.samples_pass), _per_case(s, cand_run.id, gate.samples_pass)
+        base_rows, cand_rows = per_case(s, base_run.id, gate.samples_pass), per_case(s, cand_run.id, gate.samples_pass)
         states[suite_name] = (queries.case_states(s, base_run.id), queries.case_states(s, cand_run.id))
         scored[suite_name] = (base_rows, cand_rows)
         shared = sorted(base_rows.keys() & cand_rows.keys())
@@ -196,9 +204,9 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
                     target.values[metric][0].append(float(bv))
                     target.values[metric][1].append(float(cv))
                     target.kinds[metric] = (kind, up)
-            bp, cp = b.scores.get("pass"), c.scores.get("pass")
-            if bp is not None and cp is not None and bp != cp:
-                flipped.append((cid, "down" if cp < bp else "up"))
+            way = flip(b, c)
+            if way is not None:
+                flipped.append((cid, way))
         if flipped:  # the outputs of the flipped cases only, not of every case
             base_out = queries.outputs(s, base_run.id, [cid for cid, _ in flipped])
             cand_out = queries.outputs(s, cand_run.id, [cid for cid, _ in flipped])
