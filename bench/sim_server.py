@@ -7,6 +7,9 @@ engine benchmark compares against.
 
     python3 bench/sim_server.py --port 8099 --slots 8 --tokens 32 --per-token-ms 4
 
+It also stands in for vLLM's server (``entrypoint: bench.sim_server`` of a vllm variant; the launcher's other
+arguments are ignored), so a Ray task can hold a GPU and serve a "checkpoint" without one (bench/ray_scaleout.py).
+
 A chat request whose messages ask for a ``VERDICT:`` line (an evalsvc judge) gets one at the end of its
 answer, so the simulator can also judge. Serves POST /v1/chat/completions and /v1/completions, GET /v1/models,
 and for the benchmark GET /stats (requests answered, slot-seconds busy, first start and last end) and POST /reset.
@@ -84,7 +87,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=32, help="tokens per answer (fewer when max_tokens asks for fewer)")
     ap.add_argument("--per-token-ms", type=float, default=4.0)
-    args = ap.parse_args()
+    args, _ = ap.parse_known_args()  # launched as a vLLM stand-in (bench/ray_scaleout.py): --model etc. are ignored
     sim = Simulator(args.slots, args.tokens, args.per_token_ms / 1000)
     app = web.Application(client_max_size=16 * 2**20)
     app.add_routes([web.post("/v1/chat/completions", sim.chat), web.post("/v1/completions", sim.completions),

@@ -112,9 +112,9 @@ variants:{variants}
     return tmp / "evalsvc.yaml"
 
 
-def fire(config: Path, *args: str, timeout: float = 240, **kw: Any) -> subprocess.CompletedProcess:
+def fire(config: Path, *args: str, timeout: float = 240, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "evalsvc.cli", "fire", "nightly", "--slot", SLOT, "-c", str(config), *args],
-                          env=env(), capture_output=True, text=True, timeout=timeout, cwd=config.parent, **kw)
+                          env=env(**(extra_env or {})), capture_output=True, text=True, timeout=timeout, cwd=config.parent)
 
 
 def fire_in_background(config: Path) -> subprocess.Popen:

@@ -340,3 +340,14 @@ def test_a_node_whose_suite_files_differ_from_the_drivers_refuses_to_run_naming_
     assert f"{late:<20} echo                 failed" in out and "its suites differ from the driver's: echo is" in out, out
     assert "deploy the same suite files and evalsvc version to every node" in out
     assert late not in {r.variant_name for r in _runs(store)}  # nothing was claimed under the other version
+
+
+def test_a_node_whose_store_differs_from_the_drivers_refuses_rather_than_write_elsewhere(tmp_path: Path, head: rc.Head) -> None:
+    log = tmp_path / "servers.jsonl"
+    config = rc.project(tmp_path, f"sqlite:///{tmp_path / 'yaml.db'}", head.address, rc.stand_in("w8a8", 1, log))
+    driver_store = f"sqlite:///{tmp_path / 'driver.db'}"  # the driver's EVALSVC_STORE; the nodes have none
+    done = rc.fire(config, extra_env={"EVALSVC_STORE": driver_store})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"its store is sqlite:///{tmp_path / 'yaml.db'}, the driver's {driver_store}" in done.stdout, done.stdout
+    assert "give every node of the cluster the same EVALSVC_STORE" in done.stdout
+    assert not log.exists() and not (tmp_path / "yaml.db").exists()  # nothing served, nothing written elsewhere

@@ -67,8 +67,9 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     # worker each time, to free GPU memory the task held; here the model server is a child process that ends with it)
     remote = ray.remote(max_calls=0)(task.evaluate)
     submitted = time.time()
+    store = task.shown(cfg.store_url())
     pending = {remote.options(**task_options(v, executor)).remote(cfg, v.name, versions, slot, str(log_dir),
-                                                                   executor.lock_wait_s, board): v for v in variants}
+                                                                   executor.lock_wait_s, board, store): v for v in variants}
     done: dict[str, list[Outcome]] = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)

@@ -16,17 +16,25 @@ from typing import Any
 from evalsvc import suites as suites_mod
 from evalsvc.config import Config
 from evalsvc.engine.runner import Runner
-from evalsvc.errors import SuiteError
+from evalsvc.errors import ConfigError, SuiteError
 from evalsvc.serving.process import DEVICE_SCOPE_ENV
 from evalsvc.store.db import open_engine
 
 
+def shown(url: str) -> str:
+    """A store URL as it may travel and be shown: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def evaluate(cfg: Config, variant_name: str, versions: dict[str, str], slot: str, log_dir: str, lock_wait_s: float,
-             board: Any = None) -> list[dict[str, Any]]:
+             board: Any = None, store: str | None = None) -> list[dict[str, Any]]:
     """Run every suite in ``versions`` (name -> the version the driver read) on one variant; its outcomes as dicts.
 
     The machine's device locks are scoped to this Ray node (Ray hands out the GPU ids and counts the CPUs);
-    ``board``, when given, is told when and where the task started (the driver's schedule timeout)."""
+    ``board``, when given, is told when and where the task started (the driver's schedule timeout); ``store`` is the
+    driver's store URL as ``shown`` (no password travels): a node that would write elsewhere refuses."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -40,7 +48,12 @@ def evaluate(cfg: Config, variant_name: str, versions: dict[str, str], slot: str
         raise SuiteError(f"node {socket.gethostname()} ({cfg.suites_dir})", "its suites differ from the driver's: "
                          + "; ".join(differ), "deploy the same suite files and evalsvc version to every node (the worker "
                          "image, or a shared suites volume), then fire again")
-    engine = open_engine(cfg.store_url())
+    url = cfg.store_url()  # EVALSVC_STORE on this node, else evalsvc.yaml's
+    if store is not None and shown(url) != store:
+        raise ConfigError(f"node {socket.gethostname()}", f"its store is {shown(url)}, the driver's {store}: this task "
+                          "would write its runs somewhere the driver never reads", "give every node of the cluster the "
+                          "same EVALSVC_STORE (the same Secret), or put the store's URL in evalsvc.yaml")
+    engine = open_engine(url)
     try:
         runner = Runner(cfg, engine, progress=False, log_dir=Path(log_dir), lock_wait_s=lock_wait_s)
         outcomes = runner.run_variant(suites, cfg.variant(variant_name), slot=slot)
