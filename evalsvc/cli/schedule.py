@@ -14,12 +14,17 @@ from evalsvc.config import load_config
 @click.command()
 @CONFIG_OPTION
 @click.option("--wait", is_flag=True, help="If another `evalsvc serve` holds this store, wait for it instead of exiting.")
-def serve(config_path: str, wait: bool) -> None:
+@click.option("--metrics-port", default=9108, show_default=True, type=click.IntRange(0, 65535),
+              help="Serve Prometheus /metrics on this port (docs/metrics.md); 0: no metrics endpoint.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address /metrics binds to (0.0.0.0: every interface; put access control in front of it).")
+def serve(config_path: str, wait: bool, metrics_port: int, metrics_host: str) -> None:
     """Run the schedules in evalsvc.yaml (schedules:) until stopped (Ctrl-C or SIGTERM: finishes the current run).
 
     \b
     Jobs live in the store, so a restart loses no schedule, and a slot missed while the
     service was down runs once when it comes back. Only one `evalsvc serve` acts per store.
+    Prometheus /metrics, read from the store at each scrape, on 127.0.0.1:9108 (docs/metrics.md).
     """
     import threading
 
@@ -32,6 +37,8 @@ def serve(config_path: str, wait: bool) -> None:
         raise click.ClickException(f"{config_path} has no 'schedules:'; add one, e.g. "
                                    "schedules: [{name: nightly, cron: '0 3 * * *'}]")
     with single_scheduler(open_store(cfg), wait=wait):
+        if metrics_port:
+            _start_metrics(cfg, metrics_host, metrics_port)
         scheduler = build(cfg.store_url())
         scheduler.start(paused=True)  # read the stored jobs before anything fires
         sync_jobs(scheduler, config_path, cfg.schedules)
@@ -50,6 +57,18 @@ def serve(config_path: str, wait: bool) -> None:
         click.echo("evalsvc serve: stopping after the current run" + (" (Ray jobs keep running)" if cfg.executor.type == "ray"
                    else ""), err=True)
         scheduler.shutdown(wait=True)
+
+
+def _start_metrics(cfg, host: str, port: int) -> None:
+    from evalsvc.service.metrics import serve_metrics
+    from evalsvc.store.readonly import open_readonly
+
+    try:
+        server = serve_metrics(open_readonly(cfg.store_url()), host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc} "
+                                   "(--metrics-port picks another port, 0 turns it off)") from None
+    click.echo(f"evalsvc serve: Prometheus metrics on http://{host}:{server.server_port}/metrics", err=True)
 
 
 @click.command()
