@@ -92,13 +92,25 @@ def test_a_variant_no_node_can_take_is_refused_naming_it_and_the_node_types(tmp_
         check_fit(placed.variants[1:], placed.executor, [NODE])
 
 
-def test_sqlite_is_refused_for_a_cluster_of_several_machines(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "executor: {type: ray}\n")
+def test_sqlite_is_refused_for_a_cluster_of_several_machines() -> None:
     other = {**NODE, "NodeManagerAddress": "10.0.0.2"}
     with pytest.raises(ConfigError, match="use PostgreSQL"):
-        check_store(cfg, "sqlite:///x.db", [NODE, other])
-    check_store(cfg, "sqlite:///x.db", [NODE, {**NODE}])  # one machine (a simulated multi-node cluster): fine
-    check_store(cfg, "postgresql+psycopg://db/evalsvc", [NODE, other])
+        check_store("sqlite:///x.db", [NODE, other])
+    check_store("sqlite:///x.db", [NODE, {**NODE}])  # one machine (a simulated multi-node cluster): fine
+    check_store("postgresql+psycopg://db/evalsvc", [NODE, other])
+
+
+def test_a_cluster_address_nothing_listens_on_is_refused_at_once_naming_it() -> None:
+    pytest.importorskip("ray")
+    import time
+
+    from evalsvc.cluster.executor import connect
+    from evalsvc.config.executor import RayExecutor
+
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at '127\.0\.0\.1:1'"):
+        connect(RayExecutor(type="ray", address="127.0.0.1:1"))
+    assert time.monotonic() - began < 10  # ray.init itself would retry for minutes
 
 
 def test_a_firings_submission_id_is_its_schedule_slot_and_attempt() -> None:

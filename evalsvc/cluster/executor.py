@@ -21,7 +21,7 @@ from evalsvc.cluster.resources import demand, task_options
 from evalsvc.config import Config, VariantConfig
 from evalsvc.config.executor import RayExecutor
 from evalsvc.engine.runner import Outcome
-from evalsvc.errors import EvalsvcError
+from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.store.locks import RunLocks
 from evalsvc.store.schema import Run, utcnow
 from evalsvc.suites import Suite
@@ -48,8 +48,31 @@ def connect(executor: RayExecutor) -> Any:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=executor.address, log_to_driver=False, logging_level=logging.WARNING)
+        _reachable(executor.address)
+        try:
+            ray.init(address=executor.address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError("executor.address", f"cannot join the Ray cluster at {executor.address!r}: "
+                              f"{str(exc).strip().splitlines()[-1][:300]}",
+                              "start it (`ray start --head` on its head node) or point executor.address at it "
+                              "(auto: the cluster of this machine; host:6379; ray://host:10001)") from None
     return ray
+
+
+def _reachable(address: str) -> None:
+    """Refuse at once an address nothing listens on (ray.init would retry for minutes before it gave up)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    if address in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError("executor.address", f"cannot join the Ray cluster at {address!r}: {exc}",
+                          "start it (`ray start --head` on its head node) or point executor.address at it "
+                          "(auto: the cluster of this machine; host:6379; ray://host:10001)") from None
 
 
 def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[VariantConfig], slot: str,
@@ -59,7 +82,7 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     assert isinstance(executor, RayExecutor)
     ray = connect(executor)
     nodes = ray.nodes()
-    validate.check_store(cfg, cfg.store_url(), nodes)
+    validate.check_store(cfg.store_url(), nodes)
     validate.check_fit(variants, executor, nodes)
     versions = {s.name: s.version for s in suites}
     board = ray.remote(num_cpus=0)(Board).remote()

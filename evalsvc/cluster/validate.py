@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from evalsvc.cluster.resources import accelerator, demand
-from evalsvc.config import Config, VariantConfig
+from evalsvc.config import VariantConfig
 from evalsvc.config.executor import RayExecutor
 from evalsvc.errors import ConfigError
 
@@ -36,7 +36,7 @@ def _shown(resources: dict[str, float]) -> str:
     return ", ".join(kinds)
 
 
-def check_store(cfg: Config, url: str, nodes: list[dict[str, Any]]) -> None:
+def check_store(url: str, nodes: list[dict[str, Any]]) -> None:
     alive = [n for n in nodes if n.get("Alive")]
     if url.startswith("sqlite") and len({n.get("NodeManagerAddress") for n in alive}) > 1:
         raise ConfigError("store", f"executor type ray with a SQLite store, on a cluster of {len(alive)} nodes: the workers "
