@@ -19,6 +19,7 @@ from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
 from evalsvc.cli import main
+from evalsvc.dashboard import charts
 from evalsvc.dashboard.diff import side_by_side
 from evalsvc.errors import StoreError
 from evalsvc.store.db import open_engine, upgrade
@@ -101,17 +102,69 @@ def test_overview_filters_come_from_the_url(project: Path, monkeypatch) -> None:
 def test_trends_draw_bands_the_dashed_baseline_and_event_markers(project: Path, monkeypatch) -> None:
     at = _page("trends", project, monkeypatch, suite="records", metric="pass", days="all")
     (spec, frames), = _charts(at)
-    assert _marks(spec) == ["area", "line", "point"]
-    band, line, points = spec["layer"]
+    assert _marks(spec) == ["area", "line", "line", "text", "point"]  # the baseline's line and label after the others'
+    band, points = spec["layer"][0], spec["layer"][-1]
     assert band["encoding"]["y"]["field"] == "ci_low" and band["encoding"]["y2"]["field"] == "ci_high"
-    assert line["encoding"]["strokeDash"]["field"] == "role"
-    series = next(f for f in frames if "role" in f.columns)
+    series = next(f for f in frames if "role" in f.columns and f["role"].nunique() == 2)
     assert set(series[series["role"] == "baseline"]["variant"]) == {"smollm2-f16"}
     assert len(series[series["variant"] == "smollm2-q2_k"]) == 10
     events = at.dataframe[0].value
     found = {(r.event, r.variant) for r in events.itertuples()}
     assert {("regression", "smollm2-q2_k"), ("upstream change", "smollm2-q8_0"), ("new checkpoint", "smollm2-q4_0")} <= found
     assert points["encoding"]["shape"]["field"] == "event"
+
+
+def _colour_of(layer: dict) -> dict[str, str]:
+    scale = layer["encoding"]["color"]["scale"]
+    return dict(zip(scale["domain"], scale["range"], strict=True))
+
+
+def test_trends_read_at_a_glance_utc_axis_distinct_colours_and_the_baseline_on_top(project: Path, monkeypatch) -> None:
+    """Ten daily runs: the axis is on a UTC scale (the browser's time zone cannot shift it), 24-hour with the date;
+    each variant has its own categorical colour (not the theme's near-identical blues); the baseline is dark, dashed,
+    drawn after the other lines and labelled."""
+    at = _page("trends", project, monkeypatch, suite="records", metric="pass", days="all")
+    (spec, frames), = _charts(at)
+    band, line, base, label, _ = spec["layer"]
+    for layer in spec["layer"]:
+        x = layer["encoding"]["x"]
+        assert x["scale"] == {"type": "utc"} and x["axis"]["format"] == "%Y-%m-%d %H:%M" and "UTC" in x["title"]
+    colours = _colour_of(line)
+    assert colours == _colour_of(band) == _colour_of(base)
+    assert len(colours) == 5 and len(set(colours.values())) == 5 and set(colours.values()) <= set(charts.TABLEAU10) | {
+        charts.BASELINE_COLOUR}
+    assert colours["smollm2-f16"] == charts.BASELINE_COLOUR
+    assert base["mark"]["strokeDash"] == charts.BASELINE_DASH and "strokeDash" not in line["mark"]
+    assert base["mark"]["strokeWidth"] > line["mark"]["strokeWidth"]
+    baseline_rows = next(f for f in frames if "role" in f.columns and set(f["role"]) == {"baseline"})
+    assert set(baseline_rows["variant"]) == {"smollm2-f16"} and str(baseline_rows["run_ts"].dt.tz) == "UTC"
+    labels = next(f for f in frames if "label" in f.columns)
+    assert list(labels["label"]) == ["baseline"] and label["mark"]["color"] == charts.BASELINE_COLOUR
+    filtered = _page("trends", project, monkeypatch, suite="records", metric="pass", days="all",
+                     variant=["smollm2-q2_k", "smollm2-q8_0"])
+    (narrow, _), = _charts(filtered)
+    assert _colour_of(narrow["layer"][1]) == {v: colours[v] for v in ("smollm2-q2_k", "smollm2-q8_0")}  # same colours
+    drift = _page("drift", project, monkeypatch, suite="records", variant="smollm2-q2_k", metric="pass")
+    values = _charts(drift)[0][0]
+    assert values["layer"][1]["mark"]["color"] == colours["smollm2-q2_k"]  # the same variant, the same colour
+
+
+def test_a_time_axis_within_one_utc_day_reads_24_hour_time_and_the_date_once_runs_span_days() -> None:
+    evening = pd.Series(pd.to_datetime(["2026-11-30 18:22", "2026-11-30 19:05"], utc=True))
+    x = charts.time_x(evening).to_dict()
+    assert x["axis"]["format"] == "%H:%M" and x["scale"] == {"type": "utc"}  # 18:22, never 06:22
+    overnight = pd.Series(pd.to_datetime(["2026-11-30 23:00", "2026-12-01 01:00"]))  # naive: UTC from the store
+    assert charts.time_x(overnight).to_dict()["axis"]["format"] == "%Y-%m-%d %H:%M"
+    assert charts.time_x(pd.Series(pd.to_datetime(["2026-11-30 23:30"], utc=True).tz_convert("US/Pacific"))).to_dict()[
+        "axis"]["format"] == "%H:%M"
+    assert charts.utc(overnight).iloc[0] == pd.Timestamp("2026-11-30 23:00", tz="UTC")
+
+
+def test_a_variant_keeps_its_colour_whatever_else_is_in_the_store_list() -> None:
+    colours = charts.variant_colours(["b", "a", "c"], {"a"})
+    assert colours == {"a": charts.BASELINE_COLOUR, "b": charts.TABLEAU10[1], "c": charts.TABLEAU10[2]}
+    many = charts.variant_colours([f"v{i:02d}" for i in range(12)])
+    assert len(set(many.values())) == 12  # past ten variants, tableau20
 
 
 def test_trends_window_comes_from_the_url(project: Path, monkeypatch) -> None:
@@ -176,6 +229,9 @@ def test_runs_page_lists_failures_durations_and_the_alerts_sent(project: Path, m
     assert [e.value.split(":")[0] for e in at.error] == ["open endpoint alert"]
     (spec, _), = _charts(at)
     assert spec["encoding"]["y"]["field"] == "duration_s"
+    x = spec["encoding"]["x"]
+    assert x["scale"] == {"type": "utc"} and x["axis"]["format"] == "%Y-%m-%d %H:%M" and x["title"] == "run time (UTC)"
+    assert _colour_of(spec) == {s: charts.RUN_STATUS_COLOURS[s] for s in ("failed", "succeeded")}
     at = _page("runs", project, monkeypatch, status="succeeded")
     assert set(at.dataframe[0].value["status"]) == {"succeeded"}
 
@@ -322,6 +378,9 @@ def test_the_drift_page_shows_the_series_its_statistic_against_h_and_its_alarms(
     (values, (points, events)), (stat, (curve,)) = _charts(at)[:2]
     assert len(points) == 10 and "rule" in _marks(values) and "rule" in _marks(stat)
     assert set(events["event"]) >= {"alarm down", "acknowledged"}
+    assert {layer["encoding"]["x"]["axis"]["format"] for layer in values["layer"] + stat["layer"] if "x" in layer["encoding"]} \
+        == {"%Y-%m-%d %H:%M"}  # ten nightly runs
+    assert _colour_of(values["layer"][2])["alarm down"] == charts.EVENT_COLOURS["alarm down"]
     assert curve["statistic"].max() > curve["threshold"].iloc[0]  # it crossed h where it alarmed
 
 

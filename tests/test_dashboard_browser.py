@@ -1,16 +1,18 @@
 """The real app in headless Chromium: `evalsvc dashboard` serves it, Playwright drives Debian's chromium.
 
-The Overview screenshot is kept as a test artifact (test-artifacts/, or $EVALSVC_TEST_ARTIFACTS).
+The Overview, Compare and Trends screenshots are kept as test artifacts (test-artifacts/, or $EVALSVC_TEST_ARTIFACTS).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -116,3 +118,31 @@ def test_a_link_from_an_alert_opens_the_comparison(app: str, browser) -> None:
     body = page.inner_text("body")
     page.close()
     assert "Page not found" not in body and "Flips (" in body
+
+
+def _trend_texts(browser, app: str, timezone: str, shot: Path | None = None) -> list[str]:
+    """The Trends chart's text in a browser set to ``timezone`` (Streamlit renders Vega as SVG: labels are DOM text)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, timezone_id=timezone)
+    page.goto(f"{app}/trends?suite=records&metric=pass&days=all")
+    page.locator("svg.marks").first.wait_for(timeout=60_000)
+    page.get_by_text("baseline", exact=True).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    if shot:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+    texts = [t.strip() for t in page.locator("svg.marks text").all_text_contents()]
+    page.close()
+    return texts
+
+
+def test_trends_read_the_same_utc_24_hour_axis_in_any_browser_time_zone(app: str, browser) -> None:
+    """The seeded runs are daily at this hour (UTC). A browser 12 hours away puts them on other local dates, so a
+    local-time axis would tick and label differently; the UTC axis reads the same, 24-hour with the date, and the
+    labelled baseline and the variants are drawn. The shifted browser's screenshot is kept."""
+    away = "Etc/GMT+12" if datetime.now(UTC).hour < 12 else "Etc/GMT-12"  # UTC-12 or UTC+12
+    here = _trend_texts(browser, app, "UTC")
+    there = _trend_texts(browser, app, away, ARTIFACTS / "trends.png")
+    ticks = [t for t in here if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", t)]
+    assert len(ticks) >= 3, here
+    assert [t for t in there if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", t)] == ticks
+    assert "run time (UTC)" in there and "baseline" in there and "smollm2-q2_k" in there, repr(there)

@@ -1,6 +1,14 @@
-"""Altair (Vega-Lite) charts for the pages; each takes a query's frame and returns a chart spec."""
+"""Altair (Vega-Lite) charts for the pages; each takes a query's frame and returns a chart spec.
+
+Read at a glance: time axes are UTC on a ``utc`` scale (the browser's own time zone never shifts them), 24-hour, with
+the date once the runs span more than one UTC day; variants take fixed categorical colours by name (the same colour on
+every page, whatever the filters; Streamlit's theme would give near-identical blues); baselines are dark, dashed,
+drawn on top and labelled.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
 
 import altair as alt
 import pandas as pd
@@ -8,6 +16,52 @@ import pandas as pd
 from evalsvc.dashboard.ui import STATUS_COLOURS
 
 MARKER_SHAPES = {"regression": "triangle-down", "upstream change": "diamond", "new checkpoint": "square"}
+TABLEAU10 = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+TABLEAU20 = ["#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f", "#8cd17d", "#b6992d", "#f1ce63", "#499894", "#86bcb6",
+             "#e15759", "#ff9d9a", "#79706e", "#bab0ac", "#d37295", "#fabfd2", "#b07aa1", "#d4a6c8", "#9d7660", "#d7b5a6"]
+BASELINE_COLOUR = "#262626"
+BASELINE_DASH = [6, 3]
+RUN_STATUS_COLOURS = {"succeeded": "#59a14f", "failed": "#e15759", "running": "#4e79a7", "cancelled": "#79706e",
+                      "planned": "#bab0ac"}
+EVENT_COLOURS = {"alarm down": "#d62728", "alarm up": "#2ca02c", "acknowledged": "#7f7f7f", "reference pinned": "#1f77b4",
+                 "upstream change": "#9467bd"}
+TIME_TITLE = "run time (UTC)"
+
+
+def variant_colours(variants: Iterable[str], baselines: Collection[str] = ()) -> dict[str, str]:
+    """A colour per variant name: tableau10 (tableau20 past ten variants) in the order of the store's sorted names, so
+    a variant keeps its colour on every page and under any filter; a baseline is dark grey."""
+    names = sorted(set(variants) | set(baselines))
+    palette = TABLEAU10 if len(names) <= len(TABLEAU10) else TABLEAU20
+    return {n: BASELINE_COLOUR if n in baselines else palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+def _scale(shown: Iterable[str], colours: dict[str, str]) -> alt.Scale:
+    """An explicit domain and range for the values shown; a value missing from ``colours`` takes the next tableau10."""
+    domain = sorted({str(v) for v in shown})
+    spare = iter(c for c in TABLEAU10 * 2 if c not in colours.values())
+    return alt.Scale(domain=domain, range=[colours.get(v) or next(spare, TABLEAU10[0]) for v in domain])
+
+
+def utc(times: pd.Series) -> pd.Series:
+    """Timestamps as tz-aware UTC (a naive value from the store is UTC already)."""
+    out = pd.to_datetime(times)
+    return out.dt.tz_localize("UTC") if out.dt.tz is None else out.dt.tz_convert("UTC")
+
+
+def time_x(times: pd.Series, field: str = "run_ts") -> alt.X:
+    """A UTC time axis in 24-hour time, with the date when the times fall on more than one UTC day."""
+    days = utc(times).dt.floor("D").nunique() if len(times) else 0
+    fmt = "%Y-%m-%d %H:%M" if days > 1 else "%H:%M"
+    return alt.X(f"{field}:T", title=TIME_TITLE, scale=alt.Scale(type="utc"), axis=alt.Axis(format=fmt, labelOverlap=True))
+
+
+def _when(frame: pd.DataFrame, field: str = "run_ts") -> pd.DataFrame:
+    """The frame with its times in UTC and a ``when`` text for tooltips (Vega would print a tooltip's time locally)."""
+    if frame.empty or field not in frame:
+        return frame
+    times = utc(frame[field])
+    return frame.assign(**{field: times, "when": times.dt.strftime("%Y-%m-%d %H:%M UTC")})
 
 
 def status_matrix(frame: pd.DataFrame) -> alt.Chart:
@@ -25,27 +79,38 @@ def status_matrix(frame: pd.DataFrame) -> alt.Chart:
     return (cells + text).properties(height=60 + 44 * data["variant"].nunique(), title="latest verdict vs baseline")
 
 
-def trend(points: pd.DataFrame, marks: pd.DataFrame, metric: str, baseline: str | None) -> alt.LayerChart:
-    """Each variant's series with its interval band; the baseline drawn dashed; event markers on top."""
-    data = points.assign(role=points["variant"].map(lambda v: "baseline" if v == baseline else "variant"))
-    x = alt.X("run_ts:T", title="run time (UTC)")
-    colour = alt.Color("variant:N")
+def trend(points: pd.DataFrame, marks: pd.DataFrame, metric: str, baselines: Collection[str],
+          colours: dict[str, str]) -> alt.LayerChart:
+    """Each variant's series with its interval band in its own colour; the baselines dark, dashed, on top and labelled;
+    event markers over all."""
+    data = _when(points.assign(role=points["variant"].map(lambda v: "baseline" if v in baselines else "variant")))
+    x = time_x(data["run_ts"])
+    scale = _scale(data["variant"], colours)
+    colour = alt.Color("variant:N", scale=scale,  # full-strength swatches, not as faint as the bands
+                       legend=alt.Legend(title="variant", symbolOpacity=1, symbolType="circle"))
+    tooltip = ["variant", alt.Tooltip("when:N", title=TIME_TITLE), "value:Q", "ci_low:Q", "ci_high:Q", "n:Q", "fingerprint:N"]
+    y = alt.Y("value:Q", title=metric)
     band = alt.Chart(data).mark_area(opacity=0.15).encode(x=x, y=alt.Y("ci_low:Q", title=metric), y2="ci_high:Q",
                                                           color=colour)
-    line = alt.Chart(data).mark_line(point=True).encode(
-        x=x, y=alt.Y("value:Q", title=metric), color=colour,
-        strokeDash=alt.StrokeDash("role:N", scale=alt.Scale(domain=["baseline", "variant"], range=[[6, 3], [1, 0]]),
-                                  legend=alt.Legend(title="line")),
-        strokeWidth=alt.condition(alt.datum.role == "baseline", alt.value(3), alt.value(1.5)),
-        tooltip=["variant", "run_ts:T", "value:Q", "ci_low:Q", "ci_high:Q", "n:Q", "fingerprint:N"])
+    others = data[data["role"] == "variant"]
+    line = alt.Chart(others).mark_line(point=True, strokeWidth=2).encode(x=x, y=y, color=colour, tooltip=tooltip)
     layers = [band, line]
+    base = data[data["role"] == "baseline"]
+    if not base.empty:
+        layers.append(alt.Chart(base).mark_line(point=True, strokeWidth=3, strokeDash=BASELINE_DASH).encode(
+            x=x, y=y, color=colour, tooltip=tooltip))
+        last = base.sort_values("run_ts").groupby("variant").tail(1)
+        last = last.assign(label="baseline" if len(last) == 1 else "baseline " + last["variant"])
+        layers.append(alt.Chart(last).mark_text(align="right", dy=-12, fontWeight="bold", color=BASELINE_COLOUR).encode(
+            x=x, y=y, text="label:N"))
     if not marks.empty:
-        placed = marks.merge(points[["run_ts", "variant", "value"]], on=["run_ts", "variant"], how="left")
+        placed = _when(marks.assign(run_ts=utc(marks["run_ts"])).merge(data[["run_ts", "variant", "value"]],
+                                                                       on=["run_ts", "variant"], how="left"))
         placed["value"] = placed["value"].fillna(points["value"].min() if not points.empty else 0.0)
         layers.append(alt.Chart(placed).mark_point(size=160, filled=True, opacity=0.9).encode(
             x=x, y="value:Q", shape=alt.Shape("event:N", scale=alt.Scale(domain=list(MARKER_SHAPES),
                                                                           range=list(MARKER_SHAPES.values()))),
-            color=alt.value("black"), tooltip=["event", "variant", "run_ts:T", "detail"]))
+            color=alt.value("black"), tooltip=["event", "variant", alt.Tooltip("when:N", title=TIME_TITLE), "detail"]))
     return alt.layer(*layers).resolve_scale(color="shared").properties(height=380)
 
 
@@ -82,24 +147,31 @@ def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(bars, dots, labels, margin, same).properties(height=420)
 
 
-def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str) -> alt.LayerChart:
-    """A series' run values with their intervals, and its alarms, acknowledgements and upstream flags as markers."""
-    x = alt.X("run_ts:T", title="run time (UTC)")
-    band = alt.Chart(points).mark_area(opacity=0.15).encode(x=x, y=alt.Y("ci_low:Q", title=metric), y2="ci_high:Q")
-    line = alt.Chart(points).mark_line(point=True).encode(x=x, y="value:Q", tooltip=["run_ts:T", "run_id", "value", "ci_low",
-                                                                                        "ci_high"])
+def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str, colour: str = TABLEAU10[0]) -> alt.LayerChart:
+    """A series' run values with their intervals (in the variant's colour), and its alarms, acknowledgements and upstream
+    flags as markers."""
+    points = _when(points)
+    x = time_x(pd.concat([points["run_ts"], utc(events["run_ts"])]) if not events.empty else points["run_ts"])
+    band = alt.Chart(points).mark_area(opacity=0.15, color=colour).encode(x=x, y=alt.Y("ci_low:Q", title=metric),
+                                                                          y2="ci_high:Q")
+    line = alt.Chart(points).mark_line(point=True, color=colour).encode(
+        x=x, y="value:Q", tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "run_id", "value", "ci_low", "ci_high"])
     layers = [band, line]
     if not events.empty:
-        layers.append(alt.Chart(events).mark_rule(strokeDash=[4, 3]).encode(
-            x="run_ts:T", color=alt.Color("event:N", legend=alt.Legend(title="event")), tooltip=["run_ts:T", "event", "detail"]))
+        events = _when(events)
+        layers.append(alt.Chart(events).mark_rule(strokeDash=[4, 3], strokeWidth=2).encode(
+            x=x, color=alt.Color("event:N", scale=_scale(events["event"], EVENT_COLOURS), legend=alt.Legend(title="event")),
+            tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "event", "detail"]))
     return alt.layer(*layers).properties(height=300)
 
 
-def drift_statistic(points: pd.DataFrame) -> alt.LayerChart:
+def drift_statistic(points: pd.DataFrame, colour: str = TABLEAU10[0]) -> alt.LayerChart:
     """The detector's CUSUM statistic at each run against its threshold h (an alarm where it crosses; restarts there)."""
-    x = alt.X("run_ts:T", title="run time (UTC)")
-    stat = alt.Chart(points).mark_line(point=True).encode(x=x, y=alt.Y("statistic:Q", title="CUSUM statistic"),
-                                                         tooltip=["run_ts:T", "statistic", "threshold"])
+    points = _when(points)
+    x = time_x(points["run_ts"]) if not points.empty else alt.X("run_ts:T", title=TIME_TITLE, scale=alt.Scale(type="utc"))
+    stat = alt.Chart(points).mark_line(point=True, color=colour).encode(
+        x=x, y=alt.Y("statistic:Q", title="CUSUM statistic"),
+        tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "statistic", "threshold"])
     h = alt.Chart(points).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(threshold):Q")
     return alt.layer(stat, h).properties(height=200)
 
@@ -122,7 +194,10 @@ def win_matrix(frame: pd.DataFrame) -> alt.LayerChart:
 
 
 def durations(runs: pd.DataFrame) -> alt.Chart:
-    return alt.Chart(runs).mark_circle(size=50).encode(
-        x=alt.X("run_time:T", title="run time (UTC)"), y=alt.Y("duration_s:Q", title="duration (s)"),
-        color=alt.Color("status:N"), tooltip=["id", "variant", "suite", "status", "duration_s", "n_errored", "error"]
+    data = _when(runs, "run_time")
+    return alt.Chart(data).mark_circle(size=50).encode(
+        x=time_x(data["run_time"], "run_time"), y=alt.Y("duration_s:Q", title="duration (s)"),
+        color=alt.Color("status:N", scale=_scale(data["status"], RUN_STATUS_COLOURS), legend=alt.Legend(title="status")),
+        tooltip=["id", "variant", "suite", "status", alt.Tooltip("when:N", title=TIME_TITLE), "duration_s", "n_errored",
+                 "error"]
     ).properties(height=260)

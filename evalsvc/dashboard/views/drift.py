@@ -31,10 +31,11 @@ if points.empty:
     st.info(f"No points of {metric} for {variant} on {suite}.")
     st.stop()
 st.subheader(f"{variant} · {suite} · {metric}: {view['state']['state'].iloc[0]}")
-st.altair_chart(charts.drift_values(points, events, metric), width="stretch")
+colour = charts.variant_colours(names["variants"], set(cfg.baselines.values()))[variant]  # its colour on Trends too
+st.altair_chart(charts.drift_values(points, events, metric, colour), width="stretch")
 st.caption("The detector's statistic at each run (a self-starting CUSUM, restarted at each alarm) against its threshold "
            "for this series alone; the service shares alpha across the series of a firing, so its threshold is higher.")
-st.altair_chart(charts.drift_statistic(points.dropna(subset=["statistic"])), width="stretch")
+st.altair_chart(charts.drift_statistic(points.dropna(subset=["statistic"]), colour), width="stretch")
 if not events.empty:
     st.subheader("Events")
     st.dataframe(events, hide_index=True, width="stretch")

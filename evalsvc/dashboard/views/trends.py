@@ -26,12 +26,13 @@ if points.empty:
     st.info(f"No points of {metric} on {suite} in this window; widen it in the sidebar.")
     st.stop()
 marks = ui.query(cfg, "markers", suite, metric, tuple(variants) or None, since)
-baseline = next((b for b in cfg.baselines.values() if b in set(points["variant"])), None)
+baselines = sorted(set(cfg.baselines.values()) & set(points["variant"]))
+colours = charts.variant_colours(names["variants"], set(cfg.baselines.values()))
 higher = bool(points["higher_is_better"].iloc[0])
 st.caption(f"{metric} on {suite}, {'higher' if higher else 'lower'} is better; bands are each run's 95% interval"
-           + (f"; dashed: the baseline {baseline}" if baseline else "")
+           + (f"; dark and dashed: the baseline {', '.join(baselines)}" if baselines else "")
            + "; markers: ▼ regression vs baseline, ◆ upstream change, ■ new checkpoint (fingerprint).")
-st.altair_chart(charts.trend(points, marks, metric, baseline), width="stretch")
+st.altair_chart(charts.trend(points, marks, metric, baselines, colours), width="stretch")
 if not marks.empty:
     st.subheader("Events")
     st.dataframe(marks, hide_index=True, width="stretch")
