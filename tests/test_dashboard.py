@@ -328,7 +328,7 @@ def test_quality_vs_speed_places_each_candidate_by_its_paired_delta_and_speed_ra
         n = int(body["messages"][-1]["content"].split()[-1])
         return "no idea" if n % 3 == 0 else f"echo {n}"
 
-    with FakeEndpoint() as base, FakeEndpoint(delay_s=0.03) as slow, FakeEndpoint(reply=broken) as wrong:
+    with FakeEndpoint() as base, FakeEndpoint(delay_s=0.15) as slow, FakeEndpoint(reply=broken) as wrong:
         config = write_config(tmp_path, f"""\
             store: sqlite:///store.db
             max_retries: 0
