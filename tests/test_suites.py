@@ -149,3 +149,25 @@ def test_editing_a_vendored_metric_script_is_a_new_suite_version(tmp_path: Path)
     assert load_suite(header).version == before  # stable
     script.write_text(data.read_text() + "\n# a scorer change\n")
     assert load_suite(header).version != before
+
+
+@pytest.mark.parametrize("bundled", [True, False])
+def test_upgrading_lm_eval_is_a_new_version_of_a_harness_suite_bundled_or_from_its_registry(
+        bundled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval's metrics and filters score a harness task: its version is part of the suite's, for a task whose YAML is
+    bundled too (only a registry task's was, before)."""
+    import importlib.metadata as md
+
+    from evalsvc.config.harness import HarnessSpec
+    from evalsvc.suites.harness import content_identity
+
+    root = Path(__file__).resolve().parent.parent / "suites"
+    spec = HarnessSpec(task="single_digit_addition", include="harness") if bundled else HarnessSpec(task="arc_easy")
+    real = md.version
+
+    def version(name: str) -> str:
+        return "0.4.99" if name == "lm_eval" else real(name)
+
+    before = content_identity(spec, root)
+    monkeypatch.setattr(md, "version", version)
+    assert content_identity(spec, root) != before

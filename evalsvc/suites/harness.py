@@ -23,19 +23,24 @@ from evalsvc.identity import content_hash
 BINARY_METRICS = {"exact_match", "acc", "acc_norm", "pass@1"}
 
 
-def content_identity(spec: HarnessSpec, base: Path) -> str:
-    """Hash of the bundled task files (YAML and data), so editing them starts a new suite version."""
-    if spec.include is None:  # a task of lm-eval's registry: its code and YAML are lm-eval's version's
-        import importlib.metadata as md
+def _lm_eval_version() -> str:
+    import importlib.metadata as md
 
-        try:
-            version = md.version("lm_eval")
-        except md.PackageNotFoundError:
-            version = "not-installed"
-        return content_hash({"registry_task": spec.task, "lm_eval": version})
+    try:
+        return md.version("lm_eval")
+    except md.PackageNotFoundError:
+        return "not-installed"
+
+
+def content_identity(spec: HarnessSpec, base: Path) -> str:
+    """Hash of the task and the code that scores it: lm-eval's version (its metrics, filters and registry tasks), and
+    the bundled task files (YAML and data), so editing them or upgrading lm-eval starts a new suite version."""
+    if spec.include is None:  # a task of lm-eval's registry: its code and YAML are lm-eval's version's
+        return content_hash({"registry_task": spec.task, "lm_eval": _lm_eval_version()})
     folder = base / spec.include
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return content_hash({str(p.relative_to(folder)): p.read_bytes().hex() for p in files})
+    return content_hash({"lm_eval": _lm_eval_version(),
+                         "files": {str(p.relative_to(folder)): p.read_bytes().hex() for p in files}})
 
 
 def _load_task_yaml(path: Path) -> dict[str, Any]:
