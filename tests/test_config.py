@@ -221,3 +221,16 @@ variants:
     monkeypatch.setenv("CAND_URL", "")
     msg = _error(tmp_path, body)
     assert "evalsvc.yaml:4" in msg and "variants.0.endpoint.base_url: ${CAND_URL} is set to the empty string" in msg
+
+
+@pytest.mark.parametrize("url", ["", "gpu-box:8000/v1", "ftp://gpu-box/v1", "http://"])
+def test_an_endpoint_base_url_that_is_not_an_http_url_is_refused_naming_the_line(tmp_path: Path, url: str) -> None:
+    write_config(tmp_path, f"""\
+        variants:
+          - name: api
+            family: f
+            endpoint: {{base_url: "{url}", model: m}}
+        """)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "evalsvc.yaml")
+    assert "evalsvc.yaml:4" in str(err.value) and "is not an http(s) URL" in str(err.value), str(err.value)

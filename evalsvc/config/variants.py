@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from evalsvc.config.base import Strict
 from evalsvc.config.executor import Placement
@@ -42,6 +42,17 @@ class EndpointSpec(Strict):
     echo_logprobs: bool = Field(False, description="the server returns correct prompt logprobs with echo (vLLM: yes; "
                                 "llama.cpp's server: no); needed by loglikelihood harness tasks")
     tokenizer: str | None = Field(None, description="local Hugging Face tokenizer folder (loglikelihood harness tasks)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"base_url {url!r} is not an http(s) URL; give the server's OpenAI API root, e.g. "
+                             "http://gpu-box:8000/v1 (an empty value is often an unset CI variable)")
+        return url
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
