@@ -36,21 +36,28 @@ def serve(config_path: str, wait: bool, metrics_port: int, metrics_host: str) ->
     if not cfg.schedules:
         raise click.ClickException(f"{config_path} has no 'schedules:'; add one, e.g. "
                                    "schedules: [{name: nightly, cron: '0 3 * * *'}]")
+    stop, serving = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:  # SIGTERM or Ctrl-C: finish the current run; while still starting, leave at once
+        stop.set()
+        if not serving.is_set():
+            raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     with single_scheduler(open_store(cfg), wait=wait):
         if metrics_port:
             _start_metrics(cfg, metrics_host, metrics_port)
         scheduler = build(cfg.store_url())
         scheduler.start(paused=True)  # read the stored jobs before anything fires
         sync_jobs(scheduler, config_path, cfg.schedules)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
         if cfg.executor.type == "ray":  # firings left running by an earlier scheduler: watch, or submit again
             from evalsvc.service.ray_firings import reconcile
 
             for firing_id, sub, what in reconcile(cfg, config_path, stopping):
                 click.echo(f"evalsvc serve: firing {firing_id} ({sub}): {what}", err=True)
         click.echo(f"evalsvc serve: {len(cfg.schedules)} schedule(s); Ctrl-C to stop", err=True)
+        serving.set()
         scheduler.resume()
         stop.wait()
         stopping.set()
