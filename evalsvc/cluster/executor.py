@@ -85,7 +85,7 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     validate.check_store(cfg.store_url(), nodes)
     validate.check_fit(variants, executor, nodes)
     versions = {s.name: s.version for s in suites}
-    board = ray.remote(num_cpus=0)(Board).remote()
+    board = _board(ray)
     # max_calls 0: a worker may run another variant's task after this one (Ray's default for a GPU task is a fresh
     # worker each time, to free GPU memory the task held; here the model server is a child process that ends with it)
     remote = ray.remote(max_calls=0)(task.evaluate)
@@ -94,12 +94,13 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     pending = {remote.options(**task_options(v, executor)).remote(cfg, v.name, versions, slot, str(log_dir),
                                                                    executor.lock_wait_s, board, store): v for v in variants}
     done: dict[str, list[Outcome]] = {}
+    starts: dict[str, list[tuple[float, str, str]]] = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         for ref in ready:
             v = pending.pop(ref)
             done[v.name] = _collect(ray, ref, v, engine, suites, slot, executor)
-        starts = ray.get(board.snapshot.remote())
+        starts = _snapshot(ray, board, starts)
         for ref, v in list(pending.items()):
             why = _overdue(v, starts.get(v.name), submitted, executor)
             if why:
@@ -107,10 +108,31 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
                 pending.pop(ref)
                 done[v.name] = fail_runs(engine, suites, v.name, slot, why)
     for v in variants:
-        for when, node, devices in ray.get(board.snapshot.remote()).get(v.name, []):
+        for when, node, devices in _snapshot(ray, board, starts).get(v.name, []):
             log.info("variant %s started on node %s (devices %s) at %.1f s", v.name, node[:12], devices or "-",
                      when - submitted)
     return [o for v in variants for o in done[v.name]]
+
+
+def _board(ray: Any) -> Any:
+    """The start board, on the driver's own node (a worker node may be lost; the driver's goes with the driver), restarted
+    by Ray should it die anyway."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Board).options(scheduling_strategy=here).remote()
+
+
+def _snapshot(ray: Any, board: Any, last: dict[str, list[tuple[float, str, str]]]) -> dict[str, list[tuple[float, str, str]]]:
+    """The board's starts; while it is being restarted, the last ones read (a start missed then only delays a timeout)."""
+    from ray import exceptions as rx
+
+    try:
+        fresh = ray.get(board.snapshot.remote(), timeout=30)
+    except (rx.RayActorError, rx.ActorUnavailableError, rx.GetTimeoutError) as exc:
+        log.warning("the start board is unavailable (%s); using what it said last", type(exc).__name__)
+        return last
+    return {v: sorted(set(last.get(v, [])) | set(fresh.get(v, []))) for v in set(last) | set(fresh)}
 
 
 def _overdue(variant: VariantConfig, starts: list[tuple[float, str, str]] | None, submitted: float,
