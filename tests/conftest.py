@@ -77,6 +77,12 @@ def write_suite(folder: Path, name: str, cases_jsonl: str, header_extra: str = "
     return header
 
 
+def echo_cases(n: int) -> str:
+    """``n`` JSONL cases c0..c{n-1}: "say i", passed by an answer containing i (the echo endpoints echo the prompt)."""
+    return "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                     for i in range(n))
+
+
 def write_config(folder: Path, body: str) -> Path:
     path = folder / "evalsvc.yaml"
     path.write_text(textwrap.dedent(body))

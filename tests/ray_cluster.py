@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, write_config, write_suite
+from tests.conftest import ROOT, echo_cases, write_config, write_suite
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
 SLOT = "2026-12-02T03:00Z"
@@ -99,9 +99,7 @@ def project(tmp: Path, store: str, address: str, variants: str, n_cases: int = 8
             model = tmp / f"{line.split(':', 1)[1].strip()}-model"
             model.mkdir(parents=True, exist_ok=True)
             (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "name": model.name}))
-    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
-                      for i in range(n_cases))
-    write_suite(tmp / "suites", "echo", cases)
+    write_suite(tmp / "suites", "echo", echo_cases(n_cases))
     write_config(tmp, f"""\
 store: {store}
 concurrency: 1

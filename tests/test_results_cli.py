@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from evalsvc.cli import main
 from evalsvc.store.db import open_engine, upgrade
 from evalsvc.store.schema import CaseResult, MetricPoint, Run
-from tests.conftest import write_config, write_suite
+from tests.conftest import echo_cases, write_config, write_suite
 from tests.fake_endpoint import FakeEndpoint
 
 BROKEN = {1, 4}  # the cases the "worse" variant answers wrong
@@ -34,9 +34,7 @@ def project(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     if store_url.startswith("postgresql"):
         upgrade(store_url)
     monkeypatch.setenv("EVALSVC_STORE", store_url)
-    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
-                      for i in range(6))
-    write_suite(tmp_path / "suites", "echo", cases)
+    write_suite(tmp_path / "suites", "echo", echo_cases(6))
     with FakeEndpoint(reply=_reply) as fake:
         cfg = write_config(tmp_path, f"""\
             store: sqlite:///ignored.db

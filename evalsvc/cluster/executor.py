@@ -28,6 +28,8 @@ from evalsvc.suites import Suite
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
+JOIN_FIX = ("start it (`ray start --head` on its head node) or point executor.address at it "
+            "(auto: the cluster of this machine; host:6379; ray://host:10001)")
 
 
 class Board:
@@ -54,8 +56,7 @@ def connect(executor: RayExecutor) -> Any:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError("executor.address", f"cannot join the Ray cluster at {executor.address!r}: "
                               f"{str(exc).strip().splitlines()[-1][:300]}",
-                              "start it (`ray start --head` on its head node) or point executor.address at it "
-                              "(auto: the cluster of this machine; host:6379; ray://host:10001)") from None
+                              JOIN_FIX) from None
     return ray
 
 
@@ -71,8 +72,7 @@ def _reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as exc:
         raise ConfigError("executor.address", f"cannot join the Ray cluster at {address!r}: {exc}",
-                          "start it (`ray start --head` on its head node) or point executor.address at it "
-                          "(auto: the cluster of this machine; host:6379; ray://host:10001)") from None
+                          JOIN_FIX) from None
 
 
 def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[VariantConfig], slot: str,

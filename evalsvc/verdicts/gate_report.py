@@ -168,7 +168,12 @@ def could_not_evaluate(candidate: str, baseline: str | None, message: str, outco
         tc = ET.SubElement(suite, "testcase", classname="evalsvc.gate", name="could not evaluate")
         ET.SubElement(tc, "error", message=message, type="could not evaluate").text = message
         junit_path.write_text(ET.tostring(suite, encoding="unicode", xml_declaration=True), encoding="utf-8")
-    md = f"## {title}: could not evaluate (exit 2)\n\n" + "".join(f"- {line}\n" for line in message.splitlines())
+    _publish(f"## {title}: could not evaluate (exit 2)\n\n" + "".join(f"- {line}\n" for line in message.splitlines()),
+             markdown_path)
+
+
+def _publish(md: str, markdown_path: Path | None) -> None:
+    """The Markdown summary to its file and, in GitHub Actions, to the job's step summary."""
     if markdown_path:
         markdown_path.write_text(md, encoding="utf-8")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -207,12 +212,7 @@ def write_outputs(report: Report, markdown_path: Path | None, junit_path: Path |
     if json_path:
         json_path.write_text(as_json(report, fail_on_inconclusive, alpha), encoding="utf-8")
     md = markdown(report, top_flips, alpha)
-    if markdown_path:
-        markdown_path.write_text(md, encoding="utf-8")
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(md)
+    _publish(md, markdown_path)
     if junit_path:
         junit_path.write_text(junit(report, fail_on_inconclusive), encoding="utf-8")
     return md
