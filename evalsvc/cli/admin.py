@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -93,17 +92,9 @@ def dashboard(config_path: str, port: int | None, address: str) -> None:
     On PostgreSQL give it a read-only role (`evalsvc db readonly-role`) via
     EVALSVC_DASHBOARD_STORE or dashboard.store.
     """
-    from evalsvc.store.readonly import dashboard_url, open_readonly
+    from evalsvc.dashboard.launch import launch
 
-    cfg = load_config(config_path)
-    open_readonly(dashboard_url(cfg)).dispose()  # fail here, with the reason, rather than in the browser
-    app = Path(importlib.util.find_spec("evalsvc.dashboard").origin).parent / "app.py"  # shipped in the package
-    env = {**os.environ, "EVALSVC_CONFIG": str(Path(config_path).resolve())}
-    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless=true", f"--server.address={address}",
-            f"--server.port={port or cfg.dashboard.port}", "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer",
-            "--server.fileWatcherType=none"]
-    click.echo(f"dashboard: http://{address}:{port or cfg.dashboard.port}/ (Ctrl-C stops it)")
-    os.execvpe(argv[0], argv, env)
+    launch(config_path, port, address, echo=click.echo)
 
 
 @click.group("suites")
