@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from evalsvc.cli.options import CONFIG_OPTION
-from evalsvc.config import DEFAULT_CONFIG, load_config, store_url
+from evalsvc.cli.options import CONFIG_OPTION, DEFAULT_CONFIG
 
 
 @click.command()
@@ -36,6 +35,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(config_path: str, revision: str) -> None:
     """Apply schema migrations to the configured store (EVALSVC_STORE overrides the config)."""
+    from evalsvc.config import store_url
     from evalsvc.store.db import upgrade
 
     url = store_url(config_path)
@@ -47,6 +47,7 @@ def db_upgrade(config_path: str, revision: str) -> None:
 @CONFIG_OPTION
 def db_status(config_path: str) -> None:
     """Show the store's schema revision and the one this evalsvc expects."""
+    from evalsvc.config import store_url
     from evalsvc.store.db import current_revision, head_revision, make_engine
 
     engine = make_engine(store_url(config_path))
@@ -65,6 +66,7 @@ def db_readonly_role(config_path: str, name: str, password_env: str | None) -> N
       DASH_PW=... evalsvc db readonly-role evalsvc_dashboard --password-env DASH_PW
       export EVALSVC_DASHBOARD_STORE=postgresql+psycopg://evalsvc_dashboard:...@host/evalsvc
     """
+    from evalsvc.config import store_url
     from evalsvc.store.db import open_engine
     from evalsvc.store.roles import create_readonly_role
 
@@ -138,6 +140,8 @@ def suites_validate(paths: tuple[str, ...], suites_dir: str) -> None:
 @CONFIG_OPTION
 def variants_cmd(config_path: str) -> None:
     """List configured variants with their fingerprints (what identifies their results)."""
+    from evalsvc.config import load_config
+
     cfg = load_config(config_path)
     for v in cfg.variants:
         where = v.endpoint.base_url if v.endpoint else str(v.local.model_path if v.local else "")

@@ -10,12 +10,12 @@ from typing import Any
 import click
 
 from evalsvc.cli.options import CONFIG_OPTION
-from evalsvc.config import load_config
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def _store(config_path: str) -> Any:
+    from evalsvc.config import load_config
     from evalsvc.service.runs import open_store
 
     return open_store(load_config(config_path))
@@ -121,6 +121,7 @@ def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as
       evalsvc cases --run 12 --vs 15 --flipped --json
     """
     from evalsvc.cli.tables import table
+    from evalsvc.config import load_config
     from evalsvc.service import results as svc
     from evalsvc.service.runs import open_store
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from evalsvc.cli.options import CONFIG_OPTION
-from evalsvc.config import load_config
 
 
 @click.command()
@@ -28,6 +27,7 @@ def serve(config_path: str, wait: bool, metrics_port: int, metrics_host: str) ->
     """
     import threading
 
+    from evalsvc.config import load_config
     from evalsvc.scheduler import build, stopping, sync_jobs
     from evalsvc.service.runs import open_store
     from evalsvc.store.locks import single_scheduler
@@ -94,6 +94,7 @@ def fire(config_path: str, schedule: str, slot: str | None, submission_id: str |
     """
     from datetime import UTC, datetime
 
+    from evalsvc.config import load_config
     from evalsvc.scheduler import slot_at
     from evalsvc.service.schedule import fire as fire_slot
 
@@ -115,6 +116,7 @@ def schedule_group() -> None:
 
 
 def _with_scheduler(config_path: str):
+    from evalsvc.config import load_config
     from evalsvc.scheduler import build, sync_jobs
     from evalsvc.service.runs import open_store
 
@@ -148,6 +150,7 @@ def schedule_list(config_path: str) -> None:
 @click.argument("name")
 def schedule_run_now(config_path: str, name: str) -> None:
     """Fire a schedule now under the slot of its latest fire time (here; with executor type ray, as a Ray Job)."""
+    from evalsvc.config import load_config
     from evalsvc.scheduler import execute
 
     cfg = load_config(config_path)
@@ -170,6 +173,7 @@ def schedule_run_now(config_path: str, name: str) -> None:
 def schedule_history(config_path: str, name: str | None, limit: int) -> None:
     """Past firings (newest first): slot, when, how long, the runs' statuses and the alerts that fired."""
     from evalsvc.cli.tables import firings_table
+    from evalsvc.config import load_config
     from evalsvc.service.runs import open_store
     from evalsvc.service.schedule import history
 
