@@ -7,11 +7,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from evalsvc.dashboard import ui
+from evalsvc.dashboard.access import admit
+
 VIEWS = Path(__file__).resolve().parent / "views"
 
 
 def main() -> None:
     st.set_page_config(page_title="evalsvc", layout="wide")
+    admit(ui.config())  # with dashboard.auth: a sign-in or refusal page, and nothing else, unless allowed
     pages = [
         st.Page(VIEWS / "overview.py", title="Overview", default=True),
         st.Page(VIEWS / "trends.py", title="Trends", url_path="trends"),

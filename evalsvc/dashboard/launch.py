@@ -13,13 +13,20 @@ from evalsvc.store.readonly import dashboard_url, open_readonly
 
 
 def launch(config_path: str, port: int | None, address: str, echo=print) -> NoReturn:
-    """Check the store opens read-only, then replace this process with ``streamlit run`` on the packaged app."""
+    """Check the store opens read-only (and sign-in's secrets file, when set), then replace this process with
+    ``streamlit run`` on the packaged app.
+
+    With ``dashboard.auth`` Streamlit reads the secrets file (``--secrets.files``) and no other: not a
+    ``.streamlit/secrets.toml`` that happens to lie in the current directory.
+    """
     cfg = load_config(config_path)
+    secrets = cfg.dashboard.auth.secrets_path(Path(config_path).resolve().parent) if cfg.dashboard.auth else None
     open_readonly(dashboard_url(cfg)).dispose()  # fail here, with the reason, rather than in the browser
     app = Path(importlib.util.find_spec("evalsvc.dashboard").origin).parent / "app.py"  # shipped in the package
     env = {**os.environ, "EVALSVC_CONFIG": str(Path(config_path).resolve())}
     argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless=true", f"--server.address={address}",
             f"--server.port={port or cfg.dashboard.port}", "--browser.gatherUsageStats=false", "--client.toolbarMode=viewer",
-            "--server.fileWatcherType=none"]
-    echo(f"dashboard: http://{address}:{port or cfg.dashboard.port}/ (Ctrl-C stops it)")
+            "--server.fileWatcherType=none", *([f"--secrets.files={secrets}"] if secrets else [])]
+    signin = f", sign-in through {secrets}" if secrets else ", no sign-in (dashboard.auth)"
+    echo(f"dashboard: http://{address}:{port or cfg.dashboard.port}/{signin} (Ctrl-C stops it)")
     os.execvpe(argv[0], argv, env)
