@@ -98,7 +98,7 @@ def arena(config_path: str, suite_name: str, variants: tuple[str, ...], judge_na
 
     cfg = load_config(config_path)
     battles = svc.battle(cfg, open_store(cfg), suite_name, list(variants), judge_name, rubric=rubric, limit=limit,
-                         logs=log_dir(config_path), progress=bool(progress))
+                         logs=log_dir(config_path), progress=progress)
     if not battles:
         raise click.ClickException("no battle could be decided (every judge verdict was unparsable)")
     click.echo(leaderboard_table(battles, anchor or svc.default_anchor(cfg, list(variants)), judge_name))

@@ -76,7 +76,7 @@ def canonical(answers: Answers) -> tuple[str, str]:
 
 
 class Arena:
-    def __init__(self, cfg: Config, engine: Engine, log_dir: Path, progress: bool = False) -> None:
+    def __init__(self, cfg: Config, engine: Engine, log_dir: Path, progress: bool | None = None) -> None:
         self.cfg, self.engine, self.log_dir, self.progress = cfg, engine, log_dir, progress
 
     def answers(self, suite: Suite, variants: list[VariantConfig]) -> list[Answers]:

@@ -9,17 +9,17 @@ instead of hammering a dead endpoint. A store that fails mid-run stops the run a
 from __future__ import annotations
 
 import asyncio
-import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from evalsvc.config import Config, VariantConfig
 from evalsvc.engine import harness
 from evalsvc.engine.plan import Item, Job, Planner
+from evalsvc.engine.progress import RunBar
 from evalsvc.errors import EndpointError
 from evalsvc.serving import Served
 from evalsvc.serving.endpoint import Completion, EndpointClient
@@ -56,20 +56,24 @@ class Writer:
 class Generator:
     """Sends a run's missing requests through a served variant (or runs its lm-eval task)."""
 
-    def __init__(self, cfg: Config, engine: Engine, planner: Planner, progress: bool) -> None:
-        self.cfg, self.engine, self.planner, self.progress = cfg, engine, planner, progress
+    def __init__(self, cfg: Config, engine: Engine, planner: Planner, progress: bool, log_dir: Path) -> None:
+        self.cfg, self.engine, self.planner, self.progress, self.log_dir = cfg, engine, planner, progress, log_dir
 
     def run_harness(self, served: Served, variant: VariantConfig, job: Job) -> None:
-        """An lm-eval task: all-or-nothing, so its samples are written together when it returns."""
+        """An lm-eval task: all-or-nothing, so its samples are written together when it returns. lm-eval's own
+        bars and messages go to ``<log_dir>/<variant>.<suite>.lm-eval.log``, not to the terminal."""
         spec = job.suite.harness
         assert spec is not None
-        try:
-            samples, job.harness_metrics = harness.run_task(
-                spec, job.suite.path.parent, variant, served, job.params, concurrency=self.cfg.concurrency,
-                timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries)
-        except EndpointError as exc:
-            job.fatal = str(exc)
-            return
+        log = self.log_dir / f"{variant.name}.{job.suite.name}.lm-eval.log"
+        with RunBar(job.suite.name, variant.name, None, enabled=self.progress) as bar:
+            try:
+                samples, job.harness_metrics = harness.run_task(
+                    spec, job.suite.path.parent, variant, served, job.params, concurrency=self.cfg.concurrency,
+                    timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, log=log)
+            except EndpointError as exc:
+                job.fatal = str(exc)
+                return
+            bar.finish(len(samples), sum(s.error is not None for s in samples))
         with Session(self.engine) as session, session.begin():
             repo.record_cases(session, job.suite.version, [(s.case_id, s.doc) for s in samples])
             run = session.get(Run, job.run_id)
@@ -92,8 +96,8 @@ class Generator:
     async def _send_all(self, client: EndpointClient, served: Served, variant: VariantConfig, fp: str,
                         job: Job) -> None:
         writer = Writer(self.engine, job)
-        bar = tqdm(total=job.to_send, desc=f"{job.suite.name} × {variant.name}", unit="case",
-                   disable=not self.progress, file=sys.stderr)
+        total = len(job.suite.cases) * job.samples
+        bar = RunBar(job.suite.name, variant.name, total, total - job.to_send, enabled=self.progress)
 
         async def one(item: Item) -> None:
             c: Completion | None = None
@@ -106,6 +110,8 @@ class Generator:
                 return
             if failure is not None:
                 self._record_error(job, item, failure, served, writer)
+                bar.done(errored=1)
+                return
             else:
                 assert c is not None
                 job.consecutive_errors = 0
@@ -113,7 +119,7 @@ class Generator:
                         "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
                 writer.add(self.planner.ok_row(job, item, resp, cached=False),
                            (item.cache_key, fp, resp) if variant.use_cache else None)
-            bar.update(1)
+            bar.done()
 
         queue = self.planner.unfinished(job, variant, fp)  # the cache's answers are in the store now: only misses come out
 

@@ -15,17 +15,26 @@ one seed with every request; when sampling (temperature > 0) each document gets 
 instead, as a plain suite's case does (``plan.sample_params``: seed + a hash of the document's
 prompt), or a whole run would be one draw. lm-eval fills a null answer with a placeholder and
 scores it as wrong; here such a document is an errored case.
+
+lm-eval's progress bars, its log messages and those of the libraries under it (datasets, the Hub) are the run's
+own business: while the task runs they go to its log file (``log``), and the terminal shows evalsvc's one bar per
+run (``engine/progress.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from evalsvc.config import HarnessSpec, VariantConfig
 from evalsvc.engine.plan import sample_params
@@ -40,6 +49,8 @@ CHAT_MODEL = "evalsvc-local-chat-completions"  # lm-eval's local-chat-completion
 NULL_ANSWER = "\x00evalsvc: the endpoint returned null content\x00"  # what lm-eval puts where an answer was null
 NULL_CAUSE = ("the endpoint returned null content (no answer text: a content filter, a reasoning model out of "
               "tokens, or a server fault)")
+# loggers whose messages (at INFO and above) go to the task's log file while it runs, and nowhere else
+LIBRARY_LOGGERS = ("lm_eval", "lm-eval", "datasets", "huggingface_hub", "evaluate", "transformers", "fsspec", "filelock")
 
 
 @dataclass(frozen=True)
@@ -52,11 +63,13 @@ class Sample:
 
 
 def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Served, params: dict[str, Any], *,
-             concurrency: int, timeout_s: float, max_retries: int) -> tuple[list[Sample], list[str]]:
-    """Run one task against a served variant with the run's sampling ``params``; returns its samples and metric names."""
+             concurrency: int, timeout_s: float, max_retries: int, log: Path | None = None) -> tuple[list[Sample], list[str]]:
+    """Run one task against a served variant with the run's sampling ``params``; returns its samples and metric names.
+    lm-eval's bars and messages are appended to ``log`` (None: left as lm-eval makes them)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with tempfile.TemporaryDirectory(prefix="evalsvc-harness-") as tmp:
+    quiet = _output_into(log, f"task {spec.task}, variant {variant.name}") if log else contextlib.nullcontext()
+    with quiet, tempfile.TemporaryDirectory(prefix="evalsvc-harness-") as tmp:  # from lm-eval's import on
         include = Path(tmp) / "tasks"
         include.mkdir()
         if spec.include is not None:
@@ -94,6 +107,51 @@ def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Serv
                 os.environ["HF_DATASETS_CACHE"] = previous_cache
     metrics = [m["metric"] for m in results["configs"][spec.task]["metric_list"]]
     return _samples(results["samples"][spec.task], metrics, output_type in LOGLIKELIHOOD), metrics
+
+
+@contextlib.contextmanager
+def _output_into(log: Path, what: str) -> Iterator[None]:
+    """While lm-eval runs, what it and the libraries under it write goes to ``log``: stdout and stderr (tqdm's bars,
+    warnings, prints), file descriptor 2 (what its child processes write there, e.g. git's "not a git repository"
+    when lm-eval asks for a commit hash), and the messages of ``LIBRARY_LOGGERS``, whose own handlers hold the
+    terminal's stream (lm-eval makes its handler once per process). evalsvc's bar is drawn before and after, on the
+    stream it was made with. Everything is put back afterwards."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8", buffering=1) as f, _fd2_into(f):
+        f.write(f"\n==== {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} lm-eval {what}\n")
+        handler = logging.StreamHandler(f)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        saved = []
+        for name in LIBRARY_LOGGERS:
+            logger = logging.getLogger(name)
+            saved.append((logger, logger.handlers[:], logger.propagate, logger.level))
+            logger.handlers, logger.propagate = [handler], False
+            if logger.level == logging.NOTSET or logger.level > logging.INFO:
+                logger.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
+        finally:
+            for logger, handlers, propagate, level in saved:
+                logger.handlers, logger.propagate = handlers, propagate
+                logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _fd2_into(f: TextIO) -> Iterator[None]:
+    """File descriptor 2 points at ``f`` (where the process has one to point; otherwise nothing changes)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _model_args(variant: VariantConfig, served: Served, output_type: str, task: str, concurrency: int,

@@ -80,7 +80,7 @@ class Runner:
         if not pending:
             return
         try:
-            generator = Generator(self.cfg, self.engine, self.planner, self.progress)
+            generator = Generator(self.cfg, self.engine, self.planner, self.progress, self.log_dir)
             with serve(variant, self.log_dir) as served:
                 for job in pending:
                     if job.suite.harness is not None:

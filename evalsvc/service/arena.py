@@ -20,7 +20,7 @@ def default_anchor(cfg: Config, variants: list[str]) -> str:
 
 
 def battle(cfg: Config, engine: Engine, suite_name: str, variants: list[str], judge: str, *, rubric: str | None = None,
-           limit: int | None = None, logs: Path | None = None, progress: bool = False) -> list[ratings.Battle]:
+           limit: int | None = None, logs: Path | None = None, progress: bool | None = None) -> list[ratings.Battle]:
     """Judge the missing battles (answers are generated first where a variant has none); return every stored one."""
     suite = suites_mod.resolve(cfg.suites_dir, [suite_name])[0]
     chosen = [cfg.variant(v) for v in variants]
