@@ -79,6 +79,8 @@ def test_the_secrets_file_path_starts_at_the_config_folder(tmp_path: Path) -> No
     auth = DashboardAuth(secrets_file=Path("secrets/auth.toml"), allow_domains=["example.com"])
     assert auth.secrets_path(tmp_path) == path
     assert DashboardAuth(secrets_file=path, allow_domains=["example.com"]).secrets_path(Path("/elsewhere")) == path
+    write_secrets(path, "http://localhost:{port}/oauth2callback", IDP)  # Streamlit puts the dashboard's port there
+    assert auth.secrets_path(tmp_path) == path
 
 
 @pytest.mark.parametrize("key", list(AUTH_KEYS))

@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 from tests.dashboard_store import seeded_project
 from tests.oidc_provider import OIDCProvider, with_sign_in, write_secrets
 from tests.test_dashboard_browser import _free_port, browser, wait_healthy  # noqa: F401 (browser: the fixture)
+from tests.test_metrics import _listening
 
 pytestmark = pytest.mark.slow
 ALICE = {"email": "alice@example.org", "email_verified": True, "name": "Alice"}
@@ -47,6 +48,7 @@ def _body(page) -> tuple[str, str]:
 
 def test_a_visitor_who_is_not_signed_in_sees_only_the_sign_in_page(signin, browser) -> None:  # noqa: F811
     base, _ = signin
+    assert _listening(int(base.rsplit(":", 1)[1])) == {"0100007F"}  # no --address: 127.0.0.1 only, no wildcard, no IPv6
     page = browser.new_context().new_page()
     page.goto(f"{base}/compare?baseline=smollm2-f16&candidate=smollm2-q2_k&case_suite=facts")  # a link from an alert
     page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
