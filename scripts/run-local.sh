@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-[[ -f evalsvc.yaml ]] || evalsvc init
+[[ -f evalsvc.yaml ]] || evalsvc init --demo
 status=0
 evalsvc run "$@" || status=$?
 echo

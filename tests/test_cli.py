@@ -7,7 +7,6 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from evalsvc.cli import main
-from evalsvc.config import load_config
 from evalsvc.store.schema import CaseResult, Run
 from tests.conftest import write_suite
 from tests.fake_endpoint import FakeEndpoint
@@ -67,15 +66,6 @@ def test_suites_validate_reports_every_broken_file(tmp_path: Path) -> None:
     assert out.exit_code == 2
     assert "ok   " in out.output and "suite 'good'" in out.output
     assert "FAIL" in out.output and "bad.jsonl:1" in out.output and "invalid regular expression" in out.output
-
-
-def test_init_writes_a_valid_starter_config(tmp_path: Path) -> None:
-    target = tmp_path / "evalsvc.yaml"
-    assert CliRunner().invoke(main, ["init", "--path", str(target)]).exit_code == 0
-    cfg = load_config(target)
-    assert cfg.baselines == {"smollm2-135m": "smollm2-f16"}
-    assert [v.quantization for v in cfg.variants] == ["F16", "Q8_0", "Q4_0", "Q2_K"]
-    assert CliRunner().invoke(main, ["init", "--path", str(target)]).exit_code != 0  # never overwrites silently
 
 
 def test_help_teaches_with_examples() -> None:

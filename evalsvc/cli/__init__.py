@@ -82,7 +82,7 @@ def main() -> None:
 
     \b
     Typical first steps:
-      evalsvc init                 write a starter evalsvc.yaml
+      evalsvc init                 write a starter evalsvc.yaml (--demo: the local SmolLM2 one)
       evalsvc suites validate      check every suite in suites/
       evalsvc run                  all suites x all variants, into the store
       evalsvc results              latest score of each variant on each suite

@@ -14,15 +14,31 @@ from evalsvc.cli.options import CONFIG_OPTION, DEFAULT_CONFIG
 @click.command()
 @click.option("--path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(path: str, force: bool) -> None:
-    """Write a starter evalsvc.yaml (the local SmolLM2 variants plus a commented endpoint example)."""
-    from evalsvc.local_models import starter_config
+@click.option("--demo", is_flag=True, help="The local demo instead: SmolLM2-135M in four quantizations, served by llama.cpp "
+              "on CPUs (`evalsvc models build` makes them; scripts/run-local.sh runs it all).")
+def init(path: str, force: bool, demo: bool) -> None:
+    """Write a starter evalsvc.yaml for a real deployment, commented to say what to edit.
 
+    \b
+    An OpenAI-compatible endpoint as the family's baseline, a quantized candidate served
+    by vLLM, gate margins chosen explicitly, a nightly schedule, Slack alerts and a
+    PostgreSQL store; secrets come from environment variables the file names (PGHOST
+    is needed to read it). --demo writes the local SmolLM2 one instead.
+    """
     target = Path(path)
     if target.exists() and not force:
         raise click.ClickException(f"{target} exists; pass --force to overwrite it")
-    target.write_text(starter_config())
-    click.echo(f"wrote {target}; build the local variants with `bash scripts/setup.sh`, then `evalsvc run`")
+    if demo:
+        from evalsvc.local_models import starter_config
+
+        target.write_text(starter_config())
+        click.echo(f"wrote {target}; build the local variants with `bash scripts/setup.sh`, then `evalsvc run`")
+        return
+    from evalsvc.config.starter import REQUIRED_ENV, production_starter
+
+    target.write_text(production_starter())
+    click.echo(f"wrote {target}: edit the lines marked EDIT; export {', '.join(REQUIRED_ENV)} (the file names every "
+               "variable it reads); then `evalsvc variants` checks it and `evalsvc db upgrade` creates the store's schema")
 
 
 @click.group()
@@ -154,7 +170,7 @@ def variants_cmd(config_path: str) -> None:
 
 @click.group()
 def models() -> None:
-    """Build the bundled local model variants (SmolLM2-135M re-quantized with llama.cpp)."""
+    """Build the demo variants of `evalsvc init --demo` (SmolLM2-135M re-quantized with llama.cpp)."""
 
 
 @models.command("build")
