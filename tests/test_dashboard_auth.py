@@ -172,10 +172,14 @@ def signin_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield with_sign_in(config, "auth.toml", ["alice@example.org"], ["corp.example"])
 
 
-def _app(config: Path, monkeypatch: pytest.MonkeyPatch, user: dict) -> AppTest:
+def _app(config: Path, monkeypatch: pytest.MonkeyPatch, user: dict, secrets: bool = True) -> AppTest:
+    """app.py for ``user``; ``secrets``: Streamlit was given the [auth] section (as `evalsvc dashboard` does)."""
     monkeypatch.setenv("EVALSVC_CONFIG", str(config))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.user = user
+    if secrets:
+        at.secrets = {"auth": {"redirect_uri": REDIRECT, "cookie_secret": "c" * 32, "client_id": "i", "client_secret": "s",
+                               "server_metadata_url": IDP}}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -238,4 +242,12 @@ def test_the_app_shows_nothing_when_the_secrets_file_is_gone(tmp_path: Path, sig
                           out=tmp_path / "evalsvc.yaml")
     at = _app(config, monkeypatch, {"is_logged_in": True, "email": "alice@example.org"})
     assert len(at.error) == 1 and "gone.toml: file not found" in at.error[0].value and not at.button
+    _shows_no_data(at)
+
+
+def test_the_app_shows_nothing_when_streamlit_was_not_given_the_secrets(signin_project: Path, monkeypatch) -> None:
+    """`streamlit run app.py` without --secrets.files: st.login could not work, so say how to start it."""
+    at = _app(signin_project, monkeypatch, {"is_logged_in": True, "email": "alice@example.org"}, secrets=False)
+    assert len(at.error) == 1 and "evalsvc dashboard" in at.error[0].value and "--secrets.files" in at.error[0].value
+    assert not at.button
     _shows_no_data(at)

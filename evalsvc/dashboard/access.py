@@ -2,8 +2,8 @@
 
 Sign-in is Streamlit's own OIDC support (``st.login``): Streamlit sends the visitor to the provider, checks the ID
 token it returns, and keeps the identity in a cookie signed with ``[auth] cookie_secret``; ``st.user`` reads it. This
-module decides from ``st.user`` alone and fails closed: anything but a logged-in, allowed, verified address stops the
-script before a page (or a query) runs.
+module decides from ``st.user`` alone and fails closed: anything but a logged-in user with an allowed address (that
+the provider has not marked unverified) stops the script before a page, or a query, runs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ def admit(cfg: Config) -> None:
         auth.secrets_path(Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)).resolve().parent)
     except ConfigError as exc:
         st.error(f"Sign-in is required but cannot work: {exc}")
+        st.stop()
+    if not (st.secrets.load_if_toml_exists() and "auth" in st.secrets):  # `streamlit run` without --secrets.files
+        st.error("Sign-in is required but cannot work: Streamlit was not given the secrets file. Start the dashboard with "
+                 "`evalsvc dashboard` (it passes dashboard.auth.secrets_file on), or add --secrets.files=PATH to `streamlit run`.")
         st.stop()
     user = st.user
     if user.get("is_logged_in") is not True:
