@@ -107,7 +107,7 @@ def smoke_test(path: Path) -> str | None:
 
 
 def starter_config(models_dir: str = "models", quants: list[str] | None = None) -> str:
-    """The evalsvc.yaml that `evalsvc init` writes: every local variant, F16 as baseline."""
+    """The evalsvc.yaml that `evalsvc init --demo` writes: every local variant, F16 as baseline."""
     quants = quants or DEFAULT_QUANTS
     lines = [
         "# evalsvc configuration. Reference: README.md. Validate with `evalsvc variants`.",
