@@ -31,7 +31,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,26 +39,13 @@ from evalsvc.config import HarnessSpec, VariantConfig
 from evalsvc.engine.plan import sample_params
 from evalsvc.errors import ConfigError, EndpointError, SuiteError
 from evalsvc.serving import Served
-from evalsvc.suites.harness import BINARY_METRICS, materialise
+from evalsvc.suites.harness import materialise
+from evalsvc.suites.lm_eval_samples import NULL_ANSWER, Sample, samples_of
 
 LOGLIKELIHOOD = {"loglikelihood", "loglikelihood_rolling", "multiple_choice"}
 CHAT_MODEL = "evalsvc-local-chat-completions"  # lm-eval's local-chat-completions, with a seed per document
-
-
-NULL_ANSWER = "\x00evalsvc: the endpoint returned null content\x00"  # what lm-eval puts where an answer was null
-NULL_CAUSE = ("the endpoint returned null content (no answer text: a content filter, a reasoning model out of "
-              "tokens, or a server fault)")
 # loggers whose messages (at INFO and above) go to the task's log file while it runs, and nowhere else
 LIBRARY_LOGGERS = ("lm_eval", "lm-eval", "datasets", "huggingface_hub", "evaluate", "transformers", "fsspec", "filelock")
-
-
-@dataclass(frozen=True)
-class Sample:
-    case_id: str
-    output: str
-    scores: dict[str, float]
-    doc: dict[str, Any]
-    error: str | None = None  # set for a document that got no answer: stored as an errored case, never scored
 
 
 def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Served, params: dict[str, Any], *,
@@ -106,7 +92,7 @@ def run_task(spec: HarnessSpec, base: Path, variant: VariantConfig, served: Serv
             else:
                 os.environ["HF_DATASETS_CACHE"] = previous_cache
     metrics = [m["metric"] for m in results["configs"][spec.task]["metric_list"]]
-    return _samples(results["samples"][spec.task], metrics, output_type in LOGLIKELIHOOD), metrics
+    return samples_of(results["samples"][spec.task], metrics, output_type in LOGLIKELIHOOD), metrics
 
 
 @contextlib.contextmanager
@@ -202,32 +188,3 @@ def _register_chat_model() -> None:
             if isinstance(payload.get("seed"), int) and isinstance(messages, list):
                 payload["seed"] = document_seed(messages, payload["seed"], float(payload.get("temperature") or 0.0))
             return payload
-
-
-def _samples(raw: list[dict[str, Any]], metrics: list[str], scored_by_loglikelihood: bool = False) -> list[Sample]:
-    """One sample per document: the first filter's result (the one lm-eval lists first). A loglikelihood task's output
-    is its per-request log-likelihoods as JSON ({"loglikelihoods": [...], "greedy": [...]}, one per choice for a
-    multiple-choice task), so they can be checked against a reference and an upstream change shows in them."""
-    out: dict[int, Sample] = {}
-    first_filter = raw[0]["filter"] if raw else None
-    for s in raw:
-        if s["filter"] != first_filter or s["doc_id"] in out:
-            continue
-        doc = s["doc"]
-        case_id = str(doc.get("id", f"doc-{s['doc_id']}")) if isinstance(doc, dict) else f"doc-{s['doc_id']}"
-        scores = {m: float(s[m]) for m in metrics if isinstance(s.get(m), int | float)}
-        binary = [v for m, v in scores.items() if m in BINARY_METRICS]
-        if binary:
-            scores["pass"] = float(all(v >= 1.0 for v in binary))
-        if scored_by_loglikelihood:
-            pairs = [r[0] if isinstance(r, list | tuple) and r and isinstance(r[0], list | tuple) else r
-                     for r in s.get("filtered_resps") or [x[0] for x in s.get("resps") or []]]
-            output = json.dumps({"loglikelihoods": [float(p[0]) for p in pairs], "greedy": [bool(p[1]) for p in pairs]})
-        else:
-            output = s["resps"][0][0] if s.get("resps") else ""
-        doc = doc if isinstance(doc, dict) else {"doc": doc}
-        if output == NULL_ANSWER:
-            out[s["doc_id"]] = Sample(case_id, "", {}, doc, error=f"NullContent: {NULL_CAUSE}")
-            continue
-        out[s["doc_id"]] = Sample(case_id, str(output), scores, doc)
-    return [out[k] for k in sorted(out)]
