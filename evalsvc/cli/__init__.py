@@ -37,6 +37,7 @@ COMMANDS = {
     "runs": "evalsvc.cli.browse:runs_group",
     "cases": "evalsvc.cli.browse:cases",
     "export": "evalsvc.cli.browse:export",
+    "import": "evalsvc.cli.imports:import_group",
 }
 
 

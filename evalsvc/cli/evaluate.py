@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -143,6 +144,8 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     Examples:
       evalsvc gate --candidate smollm2-q8_0 --baseline smollm2-f16 --junit gate.xml
       evalsvc gate --candidate api-new --reuse --max-age 24h
+    A variant that is not in evalsvc.yaml but has stored results (`evalsvc import`)
+    is gated on its latest stored runs: nothing is measured now.
     """
     from evalsvc.config import load_config
     from evalsvc.errors import EvalsvcError
@@ -152,6 +155,11 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     paths = [Path(p) if p else None for p in (markdown_path, junit_path, json_path)]
     try:
         cfg = load_config(config_path)
+        if not all(svc.configured(cfg, name) for name in (candidate, baseline) if name is not None):  # imported results
+            _exit_with(svc.run_stored_gate(cfg, open_store(cfg), candidate, baseline, list(suites),
+                                           max_age=svc.parse_age(max_age) if max_age else None,
+                                           fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0],
+                                           junit_path=paths[1], json_path=paths[2]))
         baseline = svc.baseline_of(cfg, candidate, baseline)
         chosen, _ = choose(cfg, list(suites), [candidate])
     except EvalsvcError as exc:  # exit 2 before any run: the files asked for still say why (run_gate does so after)
@@ -161,6 +169,10 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
                           max_age=svc.parse_age(max_age) if max_age else None, baseline_runs=baseline_runs,
                           fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0], junit_path=paths[1],
                           json_path=paths[2], progress=progress, logs=log_dir(config_path))
+    _exit_with(result)
+
+
+def _exit_with(result: Any) -> NoReturn:
     for o in result.failed:
         click.echo(f"could not evaluate: {o.variant} on {o.suite}: {o.error}", err=True)
     if result.markdown:

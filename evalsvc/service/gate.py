@@ -15,19 +15,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import Config
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.store import queries
-from evalsvc.store.latest import runs_by_id
+from evalsvc.store.latest import latest_pairs, runs_by_id
+from evalsvc.store.schema import Variant
 from evalsvc.suites import Suite
 from evalsvc.verdicts import NotComparable, Report, compare, compare_runs, record, without_runs
 from evalsvc.verdicts.gate_report import could_not_evaluate, exit_code, write_outputs
 
 A_A_SEED_OFFSET = 1_000_003  # far past any sample index, so the two arms share no seed
+STORED_NOTE = ("stored results compared (a variant evalsvc does not run, e.g. imported from lm-eval or inspect_ai): the "
+               "latest runs of both on each suite, nothing measured now")
 A_A_NOTE = ("baseline and candidate have the same fingerprint: an A/A comparison of two fresh runs (response cache off, "
             "the second with other seeds): the noise floor")
 
@@ -43,16 +46,55 @@ class GateResult:
         return "\n".join(f"{o.variant} on {o.suite}: {o.error}" for o in self.failed)
 
 
-def baseline_of(cfg: Config, candidate: str, baseline: str | None) -> str:
-    """The baseline named, else the candidate family's configured one."""
+def baseline_of(cfg: Config, candidate: str, baseline: str | None, family: str | None = None) -> str:
+    """The baseline named, else the configured baseline of the candidate's family (``family``: an imported one's)."""
     if baseline is not None:
         return baseline
-    family = cfg.variant(candidate).family
+    family = family or cfg.variant(candidate).family
     found = cfg.baselines.get(family)
     if found is None:
         raise ConfigError("--baseline", f"none given and evalsvc.yaml has no baselines.{family}",
                           f"pass --baseline NAME or add 'baselines: {{{family}: NAME}}' to evalsvc.yaml")
     return found
+
+
+def configured(cfg: Config, name: str) -> bool:
+    return any(v.name == name for v in cfg.variants)
+
+
+def run_stored_gate(cfg: Config, engine: Engine, candidate: str, baseline: str | None, suite_names: list[str], *,
+                    max_age: timedelta | None = None, fail_on_inconclusive: bool | None = None,
+                    markdown_path: Path | None = None, junit_path: Path | None = None,
+                    json_path: Path | None = None) -> GateResult:
+    """The gate on variants evalsvc cannot run (imported results): each suite's latest stored runs of both names on the
+    newest suite version both have, compared as a ``--reuse --no-run`` gate compares configured ones."""
+    try:
+        if baseline is None:
+            baseline = baseline_of(cfg, candidate, None, _stored_family(engine, candidate))
+        with Session(engine) as s:
+            runs = latest_pairs(s, baseline, candidate, suite_names or None)
+            if not runs:
+                raise NotComparable(f"no suite has succeeded runs of both {baseline} and {candidate} on one suite version"
+                                    f"{' among ' + ', '.join(suite_names) if suite_names else ''}: import (or run) the same "
+                                    "task for both (`evalsvc runs list` shows what is stored)")
+            report = compare_runs(s, cfg.gate, baseline, candidate, runs, [STORED_NOTE])
+        report.provenance = _provenance(engine, report, max_age)
+    except EvalsvcError as exc:
+        could_not_evaluate(candidate, baseline, str(exc), [], markdown_path, junit_path, json_path)
+        raise
+    record(engine, report)
+    fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive
+    md = write_outputs(report, markdown_path, junit_path, fail_inc, cfg.gate.top_flips, cfg.gate.alpha, json_path)
+    return GateResult(exit_code(report, fail_inc), report, md)
+
+
+def _stored_family(engine: Engine, name: str) -> str:
+    with Session(engine) as s:
+        family = s.scalars(select(Variant.family).where(Variant.name == name).order_by(Variant.first_seen.desc())).first()
+    if family is None:
+        raise ConfigError(f"--candidate {name}", "neither evalsvc.yaml nor the store knows a variant of that name",
+                          "configure it, or store its results with `evalsvc import`")
+    return family
 
 
 def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, *, reuse: bool = False,
@@ -179,9 +221,16 @@ def _provenance(engine: Engine, report: Report, max_age: timedelta | None) -> li
                                         f"--max-age {_age(max_age)}: drop --reuse to measure both now, or raise --max-age")
                 parts.append(f"{who} run {run.id} ({made:%Y-%m-%d %H:%M}Z, {_age(now - made)} ago, fingerprint "
                              f"{run.variant_fingerprint}, {queries.cached_share(s, run.id):.0%} from the cache, "
-                             f"evalsvc {run.evalsvc_version or 'unknown'})")
+                             f"{_scorer(run.evalsvc_version)})")
             lines.append(f"{name}: " + "; ".join(parts))
     return lines
+
+
+def _scorer(version: str | None) -> str:
+    """What scored a run: an evalsvc version, or the tool an imported run came from ("lm-eval 0.4.13")."""
+    if version and not version[0].isdigit() and version != "unknown":
+        return f"scored by {version}"
+    return f"evalsvc {version or 'unknown'}"
 
 
 def _age(delta: timedelta) -> str:
