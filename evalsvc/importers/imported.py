@@ -18,10 +18,10 @@ class ImportFileError(UserInputError):
 @dataclass(frozen=True)
 class ImportedCase:
     case_id: str
-    spec: dict[str, Any]  # the case's content as the file has it (lm-eval's doc, inspect's input and target)
+    spec: dict[str, Any]  # the case's content as the file has it (lm-eval's doc)
     output: str | None
     scores: dict[str, float] | None
-    sample_index: int = 0  # inspect_ai's epoch - 1
+    sample_index: int = 0  # a repeated draw of the case (an epoch)
     error: str | None = None  # the case got no answer: stored as an errored case, never scored
 
 

@@ -29,7 +29,7 @@ from evalsvc.verdicts import NotComparable, Report, compare, compare_runs, recor
 from evalsvc.verdicts.gate_report import could_not_evaluate, exit_code, write_outputs
 
 A_A_SEED_OFFSET = 1_000_003  # far past any sample index, so the two arms share no seed
-STORED_NOTE = ("stored results compared (a variant evalsvc does not run, e.g. imported from lm-eval or inspect_ai): the "
+STORED_NOTE = ("stored results compared (a variant evalsvc does not run, imported from lm-eval): the "
                "latest runs of both on each suite, nothing measured now")
 A_A_NOTE = ("baseline and candidate have the same fingerprint: an A/A comparison of two fresh runs (response cache off, "
             "the second with other seeds): the noise floor")
