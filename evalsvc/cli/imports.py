@@ -1,4 +1,4 @@
-"""``evalsvc import``: results made elsewhere (lm-eval) into the store, as runs with per-case results."""
+"""``evalsvc import``: results made elsewhere (lm-eval, inspect_ai) into the store, as runs with per-case results."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from evalsvc.cli.options import CONFIG_OPTION
 
 @click.group("import")
 def import_group() -> None:
-    """Store results made by lm-eval as runs of a named variant.
+    """Store results made by lm-eval or inspect_ai as runs of a named variant.
 
     \b
     Gate, drift, the dashboard and `evalsvc cases` then read them like any run:
@@ -64,3 +64,19 @@ def import_lm_eval(path: Path, config_path: str, name: str, family: str, quantiz
     from evalsvc.service.imports import import_runs
 
     _report(import_runs(read, path, config_path, name, family, quantization, suite), as_json)
+
+
+@import_group.command("inspect")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_identity_options
+def import_inspect(log: Path, config_path: str, name: str, family: str, quantization: str | None, suite: str | None,
+                   as_json: bool) -> None:
+    """An inspect_ai eval log (.eval or .json), read by inspect_ai's own reader.
+
+    One case per sample and epoch; each scorer's value is a metric (C/I/P/N as 1/0/0.5/0, numbers as they are); the
+    variant's identity adds the log's model, base URL, model args and generate config.
+    """
+    from evalsvc.importers.inspect_log import read
+    from evalsvc.service.imports import import_runs
+
+    _report(import_runs(lambda p: [read(p)], log, config_path, name, family, quantization, suite), as_json)

@@ -1,4 +1,4 @@
-"""Results made elsewhere, as evalsvc runs: lm-eval ``--log_samples`` outputs.
+"""Results made elsewhere, as evalsvc runs: lm-eval ``--log_samples`` outputs and inspect_ai eval logs.
 
 Each reader turns a file into ``ImportedRun`` objects (``imported``) without touching the store, so a file
 that does not parse is refused before anything is written; ``store.record`` then writes each one as a

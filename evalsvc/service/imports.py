@@ -1,4 +1,4 @@
-"""``evalsvc import``: results made by lm-eval, stored as runs of an imported variant.
+"""``evalsvc import``: results made by lm-eval or inspect_ai, stored as runs of an imported variant.
 
 The whole input is read and checked first (``evalsvc.importers``), so a file that does not parse writes
 nothing; each run then goes in one transaction, and one imported before is found and left as it is.
