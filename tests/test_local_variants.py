@@ -225,7 +225,10 @@ def test_gate_fails_q2_k_naming_the_regressed_suites_and_does_not_pass_q8_0_on_s
     # (exit 3), though pooled over the 160 cases it would be (-0.019 [-0.049, +0.006], measured here).
     assert q8.returncode == 3, q8.stdout + q8.stderr
     deciding = q8.stdout.split("Pooled over the suites")[0]
-    assert "smollm2-q8_0 vs smollm2-f16: ⚠️ inconclusive" in q8.stdout and "❌" not in deciding
+    assert "smollm2-q8_0 vs smollm2-f16: ⚠️ inconclusive" in q8.stdout
+    # no quality row regresses; the speed rows are wall-clock and move with the machine's load (they inform, never decide)
+    speed = ("latency_p50", "latency_p95", "tokens_per_s", "output_tokens")
+    assert not [ln for ln in deciding.splitlines() if "❌" in ln and not any(f"| {m}" in ln for m in speed)], deciding
     pooled = next(ln for ln in q8.stdout.splitlines() if ln.startswith("| all suites | pass | 160 |"))
     assert "✅ pass" in pooled
     q2 = _gate(project, "smollm2-q2_k", "--no-run", "--junit", str(project / "q2.xml"))
