@@ -155,16 +155,18 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     paths = [Path(p) if p else None for p in (markdown_path, junit_path, json_path)]
     try:
         cfg = load_config(config_path)
-        if not all(svc.configured(cfg, name) for name in (candidate, baseline) if name is not None):  # imported results
-            _exit_with(svc.run_stored_gate(cfg, open_store(cfg), candidate, baseline, list(suites),
-                                           max_age=svc.parse_age(max_age) if max_age else None,
-                                           fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0],
-                                           junit_path=paths[1], json_path=paths[2]))
-        baseline = svc.baseline_of(cfg, candidate, baseline)
-        chosen, _ = choose(cfg, list(suites), [candidate])
+        stored = not all(svc.configured(cfg, name) for name in (candidate, baseline) if name is not None)  # imported
+        if not stored:
+            baseline = svc.baseline_of(cfg, candidate, baseline)
+            chosen, _ = choose(cfg, list(suites), [candidate])
     except EvalsvcError as exc:  # exit 2 before any run: the files asked for still say why (run_gate does so after)
         svc.could_not_evaluate(candidate, baseline, str(exc), [], *paths)
         raise
+    if stored:  # run_stored_gate writes the files itself, also when it cannot evaluate
+        _exit_with(svc.run_stored_gate(cfg, open_store(cfg), candidate, baseline, list(suites),
+                                       max_age=svc.parse_age(max_age) if max_age else None,
+                                       fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0],
+                                       junit_path=paths[1], json_path=paths[2]))
     result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, reuse=reuse or no_run, run_missing=not no_run,
                           max_age=svc.parse_age(max_age) if max_age else None, baseline_runs=baseline_runs,
                           fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0], junit_path=paths[1],

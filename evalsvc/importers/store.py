@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from evalsvc import aggregate
 from evalsvc.importers.imported import ImportedRun, variant_fingerprint
 from evalsvc.store import repo
-from evalsvc.store.schema import CaseResult, Run, Variant, utcnow
+from evalsvc.store.schema import CaseResult, Run, utcnow
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,3 @@ def record(engine: Engine, run: ImportedRun, name: str, family: str, quantizatio
             repo.write_metric_points(s, row, aggregate.aggregate(run.metrics, repo.ok_scores(s, row.id)))
         return Recorded(row.id, row.suite_name, name, row.status, row.n_cases, True)
 
-
-def imported_variant(engine: Engine, name: str) -> Variant | None:
-    """The newest imported identity under this name, if any."""
-    with Session(engine) as s:
-        rows = s.scalars(select(Variant).where(Variant.name == name).order_by(Variant.first_seen.desc())).all()
-        return next((v for v in rows if "imported" in (v.spec or {})), None)
