@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalsvc.ratings import Battle, bootstrap_intervals, bradley_terry
+from evalsvc.stats.ratings import Battle, bootstrap_intervals, bradley_terry
 
 THETA = {"f16": 0.0, "q8": -0.3, "q4": -0.8, "q2": -1.5}  # log-odds of passing a case of average difficulty
 CASES, DIFFICULTY_SD, N_BOOT = 50, 2.0, 500

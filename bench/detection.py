@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from evalsvc import suites as suites_mod  # noqa: E402
 from evalsvc.config import load_config  # noqa: E402
 from evalsvc.store.db import open_engine  # noqa: E402
-from evalsvc.verdicts import compare  # noqa: E402
+from evalsvc.verdicts.compare import compare  # noqa: E402
 
 
 def interval(c) -> str:

@@ -20,9 +20,9 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
 from evalsvc import alerts, verdicts
-from evalsvc.aggregate import t_interval, wilson_interval
 from evalsvc.config import GateConfig
 from evalsvc.identity import content_hash
+from evalsvc.stats.aggregate import t_interval, wilson_interval
 from evalsvc.store.latest import latest_pairs
 from evalsvc.store.schema import BattleRecord, CaseResult, Firing, MetricPoint, Run, Suite, SuiteCase, Variant
 

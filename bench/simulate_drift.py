@@ -1,4 +1,4 @@
-"""Simulated error rates of evalsvc.drift at its defaults (warm-up 5, 20 looks, alpha 0.05, shift 1 SE).
+"""Simulated error rates of evalsvc.stats.drift at its defaults (warm-up 5, 20 looks, alpha 0.05, shift 1 SE).
 
 Prints Markdown (pasted into docs/drift.md):
 
@@ -6,7 +6,7 @@ Prints Markdown (pasted into docs/drift.md):
 
 Series go through the same vectorised code that `detect` uses (`residuals` then `cusum`);
 tests/test_drift.py checks that `detect` gives the same answers one series at a time.
-``--table`` instead prints `H_TABLE` for evalsvc/drift.py.
+``--table`` instead prints `H_TABLE` for evalsvc/stats/drift.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalsvc.drift import SdMode, cusum, design_effects, null_max_statistic, residuals, threshold
+from evalsvc.stats.drift import SdMode, cusum, design_effects, null_max_statistic, residuals, threshold
 
 WARMUP, LOOKS, ALPHA, SHIFT = 5, 20, 0.05, 1.0
 CHANGE_LOOK = 8  # a step change first visible at look 8 (point index WARMUP + 7)

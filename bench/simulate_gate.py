@@ -22,7 +22,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from evalsvc.stats import compare_binary, compare_continuous, decide
+from evalsvc.stats.binary import compare_binary
+from evalsvc.stats.bootstrap import compare_continuous
+from evalsvc.stats.multiplicity import decide
 
 NS = (50, 100, 200, 500, 1000)
 DELTAS = (-0.02, -0.05, -0.10, -0.15)

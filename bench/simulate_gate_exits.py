@@ -18,7 +18,8 @@ from collections import Counter
 
 import numpy as np
 
-from evalsvc.stats import compare_binary, decide_suites
+from evalsvc.stats.binary import compare_binary
+from evalsvc.stats.multiplicity import decide_suites
 
 MARGIN, ALPHA = 0.05, 0.05
 NS = (160, 1000)

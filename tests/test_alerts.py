@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from evalsvc.alerts import Alerter, Condition, build_sinks, run_conditions
 from evalsvc.config import AlertsConfig, SlackConfig
-from evalsvc.stats import Comparison
+from evalsvc.stats.comparison import Comparison
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import Alert
-from evalsvc.verdicts import Report
+from evalsvc.verdicts.compare import Report
 
 
 class Receiver:

@@ -198,8 +198,8 @@ def test_a_small_relative_margin_on_a_speed_metric_is_refused_with_what_relative
 
 
 def test_the_gate_config_names_the_same_speed_metrics_as_the_speed_module() -> None:
-    from evalsvc import speed
     from evalsvc.config.gate import SPEED_METRICS
+    from evalsvc.stats import speed
 
     assert SPEED_METRICS == speed.METRICS
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from evalsvc.config import Config
 from evalsvc.config.gate import GateConfig
-from evalsvc.stats import compare_continuous
-from evalsvc.verdicts import Report
+from evalsvc.stats.bootstrap import compare_continuous
+from evalsvc.verdicts.compare import Report
 from evalsvc.verdicts.gate_report import _fails, _roles
 from tests.conftest import ROOT
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evalsvc.drift import H_TABLE, Point, calibrate_h, cusum, design_effects, detect, null_max_statistic, residuals, threshold
+from evalsvc.stats.drift import H_TABLE, Point, calibrate_h, cusum, design_effects, detect, null_max_statistic, residuals, threshold
 
 WARMUP, LOOKS, ALPHA = 5, 20, 0.05
 LENGTH = WARMUP + LOOKS
@@ -163,7 +163,7 @@ def test_estimated_spread_needs_two_warmup_points() -> None:
 
 
 def test_scan_restarts_at_each_alarm_so_a_rise_cannot_hide_a_later_drop() -> None:
-    from evalsvc.drift import scan
+    from evalsvc.stats.drift import scan
 
     series = [Point(0.70, 100)] * 8 + [Point(0.85, 100)] * 4 + [Point(0.40, 100)] * 8
     assert detect(series).direction == "up"  # one scan stops at the first alarm

@@ -90,8 +90,8 @@ def test_small_suite_is_inconclusive_exits_3_unless_allowed(tmp_path: Path) -> N
 
 def test_the_json_report_of_an_unbounded_interval_is_valid_json() -> None:
     """One continuous pair has an unbounded interval: JSON has no infinity, so its bounds are null, not a crash."""
-    from evalsvc.stats import compare_continuous
-    from evalsvc.verdicts import Report
+    from evalsvc.stats.bootstrap import compare_continuous
+    from evalsvc.verdicts.compare import Report
     from evalsvc.verdicts.gate_report import as_json
 
     c = compare_continuous("rouge1", [0.5], [0.4], 0.05)
@@ -188,7 +188,7 @@ def test_comparing_runs_with_several_samples_reads_without_writing(tmp_path: Pat
     from evalsvc.store.latest import latest_pairs
     from evalsvc.store.readonly import open_readonly
     from evalsvc.store.schema import CaseResult
-    from evalsvc.verdicts import compare_runs
+    from evalsvc.verdicts.compare import compare_runs
 
     def every_other(first_right: bool):  # samples of a case disagree (sample k has seed k), so their average is no stored value
         return lambda body: f"echo {_number(body)}" if (body["seed"] % 2 == 0) == first_right else "no idea"

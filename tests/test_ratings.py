@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evalsvc.ratings import Battle, bootstrap_intervals, bradley_terry, leaderboard, length_controlled_win_rate, win_rate
+from evalsvc.stats.ratings import Battle, bootstrap_intervals, bradley_terry, leaderboard, length_controlled_win_rate, win_rate
 
 TRUE = {"f16": 1000.0, "q8": 990.0, "q4": 900.0, "q2": 700.0}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evalsvc import speed
-from evalsvc.aggregate import quantile_interval
-from evalsvc.stats import compare_quantile
+from evalsvc.stats import speed
+from evalsvc.stats.aggregate import quantile_interval
+from evalsvc.stats.bootstrap import compare_quantile
 
 ALPHA = 0.05
 

@@ -7,19 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from evalsvc.stats import (
-    Comparison,
-    compare_binary,
-    compare_continuous,
-    decide,
-    decide_suites,
-    holm_levels,
-    margin_from,
-    mcnemar,
-    n_for_noninferiority,
-    overall,
-    tango_score,
-)
+from evalsvc.stats.binary import compare_binary, mcnemar, tango_score
+from evalsvc.stats.bootstrap import compare_continuous
+from evalsvc.stats.comparison import Comparison, margin_from
+from evalsvc.stats.multiplicity import decide, decide_suites, holm_levels, overall
+from evalsvc.stats.power import n_for_noninferiority
 
 ALPHA = 0.05
 MARGIN = 0.05

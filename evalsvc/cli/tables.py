@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evalsvc import ratings
 from evalsvc.engine.battles import CHECKS_JUDGE
 from evalsvc.engine.runner import Outcome
 from evalsvc.service.drift import DriftFinding
-from evalsvc.verdicts import Report
+from evalsvc.stats import ratings
+from evalsvc.verdicts.compare import Report
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -9,7 +9,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from evalsvc.config.base import Strict
 
-# evalsvc.speed.METRICS (a sibling of this layer, so named again here; a test keeps the two equal)
+# evalsvc.stats.speed.METRICS (a sibling of this layer, so named again here; a test keeps the two equal)
 SPEED_METRICS = ("latency_p50", "latency_p95", "tokens_per_s", "output_tokens")
 MIN_SPEED_RECOVERY = 0.5  # a relative speed margin below this allows the candidate to be more than twice as slow
 

@@ -14,12 +14,12 @@ import pandas as pd
 from sqlalchemy import Engine, Float, and_, case, cast, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from evalsvc import ratings
 from evalsvc.config import GateConfig
 from evalsvc.service.compare import compare_latest
+from evalsvc.stats import ratings
 from evalsvc.store.latest import BY_NAME, latest_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
-from evalsvc.verdicts import POOLED, NotComparable
+from evalsvc.verdicts.compare import POOLED, NotComparable
 
 SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
 
@@ -138,8 +138,8 @@ def drift_findings(engine: Engine, suite: str | None, warmup: int, alpha: float)
 def drift_series(engine: Engine, suite: str, variant: str, metric: str, warmup: int, alpha: float) -> dict[str, pd.DataFrame]:
     """One live series: its points with the detector's statistic and threshold at each (the scan restarts at each
     alarm: a new regime), and its events (alarms, acknowledgements, pinned references, upstream flags)."""
-    from evalsvc import drift as drift_mod
     from evalsvc.service.drift import check_drift, watched
+    from evalsvc.stats import drift as drift_mod
     from evalsvc.verdicts import series as series_mod
 
     found = watched(engine, [suite], [variant], [metric], warmup, alpha)

@@ -18,7 +18,6 @@ from pathlib import Path
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from evalsvc import ratings
 from evalsvc.checks.judge import DEFAULT_RUBRIC, combine, pair_messages, template_hash
 from evalsvc.config import Config, VariantConfig
 from evalsvc.engine.judge_client import JudgeClient
@@ -28,6 +27,7 @@ from evalsvc.errors import ConfigError, EvalsvcError, FatalEndpointError
 from evalsvc.identity import content_hash
 from evalsvc.serving import Served, serve
 from evalsvc.serving.endpoint import EndpointClient
+from evalsvc.stats import ratings
 from evalsvc.store.latest import latest_runs
 from evalsvc.store.schema import BattleRecord, CaseResult
 from evalsvc.suites import Suite

@@ -2,7 +2,7 @@
 
 Too many errored cases fail the run (never a regression); a run that succeeded gets one metric
 point per metric (mean and interval over its ok cases), its speed points (latency p50/p95, tokens
-per second, output length, over the answers it requested; ``evalsvc.speed``) and, at temperature 0,
+per second, output length, over the answers it requested; ``evalsvc.stats.speed``) and, at temperature 0,
 the hash of its outputs that the upstream-change check compares."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc import aggregate, speed
 from evalsvc.config import Config
 from evalsvc.engine import upstream
 from evalsvc.engine.plan import Job
+from evalsvc.stats import aggregate, speed
 from evalsvc.store import queries, repo
 from evalsvc.store.schema import MetricPoint, Run, utcnow
 from evalsvc.suites.harness import metric_specs

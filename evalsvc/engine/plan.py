@@ -18,11 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from evalsvc import aggregate
 from evalsvc.checks import Case, score_output
 from evalsvc.config import Config, VariantConfig, serving_identity
 from evalsvc.errors import ConfigError
 from evalsvc.identity import content_hash
+from evalsvc.stats import aggregate
 from evalsvc.store import repo
 from evalsvc.store.locks import RunLocks
 from evalsvc.store.schema import CaseResult, Run, utcnow

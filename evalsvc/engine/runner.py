@@ -11,7 +11,6 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from evalsvc import aggregate
 from evalsvc.config import Config, VariantConfig
 from evalsvc.engine.finish import Finisher, Outcome
 from evalsvc.engine.generate import Generator
@@ -19,6 +18,7 @@ from evalsvc.engine.judge_phase import Grader
 from evalsvc.engine.plan import CacheUse, Job, Planner
 from evalsvc.errors import EvalsvcError, StoreError, SuiteError
 from evalsvc.serving import serve
+from evalsvc.stats import aggregate
 from evalsvc.store.locks import RunLocks
 from evalsvc.suites import Suite
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc import aggregate
 from evalsvc.importers.imported import ImportedRun, variant_fingerprint
+from evalsvc.stats import aggregate
 from evalsvc.store import repo
 from evalsvc.store.schema import CaseResult, Run, utcnow
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from evalsvc import ratings
 from evalsvc import suites as suites_mod
 from evalsvc.checks.judge import DEFAULT_RUBRIC
 from evalsvc.config import Config
 from evalsvc.engine.battles import Arena
+from evalsvc.stats import ratings
 
 
 def default_anchor(cfg: Config, variants: list[str]) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from evalsvc.config import GateConfig
 from evalsvc.store.latest import latest_pairs
-from evalsvc.verdicts import Report, compare_runs
+from evalsvc.verdicts.compare import Report, compare_runs
 
 
 def compare_latest(engine: Engine, gate: GateConfig, baseline: str, candidate: str,

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from evalsvc import drift
 from evalsvc.errors import ConfigError
+from evalsvc.stats import drift
 from evalsvc.store.schema import DriftMark
 from evalsvc.verdicts import series as series_mod
 

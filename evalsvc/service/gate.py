@@ -25,8 +25,9 @@ from evalsvc.store import queries
 from evalsvc.store.latest import latest_pairs, runs_by_id
 from evalsvc.store.schema import Variant
 from evalsvc.suites import Suite
-from evalsvc.verdicts import NotComparable, Report, compare, compare_runs, record, without_runs
+from evalsvc.verdicts.compare import NotComparable, Report, compare, compare_runs, without_runs
 from evalsvc.verdicts.gate_report import could_not_evaluate, exit_code, write_outputs
+from evalsvc.verdicts.record import record
 
 A_A_SEED_OFFSET = 1_000_003  # far past any sample index, so the two arms share no seed
 STORED_NOTE = ("stored results compared (a variant evalsvc does not run, imported from lm-eval): the "

@@ -16,7 +16,8 @@ from evalsvc.errors import ConfigError
 from evalsvc.store import queries
 from evalsvc.store.db import open_engine
 from evalsvc.suites import Suite
-from evalsvc.verdicts import Report, compare_with_baselines
+from evalsvc.verdicts.compare import Report
+from evalsvc.verdicts.record import compare_with_baselines
 
 
 def log_dir(config_path: str | Path) -> Path:

@@ -19,7 +19,7 @@ from evalsvc.engine.runner import Runner
 from evalsvc.service.drift import check_drift, judge_findings
 from evalsvc.service.runs import choose, log_dir, open_store
 from evalsvc.store.schema import Firing, utcnow
-from evalsvc.verdicts import compare_with_baselines
+from evalsvc.verdicts.record import compare_with_baselines
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from evalsvc.aggregate import Aggregate
+from evalsvc.stats.aggregate import Aggregate
 from evalsvc.store.schema import CachedResponse, CaseResult, MetricPoint, Run, Suite, SuiteCase, Variant, utcnow
 
 RESUMABLE = ("planned", "running", "failed", "cancelled")

@@ -1,7 +1,5 @@
-"""Verdicts: candidate vs baseline paired case by case, stored comparisons, and each series' drift."""
+"""Verdicts: candidate vs baseline paired case by case (``compare``), the gate's decision rule (``decision``), stored
+comparisons (``record``), serving health and speed beside quality, and each series' drift (``series``).
 
-from evalsvc.verdicts.compare import POOLED, Flip, NotComparable, Report, compare, compare_runs, without_runs
-from evalsvc.verdicts.record import compare_with_baselines, record
-
-__all__ = ["POOLED", "Flip", "NotComparable", "Report", "compare", "compare_runs", "compare_with_baselines", "record",
-           "without_runs"]
+This module imports nothing, so a module of the package never imports the package back.
+"""

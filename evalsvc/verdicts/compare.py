@@ -15,9 +15,13 @@ from typing import Any, Literal
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc import speed, stats
 from evalsvc.config import Config, GateConfig
 from evalsvc.errors import EvalsvcError
+from evalsvc.stats import speed
+from evalsvc.stats.binary import compare_binary
+from evalsvc.stats.bootstrap import compare_continuous
+from evalsvc.stats.comparison import Comparison, Verdict, margin_from
+from evalsvc.stats.multiplicity import decide, decide_suites, overall
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
 from evalsvc.store.schema import Alert
@@ -41,20 +45,20 @@ class Flip:
 class Report:
     baseline: str
     candidate: str
-    primary: list[tuple[str, stats.Comparison]]  # (suite, comparison) of each suite's primary metrics: these decide
-    secondary: list[tuple[str, stats.Comparison]]  # every other metric per suite: shown, Holm-adjusted among themselves
-    verdict: stats.Verdict
+    primary: list[tuple[str, Comparison]]  # (suite, comparison) of each suite's primary metrics: these decide
+    secondary: list[tuple[str, Comparison]]  # every other metric per suite: shown, Holm-adjusted among themselves
+    verdict: Verdict
     flips: list[Flip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lower_is_better: set[str] = field(default_factory=set)  # metrics compared negated (their means shown as measured)
     runs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run) rows
-    pooled: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # primary metrics over all suites: a summary
+    pooled: list[tuple[str, Comparison]] = field(default_factory=list)  # primary metrics over all suites: a summary
     provenance: list[str] = field(default_factory=list)  # the runs compared, one line per suite (the gate fills it)
-    bounds: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # primary metrics, unanswered cases as losses
-    health: stats.Comparison | None = None  # share of cases answered, candidate vs baseline (verdicts/health.py)
-    speed: list[tuple[str, stats.Comparison]] = field(default_factory=list)  # speed metrics without a margin: shown only
+    bounds: list[tuple[str, Comparison]] = field(default_factory=list)  # primary metrics, unanswered cases as losses
+    health: Comparison | None = None  # share of cases answered, candidate vs baseline (verdicts/health.py)
+    speed: list[tuple[str, Comparison]] = field(default_factory=list)  # speed metrics without a margin: shown only
 
-    def measured_means(self, c: stats.Comparison) -> tuple[float, float]:
+    def measured_means(self, c: Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
         base, cand = c.baseline_mean, c.candidate_mean
         if c.metric in self.lower_is_better:
@@ -153,7 +157,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     """Pair each suite's two runs case by case and decide every metric.
 
     Every suite decides: its primary metrics are the deciding comparisons (``Report.primary``), combined by
-    ``stats.decide_suites``: an overall pass needs every suite to pass, regressions are Holm-adjusted across
+    ``decide_suites``: an overall pass needs every suite to pass, regressions are Holm-adjusted across
     suites. The primary metrics pooled over all suites are a summary (``Report.pooled``), never the decision.
     """
     notes = list(notes or [])
@@ -245,10 +249,10 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     notes += speed_notes
     critical = [gate.suite(name).critical for name, _ in deciding]
     weights = [gate.suite(name).weight for name, _ in deciding]
-    primary = list(zip([p[0] for p in deciding], stats.decide_suites([p[1] for p in deciding], gate.alpha, critical, weights),
+    primary = list(zip([p[0] for p in deciding], decide_suites([p[1] for p in deciding], gate.alpha, critical, weights),
                        strict=True))
     summary = [(POOLED, _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
-    summary = list(zip([p[0] for p in summary], stats.decide([p[1] for p in summary], gate.alpha), strict=True))
+    summary = list(zip([p[0] for p in summary], decide([p[1] for p in summary], gate.alpha), strict=True))
     others = []
     for name, pairs in per_suite.items():
         for metric in sorted(pairs.values):
@@ -259,13 +263,13 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
                 notes.append(f"{name}: {metric} is the same number as {twin} on every case; decided once, as {twin}")
                 continue
             others.append((name, _compare(metric, pairs, gate)))
-    secondary = list(zip([p[0] for p in others], stats.decide([p[1] for p in others], gate.alpha), strict=True)) if others else []
+    secondary = list(zip([p[0] for p in others], decide([p[1] for p in others], gate.alpha), strict=True)) if others else []
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
     lower |= {c.metric for _, c in [*gated_speed, *shown_speed] if not speed.HIGHER_IS_BETTER[c.metric]}
     bounds = _bounds(per_suite, states, scored, gate)
     served = health.health(states.values(), gate.health_margin, gate.alpha)
-    quality = stats.overall([c for _, c in primary])
+    quality = overall([c for _, c in primary])
     verdict = health.combined(quality, [c for _, c in bounds], served)
     if served is not None and served.verdict == "regression":
         notes.append(f"serving health: the candidate answered {served.candidate_mean:.1%} of the cases, the baseline "
@@ -280,9 +284,9 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
 
 
 def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str], dict[str, str]]],
-            scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]], gate: GateConfig) -> list[tuple[str, stats.Comparison]]:
+            scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]], gate: GateConfig) -> list[tuple[str, Comparison]]:
     """The worst-case bound of each suite's primary metrics, where some case was not scored in one of the runs."""
-    found: list[tuple[str, stats.Comparison]] = []
+    found: list[tuple[str, Comparison]] = []
     for name, pairs in per_suite.items():
         rows_b, rows_c = scored[name]
         for metric in (m for m in gate.primary if m in pairs.values):
@@ -298,7 +302,7 @@ def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str]
                 found.append((name, _compare(metric, one, gate)))
     if not found:
         return []
-    decided = stats.decide_suites([c for _, c in found], gate.alpha, [gate.suite(n).critical for n, _ in found],
+    decided = decide_suites([c for _, c in found], gate.alpha, [gate.suite(n).critical for n, _ in found],
                                   [gate.suite(n).weight for n, _ in found])
     return list(zip([n for n, _ in found], decided, strict=True))
 
@@ -339,7 +343,7 @@ def _same_numbers(pairs: _Pairs, metric: str, primary: list[str]) -> str | None:
     return None
 
 
-def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> stats.Comparison:
+def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> Comparison:
     """Orient (higher is better), pick the margin, and compare with the method for the metric's kind."""
     base, cand = pairs.values[metric]
     kind, up = pairs.kinds[metric]
@@ -348,9 +352,9 @@ def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> stats.Comparison:
     if binary:
         if not up:
             base, cand = [1.0 - v for v in base], [1.0 - v for v in cand]
-        margin = stats.margin_from(sum(base) / len(base), m.absolute, m.relative)
-        return stats.compare_binary(metric, base, cand, margin, gate.alpha)
+        margin = margin_from(sum(base) / len(base), m.absolute, m.relative)
+        return compare_binary(metric, base, cand, margin, gate.alpha)
     if not up:
         base, cand = [-v for v in base], [-v for v in cand]
-    margin = stats.margin_from(sum(base) / len(base), m.absolute, m.relative)
-    return stats.compare_continuous(metric, base, cand, margin, gate.alpha)
+    margin = margin_from(sum(base) / len(base), m.absolute, m.relative)
+    return compare_continuous(metric, base, cand, margin, gate.alpha)

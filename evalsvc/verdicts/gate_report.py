@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from evalsvc.stats import Comparison, overall
+from evalsvc.stats.comparison import Comparison
+from evalsvc.stats.multiplicity import overall
 from evalsvc.verdicts.compare import Report
 from evalsvc.verdicts.health import HEALTH
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from evalsvc import stats
+from evalsvc.stats.binary import compare_binary
+from evalsvc.stats.comparison import Comparison, Verdict
 
 HEALTH = "serving health"  # the scope of the health comparison
 ANSWERED = "answered"  # its metric: 1 for a case the endpoint answered, 0 for an errored one
@@ -27,7 +28,7 @@ WORST = "errors as failures"  # the bound's metric label suffix
 _GOOD = ("pass", "improvement")
 
 
-def health(runs: Iterable[tuple[Mapping[str, str], Mapping[str, str]]], margin: float, alpha: float) -> stats.Comparison | None:
+def health(runs: Iterable[tuple[Mapping[str, str], Mapping[str, str]]], margin: float, alpha: float) -> Comparison | None:
     """The share of cases answered, paired case by case over every (baseline, candidate) pair of case states;
     None when every case was answered in both runs (nothing to compare: the report says so in a line)."""
     base: list[float] = []
@@ -38,7 +39,7 @@ def health(runs: Iterable[tuple[Mapping[str, str], Mapping[str, str]]], margin: 
             cand.append(0.0 if c.get(cid) == "errored" else 1.0)
     if not base or min(base + cand) == 1.0:
         return None
-    return stats.compare_binary(ANSWERED, base, cand, margin, alpha)
+    return compare_binary(ANSWERED, base, cand, margin, alpha)
 
 
 def worst_case(states: tuple[Mapping[str, str], Mapping[str, str]], base: Mapping[str, float | None],
@@ -62,7 +63,7 @@ def worst_case(states: tuple[Mapping[str, str], Mapping[str, str]], base: Mappin
     return out_b, out_c
 
 
-def combined(quality: stats.Verdict, bounds: Iterable[stats.Comparison], served: stats.Comparison | None) -> stats.Verdict:
+def combined(quality: Verdict, bounds: Iterable[Comparison], served: Comparison | None) -> Verdict:
     """The gate's verdict: a shown rise in errors is a regression; a quality pass that the errors could undo is not a pass."""
     if served is not None and served.verdict == "regression":
         return "regression"

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc import drift, speed
+from evalsvc.stats import drift, speed
 from evalsvc.store.schema import CaseResult, MetricPoint
 
 

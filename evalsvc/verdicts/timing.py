@@ -15,32 +15,35 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from evalsvc import speed, stats
-from evalsvc.aggregate import quantile
 from evalsvc.config import GateConfig, Margin
+from evalsvc.stats import speed
+from evalsvc.stats.aggregate import quantile
+from evalsvc.stats.bootstrap import compare_continuous, compare_quantile
+from evalsvc.stats.comparison import Comparison, margin_from
+from evalsvc.stats.multiplicity import decide
 from evalsvc.store import queries
 
 SHOWN_MARGIN = Margin(relative=0.90)  # for speed rows that decide nothing: 10% slower is called out
 MIN_TIMED = 2  # cases timed in both runs below which speed is not compared
 
 
-def _one(metric: str, base: list[float], cand: list[float], margin: Margin, alpha: float) -> stats.Comparison:
+def _one(metric: str, base: list[float], cand: list[float], margin: Margin, alpha: float) -> Comparison:
     up = speed.HIGHER_IS_BETTER[metric]
     if metric in speed.LATENCY:
         q = speed.LATENCY[metric]
-        m = stats.margin_from(quantile(base, q), margin.absolute, margin.relative)
-        return stats.compare_quantile(metric, base, cand, q, m, alpha, higher_is_better=up)
+        m = margin_from(quantile(base, q), margin.absolute, margin.relative)
+        return compare_quantile(metric, base, cand, q, m, alpha, higher_is_better=up)
     if not up:
         base, cand = [-v for v in base], [-v for v in cand]
-    m = stats.margin_from(sum(base) / len(base), margin.absolute, margin.relative)
-    return stats.compare_continuous(metric, base, cand, m, alpha)
+    m = margin_from(sum(base) / len(base), margin.absolute, margin.relative)
+    return compare_continuous(metric, base, cand, m, alpha)
 
 
 def compare_speed(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig, pooled_scope: str
-                  ) -> tuple[list[tuple[str, stats.Comparison]], list[tuple[str, stats.Comparison]], list[str]]:
+                  ) -> tuple[list[tuple[str, Comparison]], list[tuple[str, Comparison]], list[str]]:
     """(gated per-suite comparisons, shown comparisons already decided, notes) for the runs of each suite."""
-    gated: list[tuple[str, stats.Comparison]] = []
-    shown: list[tuple[str, stats.Comparison]] = []
+    gated: list[tuple[str, Comparison]] = []
+    shown: list[tuple[str, Comparison]] = []
     notes: list[str] = []
     pooled: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for name, (base_run, cand_run) in runs.items():
@@ -65,5 +68,5 @@ def compare_speed(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig
             (gated if own is not None else shown).append((name, comparison))
     shown += [(pooled_scope, _one(m, *pooled[m], gate.margins.get(m) or SHOWN_MARGIN, gate.alpha)) for m in speed.METRICS
               if len(pooled[m][0]) >= MIN_TIMED]  # the summary the dashboard's trade-off view plots
-    decided = stats.decide([c for _, c in shown], gate.alpha) if shown else []
+    decided = decide([c for _, c in shown], gate.alpha) if shown else []
     return gated, list(zip([n for n, _ in shown], decided, strict=True)), notes

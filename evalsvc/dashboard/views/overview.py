@@ -5,7 +5,7 @@ from datetime import timedelta
 import streamlit as st
 
 from evalsvc.dashboard import charts, ui
-from evalsvc.verdicts import POOLED
+from evalsvc.verdicts.compare import POOLED
 
 cfg = ui.config()
 st.title("Overview")

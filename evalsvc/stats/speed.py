@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from evalsvc.aggregate import Aggregate, quantile, quantile_interval, t_interval
+from evalsvc.stats.aggregate import Aggregate, quantile, quantile_interval, t_interval
 
 LATENCY = {"latency_p50": 0.5, "latency_p95": 0.95}  # seconds per request: lower is better
 TOKENS_PER_S = "tokens_per_s"  # output tokens per second of a request: higher is better

@@ -48,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 
-from evalsvc.drift_residuals import SdMode, cusum, design_effects, residuals
+from evalsvc.stats.drift_residuals import SdMode, cusum, design_effects, residuals
 
 Kind = Literal["binary", "continuous"]
 __all__ = ["H_TABLE", "Alarm", "DriftResult", "Point", "Scan", "SdMode", "calibrate_h", "cusum", "design_effects", "detect",

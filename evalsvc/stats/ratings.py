@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize  # ~0.9 s to import; this module is only loaded where ratings are computed
 from scipy.special import expit
 
-from evalsvc.aggregate import wilson_interval
+from evalsvc.stats.aggregate import wilson_interval
 
 Floats = NDArray[np.float64]
 

@@ -2,7 +2,7 @@
 
 Self-starting residuals (Hawkins 1987; Quesenberry 1991) of pass rates (Anscombe's transform, scaled by the fixed
 cases' design effect where case results are given), of continuous means with a known or an estimated SD, and the
-two-sided CUSUM over them (Page 1954). `evalsvc.drift` documents the method; docs/drift.md derives and simulates it.
+two-sided CUSUM over them (Page 1954). `evalsvc.stats.drift` documents the method; docs/drift.md derives and simulates it.
 """
 
 from __future__ import annotations
