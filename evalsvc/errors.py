@@ -9,9 +9,11 @@ branches to exit codes, and the run loop turns ``EndpointError`` into an
     │   ├── ConfigError               evalsvc.yaml
     │   └── SuiteError                a suite header or one of its JSONL lines
     ├── EndpointError                 talking to a model server failed
-    │   ├── TransientEndpointError    5xx, timeout, reset, bad body: retried with backoff
+    │   ├── TransientEndpointError    5xx, timeout, reset: retried with backoff
     │   ├── RateLimitedError          429: retried after Retry-After
-    │   └── FatalEndpointError        4xx (bad key, unknown model): not retried
+    │   ├── FatalEndpointError        4xx (bad key, unknown model): not retried
+    │   └── MalformedResponseError    a 2xx answer that does not fit the OpenAI response schema: retried with backoff
+    │       └── ResponseTooLargeError past the size cap derived from max_tokens: not retried
     ├── ServingError                  a managed model server did not start or died
     └── StoreError                    the database is unreachable or not migrated
 """
@@ -63,7 +65,7 @@ class EndpointError(EvalsvcError):
 
 
 class TransientEndpointError(EndpointError):
-    """Worth retrying: server error, timeout, dropped connection, garbled body."""
+    """Worth retrying: server error, timeout, dropped connection."""
 
     retryable = True
 
@@ -80,6 +82,21 @@ class RateLimitedError(EndpointError):
 
 class FatalEndpointError(EndpointError):
     """Retrying cannot help (bad credentials, unknown model, malformed request)."""
+
+
+class MalformedResponseError(EndpointError):
+    """A 2xx answer that is not an OpenAI response: unparsable or undecodable body, a field of the wrong type
+    (content that is neither text nor text parts, a ``usage`` that is no object, a token count that is no count).
+    Retried like a transient error (a proxy or an overloaded server garbles one answer), and never scored."""
+
+    retryable = True
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """The body ran past the cap that the request's ``max_tokens`` allows: reading it whole could exhaust memory,
+    and the same request would get the same answer, so it is not retried."""
+
+    retryable = False
 
 
 class ServingError(EvalsvcError):

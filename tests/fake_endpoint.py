@@ -44,6 +44,33 @@ Override = tuple[int, dict[str, str], bytes] | Reset | Truncated | Trickle
 Behaviour = Callable[[int, dict[str, Any]], Override | None]
 
 
+def answer(content: object = "echo", *, finish_reason: object = "stop", usage: object = None, **choice: object,
+           ) -> tuple[int, dict[str, str], bytes]:
+    """A 200 chat answer with any field of any shape, the way a misbehaving server would send it."""
+    body: dict[str, Any] = {"choices": [{"index": 0, "finish_reason": finish_reason,
+                                         "message": {"role": "assistant", "content": content}, **choice}]}
+    if usage is not None:
+        body["usage"] = usage
+    return 200, {}, json.dumps(body).encode()
+
+
+# 200 answers that do not fit the OpenAI response schema: name -> (the answer, the field the error must name)
+MALFORMED: dict[str, tuple[tuple[int, dict[str, str], bytes], str]] = {
+    "content_number": (answer(12345), r"choices\[0\]\.message\.content is int 12345"),
+    "content_part_not_text": (answer([{"type": "image_url", "image_url": {"url": "x"}}]),
+                              r"choices\[0\]\.message\.content\[0\] is dict"),
+    "usage_not_object": (answer(usage="n/a"), r"usage is str 'n/a'"),
+    "tokens_past_2_31": (answer(usage={"prompt_tokens": 10**30, "completion_tokens": 2}),
+                         r"usage\.prompt_tokens is int 1000000000000000000000000000000"),
+    "tokens_as_text": (answer(usage={"prompt_tokens": "five"}), r"usage\.prompt_tokens is str 'five'"),
+    "finish_reason_object": (answer(finish_reason={"type": "stop"}), r"choices\[0\]\.finish_reason is dict"),
+    "logprobs_not_object": (answer(logprobs=[1, 2]), r"choices\[0\]\.logprobs is list"),
+    "body_not_object": ((200, {}, b"[1, 2]"), r"the body is list"),
+    "broken_gzip": ((200, {"content-encoding": "gzip"}, b"this is no gzip stream"),
+                    r"the body could not be decoded \(Content-Encoding: gzip\)"),
+}
+
+
 def answer_from_prompt(body: dict[str, Any]) -> str:
     """Deterministic reply: echoes the last user message, so checks can be aimed at it."""
     return "echo: " + body["messages"][-1]["content"]

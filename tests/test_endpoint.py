@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 
 import pytest
 
-from evalsvc.errors import FatalEndpointError, RateLimitedError, TransientEndpointError
+from evalsvc.errors import (
+    FatalEndpointError,
+    MalformedResponseError,
+    RateLimitedError,
+    ResponseTooLargeError,
+    TransientEndpointError,
+)
 from evalsvc.serving.endpoint import EndpointClient, parse_retry_after
-from tests.fake_endpoint import FakeEndpoint
+from evalsvc.serving.response import size_cap
+from tests.fake_endpoint import MALFORMED, FakeEndpoint, answer
 
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _complete(fake: FakeEndpoint, **kw):
+def _complete(fake: FakeEndpoint, body: dict | None = None, **kw):
     async def go():
         client = EndpointClient(fake.base_url, "fake", backoff_s=0.01, **kw)
         try:
-            return await client.complete(BODY)
+            return await client.complete(body or BODY)
         finally:
             await client.aclose()
 
@@ -53,12 +61,60 @@ def test_client_errors_are_fatal_and_not_retried(fake: FakeEndpoint) -> None:
     assert len(fake.requests) == 1
 
 
-@pytest.mark.parametrize("payload", [b"not json", b'{"choices": []}', b'{"choices": [{"message": {}}]'])
-def test_garbled_bodies_are_transient(fake: FakeEndpoint, payload: bytes) -> None:
+@pytest.mark.parametrize("payload", [b"not json", b'{"choices": []}', b'{"choices": [{"message": {}}]}', b"\xff\xfe{"])
+def test_garbled_bodies_are_malformed_responses_and_retried(fake: FakeEndpoint, payload: bytes) -> None:
     fake.behaviour = lambda n, body: (200, {}, payload)
-    with pytest.raises(TransientEndpointError, match="unexpected response body"):
+    with pytest.raises(MalformedResponseError, match="unexpected response"):
         _complete(fake, max_retries=1)
     assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("fault", list(MALFORMED))
+def test_an_answer_of_the_wrong_shape_is_a_malformed_response_naming_the_field(fake: FakeEndpoint, fault: str) -> None:
+    reply, field = MALFORMED[fault]
+    fake.behaviour = lambda n, body: reply
+    with pytest.raises(MalformedResponseError, match=field):
+        _complete(fake, max_retries=1)
+    assert len(fake.requests) == 2  # retried like a transient error: a proxy can garble one answer
+
+
+def test_text_parts_are_joined_into_the_answer(fake: FakeEndpoint) -> None:
+    fake.behaviour = lambda n, body: answer([{"type": "text", "text": "for"}, {"type": "text", "text": "ty-two"}],
+                                            usage={"prompt_tokens": 3, "completion_tokens": 2})
+    c = _complete(fake, max_retries=0)
+    assert (c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) == ("forty-two", 3, 2, "stop")
+
+
+def test_a_usage_without_counts_leaves_them_unknown(fake: FakeEndpoint) -> None:
+    fake.behaviour = lambda n, body: answer("hi", usage={"total_tokens": 9}, finish_reason=None)
+    c = _complete(fake, max_retries=0)
+    assert (c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) == ("hi", None, None, None)
+
+
+def test_the_size_cap_follows_max_tokens_logprobs_and_choices() -> None:
+    small, large = size_cap({"max_tokens": 128}), size_cap({"max_tokens": 4096})
+    assert small < large < size_cap({})  # no max_tokens: the most a variant may ask for
+    assert size_cap({"max_tokens": 128, "logprobs": True, "top_logprobs": 5}) > small
+    assert size_cap({"max_tokens": 128, "n": 3}) > size_cap({"max_tokens": 128})
+    assert small < 1 << 20  # a 128-token answer is never a megabyte
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_a_body_past_the_size_cap_is_cut_off_and_not_retried(fake: FakeEndpoint, encoding: str) -> None:
+    """A 128-token request answered with 8 MB: refused without reading it whole; compressed, its decoded size counts."""
+    status, headers, data = answer("x" * (8 << 20))
+    if encoding == "gzip":
+        headers, data = {"content-encoding": "gzip"}, gzip.compress(data)
+        assert len(data) < size_cap({"max_tokens": 128})  # small on the wire: only the decoded size can trip the cap
+    fake.behaviour = lambda n, body: (status, headers, data)
+    with pytest.raises(ResponseTooLargeError, match=r"response too large: .* max_tokens allows"):
+        _complete(fake, {**BODY, "max_tokens": 128}, max_retries=3)
+    assert len(fake.requests) == 1
+
+
+def test_an_answer_within_the_cap_is_read_whole(fake: FakeEndpoint) -> None:
+    fake.reply = lambda body: "y" * 5000  # 5000 characters of a 128-token answer: long, but within what 128 tokens allow
+    assert _complete(fake, {**BODY, "max_tokens": 128}).text == "y" * 5000
 
 
 def test_hang_past_the_timeout_is_transient(fake: FakeEndpoint) -> None:

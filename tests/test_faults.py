@@ -34,7 +34,7 @@ from evalsvc.cli import main
 from evalsvc.store.db import current_revision, head_revision, upgrade
 from evalsvc.store.schema import CachedResponse, CaseResult, MetricPoint, Run
 from tests.conftest import ROOT, write_config, write_suite
-from tests.fake_endpoint import FakeEndpoint, Override, Reset, Trickle, Truncated
+from tests.fake_endpoint import MALFORMED, FakeEndpoint, Override, Reset, Trickle, Truncated, answer
 from tests.pg import PostgresServer, _as_postgres, pg_bin
 
 OK_BODY = b'{"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "echo"}}]}'
@@ -50,9 +50,9 @@ FAULTS: dict[str, tuple[Callable[[int, dict[str, Any]], Override | None], str, s
     "http_500": (lambda n, b: (500, {}, b'{"error": "internal"}'), "TransientEndpointError", r"HTTP 500"),
     "http_429_retry_after": (lambda n, b: (429, {"Retry-After": "1"}, b"slow down"), "RateLimitedError",
                              r"rate limited \(HTTP 429\)"),
-    "invalid_json": (lambda n, b: (200, {}, b"<html>502 upstream</html>"), "TransientEndpointError",
+    "invalid_json": (lambda n, b: (200, {}, b"<html>502 upstream</html>"), "MalformedResponseError",
                      r"unexpected response body \(JSONDecodeError"),
-    "truncated_json": (lambda n, b: (200, {}, OK_BODY[:40]), "TransientEndpointError",
+    "truncated_json": (lambda n, b: (200, {}, OK_BODY[:40]), "MalformedResponseError",
                        r"unexpected response body \(JSONDecodeError"),
     "truncated_body": (lambda n, b: Truncated(OK_BODY, 30), "TransientEndpointError",
                        r"connection failed: RemoteProtocolError: peer closed connection"),
@@ -62,6 +62,10 @@ FAULTS: dict[str, tuple[Callable[[int, dict[str, Any]], Override | None], str, s
     "connection_reset": (lambda n, b: Reset(), "TransientEndpointError",
                          r"connection failed: ReadError: ConnectionResetError: .*reset by peer"),
 }
+# 200 answers of the wrong shape (the fake's MALFORMED): errored and retried like a transient fault, never a crash
+for _name in ("content_number", "usage_not_object", "tokens_past_2_31", "finish_reason_object", "broken_gzip"):
+    FAULTS[f"malformed_{_name}"] = ((lambda reply: lambda n, b: reply)(MALFORMED[_name][0]), "MalformedResponseError",
+                                    ".*" + MALFORMED[_name][1])
 
 
 def _case(body: dict[str, Any]) -> str:
@@ -227,6 +231,89 @@ def test_a_retry_after_beyond_the_longest_backoff_errors_the_case_instead_of_sle
         assert rows["c2"].status == "errored" and rows["c2"].scores is None
         assert "asks to wait 3600 s (Retry-After)" in rows["c2"].error
         assert Counter(_case(b) for b in fake.requests)["c2"] == 1, "retrying inside the window is pointless"
+
+
+def test_an_answer_past_the_size_cap_errors_its_case_unread_and_is_not_retried(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake, 4, extra="generation: {max_tokens: 32}\n")
+        huge = answer("z" * (4 << 20))  # 4 MB for a 32-token request
+        fake.behaviour = lambda n, b: huge if _case(b) == "c2" else None
+        out = _cli_run(config)
+        assert out.exit_code == 2 and "1/4 cases errored" in out.output and "Traceback" not in out.output, out.output
+        rows = {r.case_id: r for r in _rows(f"sqlite:///{tmp_path / 'store.db'}")}
+        assert rows["c2"].status == "errored" and rows["c2"].output is None and rows["c2"].scores is None
+        assert rows["c2"].error.startswith("ResponseTooLargeError: response too large"), rows["c2"].error
+        assert Counter(_case(b) for b in fake.requests)["c2"] == 1, "the same request would get the same answer"
+
+
+def test_an_answer_the_store_refuses_is_stored_as_an_errored_case_not_dropped(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value the database driver cannot take (an OverflowError, not a lost store) in one row of a batch: the batch's
+    other answers are stored, that case is errored with the cause, and the re-run asks it again."""
+    from evalsvc.store import repo
+
+    real = repo.save_results
+
+    def refusing(engine, results, caches):  # the driver's error for a value it cannot bind, as sqlite3 raises it
+        if any(r.case_id == "c3" and r.status == "ok" for r in results):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return real(engine, results, caches)
+
+    monkeypatch.setattr(repo, "save_results", refusing)
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake, 6)
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        out = _cli_run(config)
+        assert out.exit_code == 2 and "1/6 cases errored" in out.output and "Traceback" not in out.output, out.output
+        rows = _rows(url)
+        _assert_one_row_per_case(rows, 6)
+        _assert_errored_never_scored(rows)
+        (c3,) = [r for r in rows if r.status == "errored"]
+        assert c3.case_id == "c3" and "the answer could not be stored (OverflowError: Python int too large" in c3.error
+        monkeypatch.setattr(repo, "save_results", real)
+        sent = len(fake.requests)
+        again = _cli_run(config)
+        assert again.exit_code == 0, again.output
+        assert [_case(b) for b in fake.requests[sent:]] == ["c3"]
+
+
+def test_an_exception_while_scoring_an_answer_errors_that_case_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalsvc.engine import plan
+
+    real = plan.score_output
+
+    def crashing(checks, text, case):
+        if case.id == "c1":
+            raise ZeroDivisionError("division by zero")
+        return real(checks, text, case)
+
+    monkeypatch.setattr(plan, "score_output", crashing)
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake, 4)
+        out = _cli_run(config)
+        assert out.exit_code == 2 and "1/4 cases errored" in out.output and "Traceback" not in out.output, out.output
+        rows = {r.case_id: r for r in _rows(f"sqlite:///{tmp_path / 'store.db'}")}
+        assert rows["c1"].status == "errored" and rows["c1"].error == "ZeroDivisionError: division by zero"
+        assert all(rows[c].status == "ok" for c in ("c0", "c2", "c3"))
+
+
+def test_an_unexpected_exception_in_generation_fails_the_run_with_its_cause(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception outside any one answer's handling (here the progress bar's) stops sending; the run ends failed with
+    the cause instead of being left running, and what was answered before is kept."""
+    from evalsvc.engine.progress import RunBar
+
+    def broken(self, n: int = 1, errored: int = 0) -> None:
+        raise RuntimeError("the progress bar broke")
+
+    monkeypatch.setattr(RunBar, "done", broken)
+    with FakeEndpoint() as fake:
+        config = _project(tmp_path, fake, 3)
+        out = _cli_run(config)
+        assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+        (run,) = _runs(f"sqlite:///{tmp_path / 'store.db'}")
+        assert run.status == "failed", "an unexpected exception must not leave the run running"
+        assert "stopped by an unexpected error: RuntimeError: the progress bar broke" in run.error
 
 
 # ---------------------------------------------------------------- SIGKILL inside a database write

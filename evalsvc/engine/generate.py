@@ -2,18 +2,21 @@
 
 Answers are written with the others that arrived in the same quarter second, so a process
 killed at any point loses at most the requests in flight and the answers of that last moment.
-A request that fails after its retries makes the case *errored* (with the cause); a run of
+A request that fails after its retries, or an answer that cannot be scored or stored, makes the
+case *errored* (with the cause: nothing received is dropped in silence); a run of
 consecutive errors, or a managed server that died, trips a breaker that stops the run early
 instead of hammering a dead endpoint. A store that fails mid-run stops the run at once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from evalsvc.config import Config, VariantConfig
@@ -22,35 +25,63 @@ from evalsvc.engine.plan import Item, Job, Planner
 from evalsvc.engine.progress import RunBar
 from evalsvc.errors import EndpointError
 from evalsvc.serving import Served
-from evalsvc.serving.endpoint import Completion, EndpointClient
+from evalsvc.serving.endpoint import EndpointClient, storable
 from evalsvc.store import repo
 from evalsvc.store.schema import CaseResult, Run, utcnow
 
+log = logging.getLogger(__name__)
 FLUSH_S = 0.25  # answers are written together this often: a killed process loses at most the last FLUSH_S of them
 
 
 class Writer:
     """Buffers a run's case results and writes them in one transaction at a time (one per row made the
-    store, not the endpoint, the bottleneck). A failed write stops the run: ``job.store_lost``."""
+    store, not the endpoint, the bottleneck). A store that cannot be reached stops the run: ``job.store_lost``.
+
+    A batch refused for any other reason (a value one row holds that the store cannot take) is written again row
+    by row, and a row still refused is stored as an *errored* case that says why, so nothing received is dropped
+    in silence; should even that fail, the run fails naming how many answers were lost (``job.fatal``)."""
 
     def __init__(self, engine: Engine, job: Job) -> None:
         self.engine, self.job = engine, job
-        self.rows: list[CaseResult] = []
-        self.caches: list[tuple[str, str, dict[str, Any]]] = []
+        self.items: list[tuple[CaseResult, tuple[str, str, dict[str, Any]] | None]] = []
+        self.unstored = 0  # answers that could not be stored even as errored cases
 
     def add(self, row: CaseResult, cache: tuple[str, str, dict[str, Any]] | None) -> None:
-        self.rows.append(row)
-        if cache is not None:
-            self.caches.append(cache)
+        self.items.append((row, cache))
 
     def flush(self) -> None:
-        if not self.rows or self.job.store_lost is not None:
+        if not self.items or self.job.store_lost is not None:
             return
-        rows, caches, self.rows, self.caches = self.rows, self.caches, [], []
+        items, self.items = self.items, []
         try:
-            repo.save_results(self.engine, rows, caches)
-        except SQLAlchemyError as exc:
+            repo.save_results(self.engine, [r for r, _ in items], [c for _, c in items if c is not None])
+        except OperationalError as exc:  # unreachable, down or locked past its timeout
             self.job.store_lost, self.job.breaker_open = exc, True
+        except Exception:  # a value, not the store: find the row it is in and keep the others
+            for row, cache in items:
+                if self.job.store_lost is None:
+                    self._one(row, cache)
+
+    def _one(self, row: CaseResult, cache: tuple[str, str, dict[str, Any]] | None) -> None:
+        try:
+            repo.save_results(self.engine, [row], [cache] if cache is not None else [])
+            return
+        except OperationalError as exc:
+            self.job.store_lost, self.job.breaker_open = exc, True
+            return
+        except Exception as exc:
+            why = f"the answer could not be stored ({type(exc).__name__}: {str(exc)[:300]}); re-run to ask again"
+        errored = CaseResult(run_id=row.run_id, case_id=row.case_id, sample_index=row.sample_index, run_ts=row.run_ts,
+                             status="errored", error=why, cached=False, created_at=utcnow())
+        try:
+            repo.save_results(self.engine, [errored], [])
+        except SQLAlchemyError as exc:  # not even a row of known-good values: the store itself fails
+            self.job.store_lost, self.job.breaker_open = exc, True
+        except Exception as exc:
+            self.unstored += 1
+            self.job.fatal = (f"{self.unstored} answers received could not be stored, not even as errored cases "
+                              f"(last: {type(exc).__name__}: {str(exc)[:300]})")
+            self.job.breaker_open = True
 
 
 class Generator:
@@ -87,9 +118,17 @@ class Generator:
         job.sent = len(samples)
 
     def generate(self, served: Served, variant: VariantConfig, fp: str, job: Job) -> None:
+        """Send what the run lacks. A store lost mid-run is raised (the runner names the store); any other
+        exception that escapes fails the run with its cause (``job.fatal``), never leaves it ``running``."""
         client = EndpointClient.for_served(served, self.cfg)
         try:
             asyncio.run(self._send_all(client, served, variant, fp, job))
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # a bug: the run fails with its cause instead of staying `running`
+            log.debug("run %s (%s on %s) stopped by an unexpected error", job.run_id, job.suite.name, variant.name,
+                      exc_info=True)
+            job.fatal, job.breaker_open = f"stopped by an unexpected error: {type(exc).__name__}: {exc}", True
         finally:
             job.sent = client.requests_sent
 
@@ -99,35 +138,13 @@ class Generator:
         total = len(job.suite.cases) * job.samples
         bar = RunBar(job.suite.name, variant.name, total, total - job.to_send, enabled=self.progress)
 
-        async def one(item: Item) -> None:
-            c: Completion | None = None
-            failure: EndpointError | None = None
-            try:
-                c = await client.complete(client.body(item.messages, item.params))
-            except EndpointError as exc:
-                failure = exc
-            if job.store_lost:
-                return
-            if failure is not None:
-                self._record_error(job, item, failure, served, writer)
-                bar.done(errored=1)
-                return
-            else:
-                assert c is not None
-                job.consecutive_errors = 0
-                resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
-                        "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
-                writer.add(self.planner.ok_row(job, item, resp, cached=False),
-                           (item.cache_key, fp, resp) if variant.use_cache else None)
-            bar.done()
-
         queue = self.planner.unfinished(job, variant, fp)  # the cache's answers are in the store now: only misses come out
 
         async def worker() -> None:  # `concurrency` workers share one iterator: memory stays flat however many cases
             for item in queue:
                 if job.breaker_open:
                     return
-                await one(item)
+                await self.send_one(client, served, variant, fp, job, item, writer, bar)
 
         async def tick() -> None:
             while True:
@@ -139,18 +156,43 @@ class Generator:
             await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, job.to_send))))
         finally:
             ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker  # an exception the ticker died of is raised here, not lost with the task
             writer.flush()
             bar.close()
             await client.aclose()
         if job.store_lost is not None:
             raise job.store_lost
 
-    def _record_error(self, job: Job, item: Item, exc: EndpointError, served: Served, writer: Writer) -> None:
+    async def send_one(self, client: EndpointClient, served: Served, variant: VariantConfig, fp: str, job: Job,
+                       item: Item, writer: Writer, bar: RunBar) -> None:
+        """Send one request and record its answer, or its case as errored with the cause (a run sends every
+        request through this, and so does each arm of an interleaved gate: ``engine.interleave``)."""
+        try:
+            c = await client.complete(client.body(item.messages, item.params))
+            if job.store_lost:
+                return
+            resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+            row = self.planner.ok_row(job, item, resp, cached=False)
+        except Exception as exc:  # an endpoint error, or one nothing foresaw: the case is errored with it
+            if job.store_lost:
+                return
+            if not isinstance(exc, EndpointError):
+                log.debug("case %s of run %s: unexpected error", item.case.id, job.run_id, exc_info=True)
+            self._record_error(job, item, exc, served, writer)
+            bar.done(errored=1)
+            return
+        job.consecutive_errors = 0
+        writer.add(row, (item.cache_key, fp, resp) if variant.use_cache else None)
+        bar.done()
+
+    def _record_error(self, job: Job, item: Item, exc: Exception, served: Served, writer: Writer) -> None:
         job.consecutive_errors += 1
         job.last_error = str(exc)
         writer.add(CaseResult(
             run_id=job.run_id, case_id=item.case.id, sample_index=item.sample, run_ts=job.run_ts,
-            status="errored", error=f"{type(exc).__name__}: {exc}", cached=False, created_at=utcnow()), None)
+            status="errored", error=f"{type(exc).__name__}: {storable(str(exc))}", cached=False, created_at=utcnow()), None)
         death = served.failure()
         if death:
             job.fatal, job.breaker_open = death, True

@@ -2,9 +2,11 @@
 
 Classification (see ``errors.py``): 429 is rate-limited and waits for Retry-After
 (up to ``max_backoff_s``: a server asking for longer fails the request at once rather
-than stall the run for an hour); 5xx, timeouts, dropped connections and unparsable
-bodies are transient and retried with exponential backoff and jitter; other 4xx are
-fatal. A request that still fails makes its case *errored*; it is never scored.
+than stall the run for an hour); 5xx, timeouts and dropped connections are transient and
+retried with exponential backoff and jitter; a 2xx body that is not an OpenAI response
+(``serving/response.py`` checks it whole) is malformed, retried the same way; a body past
+the size its ``max_tokens`` allows is cut off and not retried; other 4xx are fatal. A
+request that still fails makes its case *errored*; it is never scored.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ if TYPE_CHECKING:
 from evalsvc.errors import (
     EndpointError,
     FatalEndpointError,
+    MalformedResponseError,
     RateLimitedError,
+    ResponseTooLargeError,
     TransientEndpointError,
 )
+from evalsvc.serving.response import parse, size_cap
 
 
 @dataclass
@@ -141,40 +146,65 @@ class EndpointClient:
         path = "/chat/completions" if self.api == "chat" else "/completions"
         started = time.perf_counter()
         self.requests_sent += 1
+        cap = size_cap(body)
         try:
             async with asyncio.timeout(self.timeout_s):  # httpx's timeouts are per read: a slow drip never trips them
-                resp = await self._http.post(self.base_url + path, json=body)
+                async with self._http.stream("POST", self.base_url + path, json=body) as resp:
+                    raw = await _read_capped(resp, cap)
         except httpx.TimeoutException as exc:
             raise TransientEndpointError(f"timed out: {type(exc).__name__}") from None
         except TimeoutError:
             raise TransientEndpointError(f"timed out: no whole response within {self.timeout_s:g} s") from None
         except httpx.TransportError as exc:
             raise TransientEndpointError(f"connection failed: {type(exc).__name__}: {_reason(exc)}") from None
+        except httpx.DecodingError as exc:  # a Content-Encoding the body does not match
+            raise MalformedResponseError(f"the body could not be decoded (Content-Encoding: "
+                                         f"{resp.headers.get('content-encoding')}): {_reason(exc)}") from None
+        except httpx.HTTPError as exc:  # anything else httpx raises about this request (a redirect loop, ...)
+            raise TransientEndpointError(f"request failed: {type(exc).__name__}: {_reason(exc)}") from None
         latency = (time.perf_counter() - started) * 1000
+        shown = self._shown(raw.decode("utf-8", "replace"))
         if resp.status_code == 429:
             raise RateLimitedError("rate limited (HTTP 429)", retry_after=parse_retry_after(resp.headers.get("retry-after")))
         if resp.status_code >= 500 or resp.status_code == 408:  # 408: the server gave up waiting; worth another try
-            raise TransientEndpointError(f"HTTP {resp.status_code}: {self._shown(resp.text)[:200]}", status=resp.status_code)
+            raise TransientEndpointError(f"HTTP {resp.status_code}: {shown[:200]}", status=resp.status_code)
         if resp.status_code >= 400:
-            raise FatalEndpointError(f"HTTP {resp.status_code}: {self._shown(resp.text)[:300]}", status=resp.status_code)
+            raise FatalEndpointError(f"HTTP {resp.status_code}: {shown[:300]}", status=resp.status_code)
         try:
-            data = resp.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"] if self.api == "chat" else choice["text"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise TransientEndpointError(f"unexpected response body ({type(exc).__name__}): "
-                                         f"{self._shown(resp.text)[:200]!r}") from None
-        if text is None:  # a refusal or tool call with no text is no answer to score
+            answer = parse(raw, self.api)
+        except MalformedResponseError as exc:
+            raise MalformedResponseError(self._shown(str(exc)), status=resp.status_code) from None
+        if answer.text is None:  # a refusal or tool call with no text is no answer to score
             raise FatalEndpointError(f"the endpoint returned no content (content: null, finish_reason: "
-                                     f"{choice.get('finish_reason')})")
-        if choice.get("finish_reason") == "content_filter":
+                                     f"{answer.finish_reason})")
+        if answer.finish_reason == "content_filter":
             raise FatalEndpointError("the endpoint's content filter withheld the answer (finish_reason: content_filter)")
-        usage = data.get("usage") or {}
         return Completion(
-            text=storable(text),
+            text=storable(answer.text),
             latency_ms=latency,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            finish_reason=choice.get("finish_reason"),
-            raw=data,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            finish_reason=answer.finish_reason,
+            raw=answer.data,
         )
+
+
+async def _read_capped(resp: httpx.Response, cap: int) -> bytes:
+    """The decoded body, or ``ResponseTooLargeError`` as soon as it runs past ``cap`` bytes (decoded, so a small
+    compressed body that inflates to gigabytes is stopped too)."""
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap and "content-encoding" not in resp.headers:
+        raise ResponseTooLargeError(_too_large(f"declares {int(declared)} bytes", cap), status=resp.status_code)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise ResponseTooLargeError(_too_large(f"ran past {cap} bytes", cap), status=resp.status_code)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str, cap: int) -> str:
+    return (f"response too large: the body {what}, more than the {cap} bytes the request's max_tokens allows "
+            "(cut off unread; an answer this size is no answer to a request with that max_tokens)")
