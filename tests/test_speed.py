@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats as sps
+from sqlalchemy.orm import Session
 
 from evalsvc.stats import speed
 from evalsvc.stats.aggregate import quantile_interval
 from evalsvc.stats.bootstrap import compare_quantile
+from evalsvc.verdicts.timing import compare_speed
 
 ALPHA = 0.05
 
@@ -57,6 +61,49 @@ def test_a_candidate_exactly_at_the_margin_passes_no_more_than_alpha() -> None:
     assert passed / reps <= ALPHA + slack(reps)
 
 
+def test_a_percentile_with_few_cases_beyond_it_is_not_decided() -> None:
+    """The bootstrap of p95 from fewer than 5 cases beyond it passed a candidate at the margin 11% of the time at
+    n = 10: below n min(q, 1 - q) = 5 no claim is made, however clear the data look, and n_needed says where it is."""
+    rng = np.random.default_rng(5)
+    base, cand = _latencies(rng, 100, 3.0)  # three times slower: a regression anyone could see
+    few = compare_quantile("latency_p95", base[:99], cand[:99], 0.95, 0.1, ALPHA)
+    median = compare_quantile("latency_p50", base[:9], cand[:9], 0.5, 0.1, ALPHA)
+    assert (few.verdict, few.ci_low, few.n_needed) == ("inconclusive", -math.inf, 100) and "fewer than 5" in few.method
+    assert (median.verdict, median.n_needed) == ("inconclusive", 10)
+    assert compare_quantile("latency_p95", base, cand, 0.95, 0.1, ALPHA).verdict == "regression"  # n = 100 decides
+
+
+@pytest.mark.parametrize(("q", "recovery", "n", "sd_prompt", "sd_noise", "reps"), [
+    (0.95, 0.5, 200, 0.2, 0.5, 600),  # a large relative margin, weak pairing: 8.7-9.8% with the margin held fixed
+    (0.95, 0.9, 100, 0.5, 0.3, 300),  # the smallest n that decides p95
+    (0.5, 0.5, 50, 0.2, 0.5, 400),  # the median, noise in both arms
+    (0.5, 0.9, 10, 0.5, 0.3, 300),  # the smallest n that decides the median
+])
+def test_a_candidate_at_a_relative_margin_passes_no_more_than_alpha(q: float, recovery: float, n: int, sd_prompt: float,
+                                                                    sd_noise: float, reps: int) -> None:
+    """The gate's setting: both arms with serving noise, the margin relative to the baseline's own quantile, the
+    candidate's true quantile exactly (2 - r) times the baseline's (the boundary): a false pass in at most alpha."""
+    rng = np.random.default_rng(int(n * 10 + q * 100 + recovery * 10))
+    passed = 0
+    for i in range(reps):
+        prompt = rng.lognormal(0.0, sd_prompt, n)
+        base, cand = prompt * rng.lognormal(0.0, sd_noise, n), (2 - recovery) * prompt * rng.lognormal(0.0, sd_noise, n)
+        passed += compare_quantile("latency", base, cand, q, None, ALPHA, n_boot=1000, seed=i,
+                                   relative=recovery).verdict in ("pass", "improvement")
+    assert passed / reps <= ALPHA + slack(reps)
+
+
+def test_a_relative_margin_is_the_share_of_the_baseline_quantile_and_decides_with_its_interval() -> None:
+    rng = np.random.default_rng(6)
+    base = rng.lognormal(0.0, 0.5, 300)
+    cand = base * rng.lognormal(0.0, 0.02, 300)
+    c = compare_quantile("latency_p95", base, cand, 0.95, None, ALPHA, relative=0.9)
+    assert c.margin == pytest.approx(0.1 * np.quantile(base, 0.95)) and c.verdict == "pass"
+    assert (c.ci_low > -c.margin) == (c.p_noninferior < ALPHA)
+    with pytest.raises(ValueError, match="exactly one of margin"):
+        compare_quantile("latency_p95", base, cand, 0.95, 0.1, ALPHA, relative=0.9)
+
+
 def test_a_clearly_slower_candidate_is_a_speed_regression_and_an_unchanged_one_passes() -> None:
     rng = np.random.default_rng(3)
     base, cand = _latencies(rng, 300, 1.5)
@@ -96,3 +143,65 @@ def test_a_latency_series_takes_its_noise_from_run_to_run_spread_not_from_its_in
 
     assert not check(series("latency_p95")).alarms
     assert check(series("judge_score")).alarms  # the same numbers read with interval-based noise: a false alarm
+
+
+def _timed_and_cached_runs(tmp_path: Path, margins: str) -> tuple[Any, dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]],
+                                                                   Session]:
+    """Two endpoints that keep a response cache, run twice: first requested (timed), then answered from the cache."""
+    from click.testing import CliRunner
+
+    from evalsvc.cli import main
+    from evalsvc.config import load_config
+    from tests.conftest import write_config, write_suite
+    from tests.fake_endpoint import FakeEndpoint
+
+    write_suite(tmp_path / "suites", "echo", "\n".join(
+        f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(20)))
+    with FakeEndpoint() as base, FakeEndpoint(delay_s=0.01) as cand:
+        write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            gate: {{margins: {{default: {{absolute: 0.05}}, {margins}}}}}
+            baselines: {{f: base}}
+            variants:
+              - {{name: base, family: f, cache: true, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+              - {{name: cand, family: f, cache: true, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+            """)
+        for extra in ([], ["--new"]):
+            out = CliRunner().invoke(main, ["run", "-c", str(tmp_path / "evalsvc.yaml"), "--no-compare", *extra],
+                                     catch_exceptions=False)
+            assert out.exit_code == 0, out.output
+        sent = len(base.requests), len(cand.requests)
+    assert sent == (20, 20)  # the second runs were answered from the cache
+    from sqlalchemy import select
+
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.schema import Run
+
+    cfg = load_config(tmp_path / "evalsvc.yaml")
+    s = Session(open_engine(cfg.store_url()))
+    first, second = ({v: r for v in ("base", "cand") for r in s.scalars(select(Run).where(Run.variant_name == v).order_by(Run.id))
+                      .all()[k:k + 1]} for k in (0, 1))
+    return cfg, {"echo": (first["base"], first["cand"])}, {"echo": (second["base"], second["cand"])}, s
+
+
+def test_a_deciding_speed_metric_on_answers_from_the_cache_is_undecided_not_dropped(tmp_path: Path) -> None:
+    """A cached answer has no latency of its run: a speed metric that gate.margins makes deciding cannot be compared
+    there, and the suite is reported undecided for it (the gate cannot pass it), where it used to vanish with a note."""
+    cfg, timed, cached, s = _timed_and_cached_runs(tmp_path, "latency_p50: {relative: 0.9}")
+    with s:
+        gated, shown, _, undecided = compare_speed(s, timed, cfg.gate, "all suites")
+        assert undecided == [] and [(n, c.metric) for n, c in gated] == [("echo", "latency_p50")]
+        assert {c.metric for n, c in shown if n == "echo"} == {"latency_p95", "tokens_per_s", "output_tokens"}
+        gated, shown, notes, undecided = compare_speed(s, cached, cfg.gate, "all suites")
+    assert gated == [] and shown == []
+    assert len(undecided) == 1 and undecided[0][0] == "echo", undecided
+    assert "latency_p50 decide (gate.margins)" in undecided[0][1] and "came from the response cache" in undecided[0][1]
+    assert "drop --reuse" in undecided[0][1]
+    assert any("speed not measured" in n for n in notes)
+
+
+def test_speed_that_decides_nothing_leaves_nothing_undecided(tmp_path: Path) -> None:
+    cfg, _, cached, s = _timed_and_cached_runs(tmp_path, "pass: {absolute: 0.05}")
+    with s:
+        gated, shown, notes, undecided = compare_speed(s, cached, cfg.gate, "all suites")
+    assert (gated, shown, undecided) == ([], [], []) and any("speed not measured" in n for n in notes)

@@ -442,14 +442,35 @@ def test_misaligned_or_invalid_scores_are_rejected() -> None:
         compare_binary("m", [0, 1], [0, 1], -0.1)
 
 
-def test_identical_continuous_scores_pass_with_a_zero_width_interval() -> None:
-    scores = [0.2, 0.9, 0.5, 0.7]
+def test_identical_continuous_scores_pass_only_once_n_bounds_the_cases_that_could_differ() -> None:
+    """No spread is no evidence that no case could differ: with none of n seen to differ, at most 1 - alpha^(1/n) of
+    the cases could (Clopper-Pearson, 0 of n: the Beta(1, n) quantile), each by the scores' range. At m = 0.05 on
+    [0, 1] scores that takes n = 59 (binary: 52), not the 2 a zero-width interval passed from."""
+    from scipy.stats import beta
 
-    result = compare_continuous("m", scores, scores, margin=0.05)
+    for n in (2, 3, 5, 58):
+        small = compare_continuous("m", [0.4] * n, [0.4] * n, margin=0.05)
+        assert (small.verdict, small.n_needed) == ("inconclusive", 59), n
+        assert small.ci_low == pytest.approx(-beta.ppf(1 - ALPHA, 1, n)) and small.ci_high == pytest.approx(-small.ci_low)
+    scores = [0.2, 0.9, 0.5, 0.7] * 15  # 60 cases
+    enough = compare_continuous("m", scores, scores, margin=0.05)
     no_margin = compare_continuous("m", scores, scores, margin=0.0)
-
-    assert (result.delta, result.ci_low, result.ci_high, result.verdict) == (0.0, 0.0, 0.0, "pass")
+    assert (enough.delta, enough.verdict) == (0.0, "pass") and enough.p_noninferior < ALPHA
+    assert enough.ci_low == pytest.approx(-beta.ppf(1 - ALPHA, 1, 60))
     assert (no_margin.verdict, no_margin.n_needed) == ("inconclusive", None)  # lo > 0 is impossible when nothing changed
+
+
+def test_a_constant_small_loss_on_a_few_cases_is_not_a_pass() -> None:
+    shifted = compare_continuous("rougeL", [0.4, 0.5, 0.3], [0.39, 0.49, 0.29], margin=0.02)
+    assert shifted.verdict == "inconclusive" and shifted.ci_low < -0.5 and shifted.p_noninferior > ALPHA
+
+
+def test_unvarying_scores_outside_0_1_take_the_span_seen_and_one_value_everywhere_claims_nothing() -> None:
+    """A score on another scale (a 1-10 judge): its range is the span the scores take; all one value: no scale at all."""
+    spread = compare_continuous("judge", [3.0, 7.0] * 50, [3.0, 7.0] * 50, margin=0.5)
+    assert spread.ci_low == pytest.approx(-4 * (1 - ALPHA ** (1 / 100))) and spread.verdict == "pass"
+    flat = compare_continuous("judge", [5.0] * 100, [5.0] * 100, margin=0.5)
+    assert (flat.ci_low, flat.ci_high, flat.verdict) == (-math.inf, math.inf, "inconclusive")
 
 
 def test_identical_binary_scores_pass_once_n_supports_the_margin() -> None:
