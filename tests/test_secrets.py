@@ -217,3 +217,73 @@ def test_an_endpoint_that_echoes_the_api_key_in_its_error_does_not_leak_it(tmp_p
     assert result.exit_code == 2
     assert key not in result.output
     assert not [table for table, value in _dump_sqlite(tmp_path / "store.db") if key.encode() in _as_bytes(value)]
+
+
+@pytest.mark.parametrize("url", ["http://user:pw-SECRET@{host}/v1", "http://{host}/v1?key=sk-SECRET",
+                                 "http://{host}/v1?api-version=1&access_token=SECRET", "${{CAND_URL}}"])
+def test_a_credential_in_an_endpoint_base_url_is_refused_and_never_stored_or_shown(tmp_path: Path, url: str) -> None:
+    """A base_url is stored with every run (the dashboard's read-only role reads it) and printed by `evalsvc variants`:
+    user-info (which httpx would send as Basic auth) or a key in the query, written or through ${VAR}, is refused."""
+    with FakeEndpoint() as fake:
+        host = fake.base_url.split("//")[1].split("/")[0]
+        write_suite(tmp_path / "suites", "s", '{"id": "a", "input": "x", "checks": [{"type": "contains", "value": "x"}]}')
+        config = write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            variants: [{{name: v, family: f, endpoint: {{base_url: "{url.format(host=host)}", model: m}}}}]
+            """)
+        env = {"CAND_URL": f"http://{host}/v1?token=SECRET"}
+        for command in (["variants"], ["run", "--no-progress"]):
+            result = CliRunner().invoke(main, [*command, "-c", str(config)], env=env)
+            assert result.exit_code == 2, result.output
+            assert "evalsvc.yaml:2" in result.output and "base_url carries" in result.output and "api_key_env" in result.output
+            assert "SECRET" not in result.output
+        assert fake.requests == []
+    assert not (tmp_path / "store.db").exists() or not [
+        t for t, v in _dump_sqlite(tmp_path / "store.db") if b"SECRET" in _as_bytes(v)]
+
+
+def test_a_query_parameter_that_is_no_credential_is_kept_in_the_base_url(tmp_path: Path) -> None:
+    from evalsvc.config import load_config
+
+    config = write_config(tmp_path, """\
+        variants: [{name: v, family: f, endpoint: {base_url: "http://gpu-box/v1?api-version=2024-06-01", model: m}}]
+        """)
+    assert load_config(config).variants[0].endpoint.base_url == "http://gpu-box/v1?api-version=2024-06-01"
+
+
+def test_a_literal_key_written_as_api_key_env_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, """\
+        variants: [{name: v, family: f, endpoint: {base_url: "http://gpu-box/v1", model: m, api_key_env: sk-live-LITERAL}}]
+        """)
+    result = CliRunner().invoke(main, ["variants", "-c", str(config)])
+    assert result.exit_code == 2 and "evalsvc.yaml:1" in result.output and "not the key itself" in result.output
+    assert "LITERAL" not in result.output
+
+
+def test_an_unset_api_key_variable_fails_the_run_naming_it_and_sends_nothing_without_a_key(tmp_path: Path) -> None:
+    with FakeEndpoint() as fake:
+        write_suite(tmp_path / "suites", "s", '{"id": "a", "input": "x", "checks": [{"type": "contains", "value": "x"}]}')
+        config = write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            variants: [{{name: v, family: f, endpoint: {{base_url: "{fake.base_url}", model: m, api_key_env: UNSET_KEY_XYZ}}}}]
+            """)
+        result = CliRunner().invoke(main, ["run", "--no-progress", "-c", str(config)], env={"UNSET_KEY_XYZ": None})
+        assert result.exit_code == 2, result.output
+        assert "UNSET_KEY_XYZ" in result.output and "is not set" in result.output
+        assert fake.requests == [], "no request may go out without the key"
+
+
+def test_a_store_password_given_as_a_query_parameter_is_refused_in_the_file_and_hidden_in_messages(tmp_path: Path) -> None:
+    config = write_config(tmp_path, """\
+        store: "postgresql+psycopg://u@127.0.0.1:9/db?password=hunter2-SECRET"
+        variants: [{name: v, family: f, endpoint: {base_url: "http://gpu-box/v1", model: m}}]
+        """)
+    result = CliRunner().invoke(main, ["db", "upgrade", "-c", str(config)])
+    assert result.exit_code == 2 and "evalsvc.yaml:1" in result.output and "contains a password" in result.output
+    assert "hunter2" not in result.output
+    # from EVALSVC_STORE (where a password belongs) it is used, and hidden when the store cannot be reached
+    config.write_text(config.read_text().replace('store: "postgresql+psycopg://u@127.0.0.1:9/db?password=hunter2-SECRET"\n', ""))
+    result = CliRunner().invoke(main, ["db", "upgrade", "-c", str(config)],
+                                env={"EVALSVC_STORE": "postgresql+psycopg://u@127.0.0.1:9/db?password=hunter2-SECRET"})
+    assert result.exit_code == 2 and "cannot reach the store at postgresql+psycopg://u@127.0.0.1:9/db" in result.output
+    assert "hunter2" not in result.output and "password=***" in result.output

@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -149,13 +149,14 @@ def url_without_password(url: str) -> str:
     The parse is SQLAlchemy's URL form (dialect[+driver]://user:password@host/db), read without importing it.
     """
     try:
-        password = urlsplit(url).password if _DB_URL.match(url) else None
+        parts = urlsplit(url) if _DB_URL.match(url) else None
+        password = parts and (parts.password or any(k.lower() == "password" for k, _ in parse_qsl(parts.query)))
     except ValueError:
         password = None
         url = ""
     if not _DB_URL.match(url):
         raise ValueError(f"not a database URL: {url!r} (e.g. sqlite:///evalsvc.db or postgresql+psycopg://host/db)")
     if password:
-        raise ValueError("the URL contains a password; set the whole URL in an environment variable instead "
-                         "(EVALSVC_STORE, EVALSVC_DASHBOARD_STORE)")
+        raise ValueError("the URL contains a password (user:password@host, or ?password=); set the whole URL in an "
+                         "environment variable instead (EVALSVC_STORE, EVALSVC_DASHBOARD_STORE)")
     return url

@@ -8,6 +8,7 @@ variant keeps its history, re-quantizing it starts a new series.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,16 +47,45 @@ class EndpointSpec(Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        from urllib.parse import urlsplit
+        from urllib.parse import parse_qsl, urlsplit
 
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"base_url {url!r} is not an http(s) URL; give the server's OpenAI API root, e.g. "
                              "http://gpu-box:8000/v1 (an empty value is often an unset CI variable)")
+        if "@" in parts.netloc:  # the URL is not echoed: it holds a credential
+            raise ValueError("base_url carries a user name or password (user:password@host), which would be stored with "
+                             "every run and shown by `evalsvc variants`; give the host alone and the key by environment "
+                             "variable (api_key_env: NAME, sent as a Bearer token)")
+        secret = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if _CREDENTIAL.search(k)]
+        if secret:
+            raise ValueError(f"base_url carries a credential in its query ({', '.join(sorted(set(secret)))}=...), which "
+                             "would be stored with every run and shown by `evalsvc variants`; drop it from the URL and "
+                             "name the key by environment variable (api_key_env: NAME, sent as a Bearer token)")
         return url
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # the value is not echoed: it may be a key
+            raise ValueError("api_key_env is the name of the environment variable that holds the key (letters, digits and "
+                             "_, e.g. PROD_API_KEY), not the key itself; export the key as that variable and name it here")
+        return name
+
     def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """The key from ``api_key_env``; a variable that is named but unset is an error, not a request without a key."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            state = "empty" if key == "" else "not set"
+            raise ConfigError("api_key_env", f"the environment variable {self.api_key_env} is {state} (it holds the API key "
+                              f"for {self.model} at {self.base_url})",
+                              f"export {self.api_key_env}=<the API key>, or remove api_key_env if the endpoint needs no key")
+        return key
+
+
+_CREDENTIAL = re.compile(r"key|token|secret|passw|pwd|auth|credential|signature|^sig$", re.IGNORECASE)
 
 
 class LocalSpec(Strict):

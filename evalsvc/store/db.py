@@ -110,6 +110,10 @@ def _upgrade_sqlite(engine: Engine, url: str) -> None:
 
 
 def _safe(url: str) -> str:
+    """The URL as messages show it: the password hidden, in user-info or as a ``password`` query parameter (libpq
+    takes both; EVALSVC_STORE may carry either)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    query = {k: ("***" if k.lower() == "password" else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
