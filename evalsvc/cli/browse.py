@@ -69,8 +69,11 @@ def runs_list(config_path: str, suite: str | None, variant: str | None, status: 
     """Runs, newest first: id, suite, variant, status, when, how long, cases ok/errored, error."""
     from evalsvc.cli.tables import table
     from evalsvc.service.results import list_runs
+    from evalsvc.service.selection import check_stored
 
-    rows = list_runs(_store(config_path), suite, variant, status, limit)
+    engine = _store(config_path)
+    check_stored(engine, [suite], [variant])
+    rows = list_runs(engine, suite, variant, status, limit)
     if as_json:
         return _echo_json(rows)
     if not rows:
@@ -112,7 +115,7 @@ def runs_show(config_path: str, run_id: int, as_json: bool) -> None:
 @click.option("--flipped", is_flag=True, help="With --vs: only the cases whose pass differs (ok in both runs).")
 @JSON_OPTION
 def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as_json: bool) -> None:
-    """A run's case results (each sample), or two runs' cases side by side.
+    """A run's case results (each sample, with the case's input and expected values), or two runs' cases side by side.
 
     \b
     With --vs each case's samples are reduced as the gate reduces them (gate.samples_pass);
@@ -133,18 +136,20 @@ def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as
         rows = svc.run_cases(engine, run_id)
         if as_json:
             return _echo_json(rows)
-        return click.echo(table(["case", "sample", "status", "pass", "latency ms", "output", "error"],
+        return click.echo(table(["case", "sample", "status", "pass", "latency ms", "input", "expected", "output", "error"],
                                 [[r["case_id"], str(r["sample_index"]), r["status"], _pass((r["scores"] or {}).get("pass")),
-                                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}", _short(r["output"]),
-                                  _short(r["error"], 40)] for r in rows]))
+                                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}", _short(r["input"], 40),
+                                  _short(r["expected"], 30), _short(r["output"]), _short(r["error"], 40)] for r in rows]))
     rows = svc.side_by_side(engine, run_id, other_id, cfg.gate.samples_pass, flipped)
     if as_json:
         return _echo_json(rows)
     if not rows:
         return click.echo("no case flipped" if flipped else "no cases")
-    click.echo(table(["case", f"run {run_id}", f"run {other_id}", "pass", "flip", f"output {run_id}", f"output {other_id}"],
+    click.echo(table(["case", f"run {run_id}", f"run {other_id}", "pass", "flip", "expected", f"output {run_id}",
+                      f"output {other_id}"],
                      [[r["case_id"], r["status_a"] or "-", r["status_b"] or "-", f"{_pass(r['pass_a'])} -> {_pass(r['pass_b'])}",
-                       r["flip"] or "", _short(r["output_a"], 40), _short(r["output_b"], 40)] for r in rows]))
+                       r["flip"] or "", _short(r["expected"], 30), _short(r["output_a"], 40), _short(r["output_b"], 40)]
+                      for r in rows]))
 
 
 @click.command("export")
@@ -158,10 +163,12 @@ def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as
 @click.option("--variant", "-v", default=None, help="Only runs of this variant.")
 @click.option("--since", default=None, metavar="DATE", help="Only runs created at or after this date/time (ISO 8601, UTC).")
 @click.option("--run", "run_id", default=None, type=int, metavar="RUN", help="Only this run.")
-@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="File to write ('-': standard output, for jsonl and csv).")
 def export(config_path: str, fmt: str, what: str, suite: str | None, variant: str | None, since: str | None,
            run_id: int | None, out: Path) -> None:
-    """Export stored case results or metric points, with each run's identity (suite, version, variant, fingerprint).
+    """Export stored case results (with each case's input and expected values) or metric points, with each run's
+    identity (suite, version, variant, fingerprint).
 
     \b
     Every run status is included (filter on the runs' own status with `runs list`).
@@ -171,7 +178,10 @@ def export(config_path: str, fmt: str, what: str, suite: str | None, variant: st
       evalsvc export --format csv --what points -v smollm2-q8_0 --out points.csv
     """
     from evalsvc.service import results as svc
+    from evalsvc.service.selection import check_stored
 
     when = svc.parse_since(since)
-    n = svc.export(_store(config_path), fmt, out, what, suite, variant, when, run_id)
-    click.echo(f"wrote {n} {'case results' if what == 'cases' else 'metric points'} to {out}")
+    engine = _store(config_path)
+    check_stored(engine, [suite], [variant])
+    n = svc.export(engine, fmt, out, what, suite, variant, when, run_id)
+    click.echo(f"wrote {n} {'case results' if what == 'cases' else 'metric points'} to {out}", err=str(out) == "-")

@@ -42,6 +42,8 @@ def run(config_path: str, suites: tuple[str, ...], variants: tuple[str, ...], sl
 
     cfg = load_config(config_path)
     chosen_suites, chosen_variants = svc.choose(cfg, list(suites), list(variants))
+    if not chosen_suites:
+        raise _no_suites(cfg)
     if new_run and slot is None:
         slot = svc.new_manual_slot()
     result = svc.run_suites(cfg, svc.open_store(cfg), chosen_suites, chosen_variants, slot=slot, progress=progress,
@@ -63,9 +65,19 @@ def results(config_path: str, suites: tuple[str, ...], metric: str) -> None:
     from evalsvc.cli.tables import results_table
     from evalsvc.config import load_config
     from evalsvc.service import runs as svc
+    from evalsvc.service.selection import check_stored
 
-    cfg = load_config(config_path)
-    click.echo(results_table(svc.latest_results(svc.open_store(cfg), list(suites) or None), metric))
+    engine = svc.open_store(load_config(config_path))
+    check_stored(engine, suites=suites, metrics=[metric])
+    click.echo(results_table(svc.latest_results(engine, list(suites) or None), metric))
+
+
+def _no_suites(cfg: Any) -> Exception:
+    from evalsvc.errors import ConfigError
+
+    return ConfigError(f"suites_dir {cfg.suites_dir}", "no suite to run: the folder holds no suite header (*.yaml)",
+                       "add suites/<name>.yaml and <name>.jsonl (README: Suites; `evalsvc init --quickstart` writes a "
+                       "sample), or point suites_dir at your suites")
 
 
 @click.command()
@@ -123,10 +135,12 @@ def arena(config_path: str, suite_name: str, variants: tuple[str, ...], judge_na
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write every verdict and number as JSON here (with the exit code).")
-@click.option("--progress/--no-progress", default=None)
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("--plan", is_flag=True, help="Measure nothing: print the cases each suite, and the gated suites pooled, need "
+              "to pass at the configured margins (with no change, and at a typical 5% of cases flipping).")
 def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[str, ...], reuse: bool, no_run: bool,
          max_age: str | None, baseline_runs: tuple[int, ...], fail_on_inconclusive: bool | None, markdown_path: str | None,
-         junit_path: str | None, json_path: str | None, progress: bool | None) -> None:
+         junit_path: str | None, json_path: str | None, progress: bool | None, plan: bool) -> None:
     """Pre-deploy gate: is the candidate non-inferior to the baseline, case by case?
 
     \b
@@ -156,22 +170,57 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     try:
         cfg = load_config(config_path)
         stored = not all(svc.configured(cfg, name) for name in (candidate, baseline) if name is not None)  # imported
+        if stored:
+            _known_variants(cfg, open_store(cfg), candidate=candidate, baseline=baseline)
         if not stored:
             baseline = svc.baseline_of(cfg, candidate, baseline)
             chosen, _ = choose(cfg, list(suites), [candidate])
-    except EvalsvcError as exc:  # exit 2 before any run: the files asked for still say why (run_gate does so after)
-        svc.could_not_evaluate(candidate, baseline, str(exc), [], *paths)
+            if not chosen:
+                raise _no_suites(cfg)
+            if plan:
+                return _plan(cfg, open_store(cfg), chosen, baseline)
+    except Exception as exc:  # exit 2 before any run: the files asked for still say why (run_gate does so after)
+        svc.could_not_evaluate(candidate, baseline, _why(exc), [], *paths)
         raise
-    if stored:  # run_stored_gate writes the files itself, also when it cannot evaluate
-        _exit_with(svc.run_stored_gate(cfg, open_store(cfg), candidate, baseline, list(suites),
-                                       max_age=svc.parse_age(max_age) if max_age else None,
-                                       fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0],
-                                       junit_path=paths[1], json_path=paths[2]))
-    result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, reuse=reuse or no_run, run_missing=not no_run,
-                          max_age=svc.parse_age(max_age) if max_age else None, baseline_runs=baseline_runs,
-                          fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0], junit_path=paths[1],
-                          json_path=paths[2], progress=progress, logs=log_dir(config_path))
+    try:
+        if stored:  # run_stored_gate writes the files itself, also when it cannot evaluate
+            result = svc.run_stored_gate(cfg, open_store(cfg), candidate, baseline, list(suites),
+                                         max_age=svc.parse_age(max_age) if max_age else None,
+                                         fail_on_inconclusive=fail_on_inconclusive, markdown_path=paths[0],
+                                         junit_path=paths[1], json_path=paths[2])
+        else:
+            result = svc.run_gate(cfg, open_store(cfg), chosen, candidate, baseline, reuse=reuse or no_run,
+                                  run_missing=not no_run, max_age=svc.parse_age(max_age) if max_age else None,
+                                  baseline_runs=baseline_runs, fail_on_inconclusive=fail_on_inconclusive,
+                                  markdown_path=paths[0], junit_path=paths[1], json_path=paths[2], progress=progress,
+                                  logs=log_dir(config_path))
+    except EvalsvcError:
+        raise  # the service wrote the files
+    except Exception as exc:  # a bug must not read as a regression, nor leave CI without its report: exit 2, files written
+        svc.could_not_evaluate(candidate, baseline, _why(exc), [], *paths)
+        raise
     _exit_with(result)
+
+
+def _known_variants(cfg: Any, engine: Any, **names: str | None) -> None:
+    """--candidate/--baseline name a configured variant or one the store has results of (imported), else exit 2."""
+    from evalsvc.service.selection import check_names, stored_names
+
+    known = {v.name for v in cfg.variants} | set(stored_names(engine, "variant"))
+    for option, name in names.items():
+        check_names("variant", [name], known, "evalsvc.yaml or the store", f"--{option}")
+
+
+def _why(exc: Exception) -> str:
+    from evalsvc.errors import EvalsvcError
+
+    return str(exc) if isinstance(exc, EvalsvcError) else f"evalsvc failed unexpectedly ({type(exc).__name__}: {exc})"
+
+
+def _plan(cfg: Any, engine: Any, suites: list[Any], baseline: str) -> None:
+    from evalsvc.service.plan import plan_lines
+
+    click.echo("\n".join(plan_lines(cfg, suites, engine, baseline)))
 
 
 def _exit_with(result: Any) -> NoReturn:
@@ -186,7 +235,8 @@ def _exit_with(result: Any) -> NoReturn:
 @CONFIG_OPTION
 @click.option("--suite", "-s", "suites", multiple=True, help="Only these suites.")
 @click.option("--variant", "-v", "variants", multiple=True, help="Only these variants.")
-@click.option("--metric", "-m", "metrics", multiple=True, default=("pass",), show_default=True, help="Metrics to watch.")
+@click.option("--metric", "-m", "metrics", multiple=True, default=("pass",), show_default=True,
+              help="Metrics to watch ('all' for every metric).")
 @click.option("--warmup", type=int, default=None, help="Runs that set a series' own reference level (default: drift.warmup, 5).")
 @click.option("--alpha", type=float, default=None,
               help="Chance of any false alarm over 20 looks across every series listed, Holm (default: drift.alpha, 0.05).")
@@ -208,9 +258,13 @@ def drift_cmd(ctx: click.Context, config_path: str, suites: tuple[str, ...], var
     from evalsvc.config import load_config
     from evalsvc.service.drift import check_drift
     from evalsvc.service.runs import open_store
+    from evalsvc.service.selection import check_stored
 
     cfg = load_config(config_path)
-    findings = check_drift(open_store(cfg), list(suites) or None, list(variants) or None, list(metrics) or None,
+    engine = open_store(cfg)
+    check_stored(engine, suites, variants, metrics)
+    metrics = () if "all" in metrics else metrics  # every metric
+    findings = check_drift(engine, list(suites) or None, list(variants) or None, list(metrics) or None,
                            warmup=cfg.drift.warmup if warmup is None else warmup, alpha=cfg.drift.alpha if alpha is None else alpha)
     if not findings:
         click.echo("no metric series yet: run `evalsvc run` on a schedule")

@@ -169,15 +169,18 @@ def schedule_run_now(config_path: str, name: str) -> None:
 @schedule_group.command("history")
 @CONFIG_OPTION
 @click.argument("name", required=False)
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="The newest N firings.")
 def schedule_history(config_path: str, name: str | None, limit: int) -> None:
     """Past firings (newest first): slot, when, how long, the runs' statuses and the alerts that fired."""
     from evalsvc.cli.tables import firings_table
     from evalsvc.config import load_config
     from evalsvc.service.runs import open_store
     from evalsvc.service.schedule import history
+    from evalsvc.service.selection import check_names
 
-    firings = history(open_store(load_config(config_path)), name, limit)
+    cfg = load_config(config_path)
+    check_names("schedule", [name], [s.name for s in cfg.schedules], config_path)
+    firings = history(open_store(cfg), name, limit)
     click.echo(firings_table(firings) if firings else "no firings yet")
 
 

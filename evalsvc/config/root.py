@@ -102,7 +102,13 @@ class Config(Strict):
     def fingerprint(self, name: str) -> str:
         """The fingerprint of the named variant under its effective generation settings."""
         variant = self.variant(name)
-        return fingerprint(variant, self.generation_for(variant))
+        try:
+            return fingerprint(variant, self.generation_for(variant))
+        except FileNotFoundError:  # a local checkpoint not built or not copied yet: the user's to fix, not a crash
+            assert variant.local is not None
+            raise ConfigError(f"variants: {name}", f"its checkpoint {variant.local.model_path} does not exist",
+                              "build the demo variants with `evalsvc models build` (evalsvc init --demo), or point "
+                              "local.model_path at the checkpoint") from None
 
     def store_url(self) -> str:
         return os.environ.get(STORE_ENV) or self.store
@@ -115,9 +121,11 @@ def store_url(config_path: str | os.PathLike[str] = DEFAULT_CONFIG) -> str:
 
 def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
     """Read and validate the config; ``${VAR}`` and ``${VAR:-default}`` come from the environment, and relative
-    paths in it are taken from the file's folder."""
+    paths in it are taken from the file's folder. With EVALSVC_STORE set, ``store:`` is not read at all (the
+    starter's ``${PGHOST}`` need not be set): ``store_url()`` is EVALSVC_STORE."""
     path = Path(path)
-    cfg = load_yaml_model(path, Config, ConfigError, env=True)
+    override = os.environ.get(STORE_ENV)
+    cfg = load_yaml_model(path, Config, ConfigError, env=True, env_skip=("store",) if override else ())
     base = path.resolve().parent
     if not cfg.suites_dir.is_absolute():
         cfg.suites_dir = base / cfg.suites_dir

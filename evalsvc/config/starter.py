@@ -4,8 +4,10 @@ An endpoint baseline (what serves users today), a quantized candidate that evals
 chosen on purpose, a nightly schedule, Slack alerts and a PostgreSQL store. Secrets stay out of the file: the store's
 host comes from the environment (``${PGHOST}``: reading the file without it is an error naming the line), its password
 from libpq's own PGPASSWORD or ~/.pgpass, the API key and the Slack webhook from variables named here.
-`evalsvc init --demo` writes the local SmolLM2 one instead (``local_models.starter_config``).
-tests/test_init.py loads this text with ``load_config``.
+`evalsvc init --demo` writes the local SmolLM2 one instead (``local_models.starter_config``), and
+`evalsvc init --quickstart` a SQLite one with two endpoints and a sample suite (``QUICKSTART``, ``sample_suite``).
+tests/test_init.py loads these texts with ``load_config``, and checks the case counts in their margin comments against
+``stats.power.n_for_noninferiority``.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ gate:
   alpha: 0.05                  # one-sided error rate of a false pass, and of any false regression
   primary: [pass]              # the metrics that decide, in every suite that measures them
   margins:
-    default: {absolute: 0.02}  # pass rates: at most 2 points worse than the baseline
+    default: {absolute: 0.02}  # pass rates: at most 2 points worse than the baseline. At 0.02 the gated suites'
+                               # cases, pooled, must number >= 133 to pass even when nothing changed, and 837
+                               # where 5% of cases flip (0.05: 52 and 167); `evalsvc gate --plan` counts yours
     rougeL: {relative: 0.97}   # a continuous score: keep 97% of the baseline's mean (it decides once in primary)
     # latency_p95: {relative: 0.90}   # uncomment to let speed decide too: at most 10% slower at p95
   fail_on_inconclusive: true   # too few cases to show "no worse" exits 3: add cases, do not ship blind
@@ -101,3 +105,62 @@ alerts:
 def production_starter() -> str:
     """The production starter's text (YAML with comments)."""
     return PRODUCTION
+
+
+# `evalsvc init --quickstart`: a first gate in minutes, against two endpoints the user already has
+QUICKSTART_ENV = ("BASELINE_URL", "BASELINE_MODEL", "CANDIDATE_URL", "CANDIDATE_MODEL")
+SAMPLE_SUITE = "sample"
+SAMPLE_CASES = 60
+
+QUICKSTART = """\
+# evalsvc.yaml: a quickstart that gates one OpenAI-compatible endpoint against another.
+# It reads these environment variables (a ${VAR} that is unset is an error naming its line):
+#   BASELINE_URL, BASELINE_MODEL     the endpoint that serves users today (its OpenAI API root, e.g.
+#                                    http://gpu-box:8000/v1) and the model name it expects
+#   CANDIDATE_URL, CANDIDATE_MODEL   the variant to judge: another quantization, server or model
+#   BASELINE_API_KEY, CANDIDATE_API_KEY   their API keys, when they need one (never write a key here)
+# `evalsvc init` (without --quickstart) writes the production starter: PostgreSQL, schedules, alerts.
+
+store: sqlite:///evalsvc.db   # a file beside this one; EVALSVC_STORE overrides it
+suites_dir: suites            # suites/sample.yaml + sample.jsonl: replace them with your own cases
+concurrency: 4
+generation: {temperature: 0.0, max_tokens: 32, seed: 0}
+
+baselines: {my-model: baseline}
+
+variants:
+  - name: baseline
+    family: my-model
+    endpoint: {base_url: "${BASELINE_URL}", model: "${BASELINE_MODEL}", api_key_env: BASELINE_API_KEY}
+  - name: candidate
+    family: my-model
+    endpoint: {base_url: "${CANDIDATE_URL}", model: "${CANDIDATE_MODEL}", api_key_env: CANDIDATE_API_KEY}
+
+gate:
+  margins:
+    default: {absolute: 0.10}  # at most 10 points worse. At 0.10 a gate needs >= 25 cases to pass when nothing
+                               # changed and 56 where 5% of cases flip: the sample has 60. At 0.05: 52 and 167;
+                               # at 0.02: 133 and 837. `evalsvc gate --plan` counts your suites.
+  fail_on_inconclusive: true   # too few cases to show "no worse" exits 3
+"""
+
+QUICKSTART_NEXT = """\
+next:
+  export BASELINE_URL=... BASELINE_MODEL=... CANDIDATE_URL=... CANDIDATE_MODEL=...
+  evalsvc variants                                   checks the file, prints each variant's fingerprint
+  evalsvc gate --candidate candidate --markdown gate.md   runs both on the sample suite and compares them (exit 0 pass)
+  evalsvc dashboard                                  the results in a browser (pip install 'evalsvc[dashboard]')"""
+
+
+def sample_suite() -> tuple[str, str]:
+    """The quickstart's sample suite: its header and its JSONL cases (additions any chat model answers, each checked
+    for the sum as a whole word)."""
+    header = (f"name: {SAMPLE_SUITE}\ncases: {SAMPLE_SUITE}.jsonl\n"
+              "description: a sample to try the gate with; replace it with cases from your own traffic\n"
+              "system_prompt: Answer with the number only.\n")
+    lines = []
+    for i in range(SAMPLE_CASES):
+        a, b = 3 + (i * 7) % 40, 2 + (i * 11) % 30
+        lines.append(f'{{"id": "add-{i:02d}", "input": "What is {a} + {b}?", '
+                     f'"checks": [{{"type": "contains", "value": "{a + b}"}}]}}')
+    return header, "\n".join(lines) + "\n"

@@ -235,8 +235,10 @@ def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[Us
     return _ENV_REF.sub(value, data)
 
 
-def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputError], env: bool = False) -> M:
-    """Parse ``path`` and validate it as ``model`` (``env``: expand ``${VAR}`` references first)."""
+def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputError], env: bool = False,
+                    env_skip: tuple[str, ...] = ()) -> M:
+    """Parse ``path`` and validate it as ``model`` (``env``: expand ``${VAR}`` references first; the top-level keys
+    ``env_skip`` are left out, for a caller that takes their value from elsewhere)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -252,7 +254,7 @@ def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputE
     if not isinstance(data, dict):
         raise error_cls(f"{path}:1", "expected a mapping of keys to values at the top level", "see the example in README.md")
     if env:
-        data = expand_env(data, root, path, error_cls)
+        data = {k: expand_env(v, root, path, error_cls, (k,)) for k, v in data.items() if k not in env_skip}
     try:
         return model.model_validate(data)
     except ValidationError as exc:

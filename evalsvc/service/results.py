@@ -7,18 +7,21 @@ so `evalsvc cases --vs --flipped` lists exactly the flips a comparison of those 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.errors import UserInputError
 from evalsvc.store import queries
+from evalsvc.store.schema import SuiteCase
 from evalsvc.verdicts.compare import flip, per_case
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -26,7 +29,8 @@ JSON_COLUMNS = ("scores", "judge")  # JSON in the store: nested in JSONL, JSON t
 _IDENT = [("run_id", "int"), ("run_ts", "time"), ("suite_name", "str"), ("suite_version", "str"), ("variant_name", "str"),
           ("variant_fingerprint", "str")]
 COLUMNS = {  # queries.export_rows' columns in order, with Parquet types
-    "cases": [*_IDENT, ("case_id", "str"), ("sample_index", "int"), ("status", "str"), ("output", "str"), ("error", "str"),
+    "cases": [*_IDENT, ("case_id", "str"), ("sample_index", "int"), ("input", "str"), ("expected", "str"), ("status", "str"),
+              ("output", "str"), ("error", "str"),
               ("latency_ms", "float"), ("prompt_tokens", "int"), ("completion_tokens", "int"), ("finish_reason", "str"),
               ("scores", "str"), ("judge", "str"), ("cached", "bool"), ("created_at", "time")],
     "points": [*_IDENT, ("metric", "str"), ("kind", "str"), ("higher_is_better", "bool"), ("value", "float"), ("n", "int"),
@@ -43,6 +47,44 @@ def _plain(value: Any) -> Any:
 
 def _record(row: Any) -> dict[str, Any]:
     return {k: _plain(v) for k, v in row._mapping.items()}
+
+
+def asked(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """What a case asked and what it expected, from its stored spec: the input (chat messages as JSON text) and the
+    expected values (references, each check's value, values or pattern), one text each."""
+    if not spec:
+        return {"input": None, "expected": None}
+    given = spec.get("input")
+    expected = [f"reference: {r}" for r in spec.get("references") or []]
+    for c in spec.get("checks") or []:
+        for key in ("value", "any_of", "pattern", "reference"):
+            if c.get(key) is not None:
+                expected.append(f"{c.get('type')}: {c[key]}" if key != "any_of" else f"{c.get('type')}: any of {c[key]}")
+    return {"input": given if isinstance(given, str) or given is None else json.dumps(given, ensure_ascii=False),
+            "expected": "; ".join(expected) or None}
+
+
+class _Specs:
+    """Each suite version's case specs, read once per version as rows stream by."""
+
+    def __init__(self, session: Session) -> None:
+        self.session, self.by_version = session, {}
+
+    def __call__(self, version: str, case_id: str) -> dict[str, Any]:
+        if version not in self.by_version:
+            self.by_version[version] = dict(self.session.execute(
+                select(SuiteCase.case_id, SuiteCase.spec).where(SuiteCase.suite_version == version)).tuples().all())
+        return asked(self.by_version[version].get(case_id))
+
+
+def _with_asked(row: dict[str, Any], specs: _Specs, version: str) -> dict[str, Any]:
+    """``row`` with input and expected placed after sample_index (the COLUMNS order)."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        out[k] = v
+        if k == "sample_index":
+            out |= specs(version, row["case_id"])
+    return out
 
 
 def _run(s: Session, run_id: int) -> Any:
@@ -69,8 +111,8 @@ def show_run(engine: Engine, run_id: int) -> dict[str, Any]:
 def run_cases(engine: Engine, run_id: int) -> list[dict[str, Any]]:
     """Every case result of a run, one record per sample."""
     with Session(engine) as s:
-        _run(s, run_id)
-        return [_record(r) for r in queries.run_cases(s, run_id)]
+        version, specs = _run(s, run_id).suite_version, _Specs(s)
+        return [_with_asked(_record(r), specs, version) for r in queries.run_cases(s, run_id)]
 
 
 def side_by_side(engine: Engine, run_a: int, run_b: int, samples_pass: str = "mean",
@@ -92,9 +134,9 @@ def side_by_side(engine: Engine, run_a: int, run_b: int, samples_pass: str = "me
         if flipped_only:
             ids = [cid for cid in ids if ways.get(cid)]
         outs = queries.outputs(s, run_a, ids), queries.outputs(s, run_b, ids)
-        rows = []
+        rows, specs = [], _Specs(s)
         for cid in ids:
-            row: dict[str, Any] = {"case_id": cid}
+            row: dict[str, Any] = {"case_id": cid, **specs(a.suite_version, cid)}
             for side, run_id, n in (("a", run_a, 0), ("b", run_b, 1)):
                 case = scored[n].get(cid)
                 row |= {f"run_{side}": run_id, f"status_{side}": states[n].get(cid),
@@ -119,11 +161,14 @@ def parse_since(text: str | None) -> datetime | None:
 
 def export(engine: Engine, fmt: str, out: Path, what: str = "cases", suite: str | None = None, variant: str | None = None,
            since: datetime | None = None, run_id: int | None = None) -> int:
-    """Write the selected case results (or metric points) to ``out``; the number of rows written."""
+    """Write the selected case results (or metric points) to ``out`` (``-``: standard output, for jsonl and csv); the
+    number of rows written."""
     if what not in COLUMNS:
         raise UserInputError(f"--what {what}", "unknown kind of rows", "use cases or points")
     if fmt not in FORMATS:
         raise UserInputError(f"--format {fmt}", "unknown export format", f"use one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and str(out) == "-":
+        raise UserInputError("--out -", "Parquet is binary and is not written to standard output", "give a file name")
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -133,15 +178,22 @@ def export(engine: Engine, fmt: str, out: Path, what: str = "cases", suite: str 
     with Session(engine) as s:
         if run_id is not None:
             _run(s, run_id)
-        rows = (_record(r) for r in queries.export_rows(s, what, suite, variant, since, run_id))
+        specs = _Specs(s)
+        rows = (_with_asked(_record(r), specs, r.suite_version) if what == "cases" else _record(r)
+                for r in queries.export_rows(s, what, suite, variant, since, run_id))
         if fmt == "jsonl":
             return _jsonl(rows, out)
         return (_csv if fmt == "csv" else _parquet)(rows, out, what)
 
 
+def _text_out(out: Path) -> Any:
+    """The file to write, or standard output for ``-``."""
+    return contextlib.nullcontext(sys.stdout) if str(out) == "-" else out.open("w", encoding="utf-8", newline="")
+
+
 def _jsonl(rows: Iterator[dict[str, Any]], out: Path) -> int:
     n = 0
-    with out.open("w", encoding="utf-8") as f:
+    with _text_out(out) as f:
         for n, row in enumerate(rows, 1):  # noqa: B007
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return n
@@ -153,7 +205,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 
 def _csv(rows: Iterator[dict[str, Any]], out: Path, what: str) -> int:
     n = 0
-    with out.open("w", encoding="utf-8", newline="") as f:
+    with _text_out(out) as f:
         writer = csv.DictWriter(f, fieldnames=[name for name, _ in COLUMNS[what]])
         writer.writeheader()
         for n, row in enumerate(rows, 1):  # noqa: B007

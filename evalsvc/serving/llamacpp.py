@@ -27,7 +27,7 @@ class LlamaCppBackend:
         assert loc is not None
         if not Path(loc.model_path).is_file():
             raise ServingError(f"variant '{variant.name}': checkpoint {loc.model_path} does not exist; "
-                               "run `bash scripts/setup.sh` to build the local variants")
+                               "run `evalsvc models build` to build the demo variants, or fix local.model_path")
         log_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         model = {"model": str(loc.model_path), "model_alias": variant.name, "n_ctx": loc.n_ctx,
