@@ -234,3 +234,39 @@ def test_an_endpoint_base_url_that_is_not_an_http_url_is_refused_naming_the_line
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "evalsvc.yaml")
     assert "evalsvc.yaml:4" in str(err.value) and "is not an http(s) URL" in str(err.value), str(err.value)
+
+
+def test_a_default_may_hold_a_reference_of_its_own(tmp_path: Path, monkeypatch) -> None:
+    """``${A:-${B}}`` is A, else B (was: the literal text ``${B}`` when A was unset, a wrong model name in the fingerprint)."""
+    body = BASE.replace("model: m}", 'model: "${CAND_MODEL:-${BASE_MODEL}}", revision: "${REV:-${REV2:-r0}}"}')
+    monkeypatch.delenv("CAND_MODEL", raising=False)
+    monkeypatch.delenv("REV", raising=False)
+    monkeypatch.delenv("REV2", raising=False)
+    monkeypatch.setenv("BASE_MODEL", "base")
+    ep = load_config(write_config(tmp_path, body)).variants[0].endpoint
+    assert (ep.model, ep.revision) == ("base", "r0")
+    monkeypatch.setenv("CAND_MODEL", "cand")
+    monkeypatch.setenv("REV2", "r2")
+    ep = load_config(write_config(tmp_path, body)).variants[0].endpoint
+    assert (ep.model, ep.revision) == ("cand", "r2")
+    monkeypatch.delenv("CAND_MODEL")
+    monkeypatch.delenv("BASE_MODEL")
+    msg = _error(tmp_path, body)
+    assert "evalsvc.yaml:4" in msg and "${BASE_MODEL} is not set" in msg
+
+
+def test_a_doubled_dollar_writes_a_literal_reference(tmp_path: Path, monkeypatch) -> None:
+    """``$${name}`` is the text ``${name}`` (a system prompt may show a template); was: refused, or ``$`` + the value."""
+    monkeypatch.setenv("X", "value")
+    body = BASE + '    system_prompt: "Fill in $${name} and $${X}; keep {braces}; costs $5; ${X}"\n'
+    assert load_config(write_config(tmp_path, body)).variants[0].system_prompt == \
+        "Fill in ${name} and ${X}; keep {braces}; costs $5; value"
+    body = BASE.replace("model: m}", 'model: "${UNSET_M:-lit-$${x}-{y}}"}')
+    monkeypatch.delenv("UNSET_M", raising=False)
+    assert load_config(write_config(tmp_path, body)).variants[0].endpoint.model == "lit-${x}-{y}"
+
+
+@pytest.mark.parametrize("value", ["${1abc}", "${unclosed", "${A B}"])
+def test_a_dollar_brace_that_is_no_reference_names_its_line_and_the_escape(tmp_path: Path, value: str) -> None:
+    msg = _error(tmp_path, BASE + f'    system_prompt: "say {value}"\n')
+    assert "evalsvc.yaml:5" in msg and "is not a reference to an environment variable" in msg and "$${" in msg

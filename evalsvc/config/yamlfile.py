@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -199,7 +200,7 @@ def parse_yaml(text: str, path: Path, error_cls: type[UserInputError],
     return root, data
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+_ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)(.*))?", re.DOTALL)
 
 
 def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[UserInputError],
@@ -207,9 +208,11 @@ def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[Us
     """``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` in string values, from the environment (so CI can point a
     variant at a new URL, model or revision without templating the file).
 
-    As in the shell, ``:-`` takes the default when the variable is unset or empty, ``-`` only when it is unset. A bare
-    ``${VAR}`` that is unset or empty is an error naming its line: CI sets a variable it has no value for to the empty
-    string (``CANDIDATE_URL: ${{ vars.CANDIDATE_URL }}``), and an empty URL or model name would fail far from its cause.
+    As in the shell, ``:-`` takes the default when the variable is unset or empty, ``-`` only when it is unset, and a
+    default may itself hold references (``${A:-${B}}``), expanded only when it is taken. A bare ``${VAR}`` that is unset
+    or empty is an error naming its line: CI sets a variable it has no value for to the empty string
+    (``CANDIDATE_URL: ${{ vars.CANDIDATE_URL }}``), and an empty URL or model name would fail far from its cause.
+    ``$${`` is a literal ``${`` (a system prompt that shows a template); any other ``${`` that is no reference is an error.
     """
     if isinstance(data, dict):
         return {k: expand_env(v, root, path, error_cls, (*loc, k)) for k, v in data.items()}
@@ -218,21 +221,58 @@ def expand_env(data: Any, root: yaml.Node | None, path: Path, error_cls: type[Us
     if not isinstance(data, str) or "${" not in data:
         return data
 
-    def value(m: re.Match[str]) -> str:
-        name, op, default = m[1], m[2], m[3]
-        found = os.environ.get(name)
-        if op == ":-":
-            return found or default
-        if op == "-":
-            return default if found is None else found
-        if not found:
-            line = _line_of(root, loc)
-            state = "is not set" if found is None else "is set to the empty string"
-            raise error_cls(f"{path}:{line}" if line else str(path), f"{'.'.join(map(str, loc))}: ${{{name}}} {state}",
-                            f"export {name}=..., or give a default: ${{{name}:-value}} (${{{name}-}} allows an empty value)")
-        return found
+    def fail(problem: str, fix: str) -> UserInputError:
+        line = _line_of(root, loc)
+        return error_cls(f"{path}:{line}" if line else str(path), f"{'.'.join(map(str, loc))}: {problem}", fix)
 
-    return _ENV_REF.sub(value, data)
+    return _expand(data, fail)
+
+
+def _closing(text: str, start: int) -> int | None:
+    """Index of the ``}`` that closes the ``${`` whose body starts at ``start`` (braces inside it nest)."""
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _expand(text: str, fail: Callable[[str, str], UserInputError]) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$${", i):
+            out.append("${")
+            i += 3
+            continue
+        if not text.startswith("${", i):
+            out.append(text[i])
+            i += 1
+            continue
+        end = _closing(text, i + 2)
+        ref = _ENV_NAME.fullmatch(text[i + 2:end]) if end is not None else None
+        if ref is None:
+            shown = short(text[i:] if end is None else text[i:end + 1], 40)
+            raise fail(f"{shown} is not a reference to an environment variable ({'no closing }' if end is None else 'not a name'})",
+                       "write ${NAME}, ${NAME:-default} or ${NAME-default}; for a literal ${ write $${")
+        name, op, default = ref[1], ref[2], ref[3]
+        found = os.environ.get(name)
+        if (op == ":-" and not found) or (op == "-" and found is None):
+            out.append(_expand(default, fail))
+        elif op is None and not found:
+            state = "is not set" if found is None else "is set to the empty string"
+            raise fail(f"${{{name}}} {state}",
+                       f"export {name}=..., or give a default: ${{{name}:-value}} (${{{name}-}} allows an empty value; "
+                       "$${ is a literal ${)")
+        else:
+            out.append(found or "")
+        assert end is not None
+        i = end + 1
+    return "".join(out)
 
 
 def load_yaml_model(path: str | Path, model: type[M], error_cls: type[UserInputError], env: bool = False,
