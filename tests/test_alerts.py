@@ -30,6 +30,8 @@ class Receiver:
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self.throttle = 0
+        self.retry_after = "1"  # what a throttled answer asks to wait
+        self.fail = 0  # answer this many posts with HTTP 500 first
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,7 +43,12 @@ class Receiver:
                 if outer.throttle:
                     outer.throttle -= 1
                     self.send_response(429)
-                    self.send_header("Retry-After", "1")
+                    self.send_header("Retry-After", outer.retry_after)
+                    self.end_headers()
+                    return
+                if outer.fail:
+                    outer.fail -= 1
+                    self.send_response(500)
                     self.end_headers()
                     return
                 outer.posts.append(body)
@@ -176,3 +183,95 @@ def test_messages_are_sent_outside_any_store_transaction(tmp_path: Path) -> None
     other = Condition("endpoint:q2", "endpoint", "runs of q2 are failing", {"variant": "q2"})
     Alerter(engine, {"probe": Probe()}).sync([REG, other], [REG.key, other.key])
     assert held == [0, 0]
+
+
+def _worse(**changes: Any) -> Comparison:
+    c = Comparison("pass", "binary", 60, 1.0, 0.6, -0.4, -0.5, -0.3, 0.05, 0.05, 1.0, 0.0, "regression", 24, 0, None, "m")
+    return replace(c, **changes)
+
+
+def test_a_regression_decided_by_serving_health_alone_opens_one_alert_naming_it(tmp_path: Path, receiver: Receiver,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No quality row regressed, the candidate just answers fewer cases: the verdict is regression and the alert says
+    so (a regression verdict must always make a condition, whichever part decided it)."""
+    from evalsvc.alerts import regression_conditions
+
+    fine = _worse(delta=0.0, ci_low=-0.03, ci_high=0.03, verdict="pass")
+    health = _worse(metric="answered", delta=-0.05, ci_low=-0.087, ci_high=-0.028, margin=0.0)
+    report = Report("f16", "q2", [("facts", fine)], [], "regression", health=health)
+    firing, checked = regression_conditions(report)
+    assert [c.key for c in firing] == ["regression:q2:f16"] and checked == ["regression:q2:f16"]
+    assert firing[0].summary == "q2 vs f16: answered regressed"
+    assert firing[0].detail["suite"] == "serving health" and "serving health" in firing[0].detail["regressed"]
+    _alerter(tmp_path, receiver, monkeypatch).sync(firing, checked)
+    assert [p["text"] for p in receiver.posts] == ["q2 vs f16: answered regressed"]
+
+
+def test_a_regression_from_the_worst_case_bound_or_from_no_row_still_alerts() -> None:
+    from evalsvc.alerts import regression_conditions
+
+    fine = _worse(delta=0.0, ci_low=-0.03, ci_high=0.03, verdict="pass")
+    bound = Report("f16", "q2", [("facts", fine)], [], "regression", bounds=[("facts", _worse(metric="pass"))])
+    assert regression_conditions(bound)[0][0].detail["metric"] == "pass"
+    bare = Report("f16", "q2", [("facts", fine)], [], "regression")
+    firing, checked = regression_conditions(bare)
+    assert [c.summary for c in firing] == ["q2 vs f16: regressed"] and checked == ["regression:q2:f16"]
+
+
+def test_a_run_executed_elsewhere_neither_resolves_nor_opens_an_endpoint_alert(tmp_path: Path, receiver: Receiver,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second firing of the same slot finds the run key busy: its outcome (the run still running in the other
+    process) decides nothing, so the open endpoint alert is not resolved."""
+    alerter = _alerter(tmp_path, receiver, monkeypatch)
+    failed = SimpleNamespace(variant="q2", suite="facts", status="failed", error="HTTP 500", upstream_change=None)
+    alerter.sync(*run_conditions([failed]))
+    busy = SimpleNamespace(variant="q2", suite="facts", status="running", upstream_change=None,
+                           error="being executed by another evalsvc process right now; not started twice")
+    assert run_conditions([busy]) == ([], [])
+    alerter.sync(*run_conditions([busy]))
+    assert [p["blocks"][0]["text"]["text"] for p in receiver.posts] == ["🟠 Endpoint failing: runs of q2 are failing"]
+
+
+def test_a_webhook_pasted_without_its_scheme_turns_slack_off_without_logging_it(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("EVALSVC_SLACK_WEBHOOK", "hooks.slack.com/services/T0SECRET/B0SECRET/TOKENxyz123")
+    with caplog.at_level(logging.DEBUG):
+        assert build_sinks(AlertsConfig(slack=SlackConfig())) == {}
+    assert "EVALSVC_SLACK_WEBHOOK" in caplog.text and "https://" in caplog.text
+    assert "SECRET" not in caplog.text and "TOKENxyz" not in caplog.text
+
+
+def test_a_long_retry_after_is_not_slept_through_and_the_service_retries_after_it(
+        tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack asks to wait 100 s: the sync returns at once with the alert undelivered; the service's retry sends it
+    once that wait is over, and only once."""
+    import evalsvc.alerts as alerts_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(alerts_mod.time, "monotonic", lambda: clock[0])
+    alerter = _alerter(tmp_path, receiver, monkeypatch)
+    receiver.throttle, receiver.retry_after = 1, "100"
+    alerter.sync([REG], [REG.key])
+    assert receiver.posts == []
+    assert alerter.retry_undelivered() == [] and receiver.posts == []  # Retry-After not over yet
+    clock[0] += 101
+    assert len(alerter.retry_undelivered()) == 1 and len(receiver.posts) == 1
+    assert alerter.retry_undelivered() == [] and len(receiver.posts) == 1
+
+
+def test_the_service_retries_an_undelivered_alert_with_backoff(tmp_path: Path, receiver: Receiver,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import evalsvc.alerts as alerts_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(alerts_mod.time, "monotonic", lambda: clock[0])
+    alerter = _alerter(tmp_path, receiver, monkeypatch)
+    receiver.fail = 2  # Slack is down for the firing and the first retry
+    alerter.sync([REG], [REG.key])
+    assert alerter.retry_undelivered() == []  # within the first backoff: not tried
+    clock[0] += alerts_mod.RETRY_BASE_S + 1
+    assert alerter.retry_undelivered() == [] and receiver.fail == 0  # tried, failed: the backoff doubles
+    clock[0] += alerts_mod.RETRY_BASE_S + 1
+    assert alerter.retry_undelivered() == []
+    clock[0] += alerts_mod.RETRY_BASE_S
+    assert len(alerter.retry_undelivered()) == 1 and [p["text"] for p in receiver.posts] == [REG.summary]
