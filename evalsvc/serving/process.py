@@ -98,19 +98,46 @@ def _registry() -> Path:
     return cache_dir() / "servers"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields from field 3 (state) on: [2] is the process group, [19] the start time."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _group(pgid: int, started: str) -> list[int]:
+    """Processes in process group ``pgid`` that started at or after its leader did. Linux never hands out a pid that
+    is still some live process's group id, so with the leader gone these are its group's (an engine's workers)."""
+    out = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields and fields[2] == str(pgid) and int(fields[19]) >= int(started) and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
 def reap_stale() -> list[int]:
-    """Kill the process groups of servers whose evalsvc is gone (a record per server, written at launch): what a
-    parent-death signal missed (a server that ignores SIGTERM, or its engine's own child processes). Returns them."""
+    """Kill what is left of servers whose evalsvc is gone (a record per server, written at launch): what a parent-death
+    signal missed (a server that ignores SIGTERM, or its engine's child processes, which outlive their leader).
+    Returns the pids killed."""
     reaped = []
     for record in _registry().glob("*.json") if _registry().is_dir() else []:
         try:
             info = json.loads(record.read_text())
-            owner_alive = _started(info["owner"]) == info["owner_started"]
-            if not owner_alive and _started(info["pgid"]) == info["started"]:
-                os.killpg(info["pgid"], signal.SIGKILL)
-                reaped.append(info["pgid"])
-            if not owner_alive:
-                record.unlink(missing_ok=True)
+            if _started(info["owner"]) == info["owner_started"]:
+                continue  # its evalsvc lives
+            leader = _started(info["pgid"])
+            if info["started"] is not None and leader in (None, info["started"]):  # else the pid is another's now
+                for pid in _group(int(info["pgid"]), info["started"]):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        reaped.append(pid)
+                    except ProcessLookupError:
+                        pass
+            record.unlink(missing_ok=True)
         except (OSError, ValueError, KeyError, TypeError):
             record.unlink(missing_ok=True)
     return reaped
@@ -122,39 +149,56 @@ _held = threading.local()  # the device sets this thread holds: a thread may nes
 DEVICE_SCOPE_ENV = "EVALSVC_DEVICE_SCOPE"
 
 
+def _device_locks(key: str) -> list[tuple[str, bool]]:
+    """The machine-wide locks a device set takes, in the one order every holder takes them: (name, exclusive).
+
+    One lock per GPU id, so overlapping sets ("gpus-0,1" and "gpus-1,2") queue; every GPU holder shares
+    "gpus-all", which "devices-default" (no gpu_ids: every GPU) takes alone."""
+    if key.startswith("gpus-"):
+        ids = sorted({g.strip() for g in key[len("gpus-"):].split(",") if g.strip()},
+                     key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g))
+        return [("gpus-all", False), *((f"gpu-{g}", True) for g in ids)]
+    if key == "devices-default":
+        return [("gpus-all", True)]
+    return [(key, True)]
+
+
 @contextmanager
 def devices(key: str) -> Iterator[None]:
-    """Hold a device set ("gpus-2,3", or "cpu") on this machine: another process or thread that wants it waits until
-    it is free, so two servers never share a GPU set (two schedules due in the same minute queue here).
+    """Hold a device set ("gpus-2,3", "devices-default" for every GPU, or "cpu") on this machine: another process or
+    thread that wants any of its devices waits until they are free, so two servers never share a GPU (two schedules
+    due in the same minute queue here). The locks are taken in one global order (`_device_locks`), so holders of
+    overlapping sets cannot deadlock.
 
     Inside a Ray task (``EVALSVC_DEVICE_SCOPE`` names its node) Ray places the work: GPU ids are the node's own, so the
     lock is per node, and CPUs are counted by Ray, so "cpu" takes no lock."""
     import fcntl
+    from contextlib import ExitStack
 
     scope = os.environ.get(DEVICE_SCOPE_ENV)
-    if scope:
-        if key == "cpu":
-            yield
-            return
-        key = f"{scope}.{key}"
-    mine = getattr(_held, "keys", set())
-    if key in mine:
+    if scope and key == "cpu":
         yield
         return
-    path = _registry() / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"evalsvc: waiting for {key}: another model server holds it", file=sys.stderr, flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        _held.keys = mine | {key}
+    mine = getattr(_held, "keys", set())
+    wanted = [(f"{scope}.{name}" if scope else name, excl) for name, excl in _device_locks(key)]
+    todo = [(name, excl) for name, excl in wanted if name not in mine]  # a thread may nest servers on its own devices
+    with ExitStack() as stack:
+        for name, exclusive in todo:
+            path = _registry() / f"{name}.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = stack.enter_context(path.open("a"))
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fh, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"evalsvc: waiting for {key}: another model server holds {name}", file=sys.stderr, flush=True)
+                fcntl.flock(fh, mode)
+            stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
+        _held.keys = mine | {name for name, _ in todo}
         try:
             yield
         finally:
             _held.keys = mine
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
