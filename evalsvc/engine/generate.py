@@ -28,6 +28,7 @@ from evalsvc.serving import Served
 from evalsvc.serving.endpoint import EndpointClient, storable
 from evalsvc.store import repo
 from evalsvc.store.schema import CaseResult, Run, utcnow
+from evalsvc.suites.lm_eval_samples import SampleError
 
 log = logging.getLogger(__name__)
 FLUSH_S = 0.25  # answers are written together this often: a killed process loses at most the last FLUSH_S of them
@@ -101,7 +102,7 @@ class Generator:
                 samples, job.harness_metrics = harness.run_task(
                     spec, job.suite.path.parent, variant, served, job.params, concurrency=self.cfg.concurrency,
                     timeout_s=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries, log=log)
-            except EndpointError as exc:
+            except (EndpointError, SampleError) as exc:  # SampleError: a record lm-eval returned is not of its shape
                 job.fatal = str(exc)
                 return
             bar.finish(len(samples), sum(s.error is not None for s in samples))

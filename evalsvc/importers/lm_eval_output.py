@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from evalsvc.importers.imported import ImportedCase, ImportedRun, ImportFileError
 from evalsvc.suites.harness import metric_specs
-from evalsvc.suites.lm_eval_samples import samples_of
+from evalsvc.suites.lm_eval_samples import SampleError, samples_of
 
 LOGLIKELIHOOD = {"loglikelihood", "loglikelihood_rolling", "multiple_choice"}
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "do_sample", "seed", "min_p"}  # the variant's, not the task's
@@ -53,18 +54,29 @@ def _read_results(path: Path) -> list[ImportedRun]:
     stamp = path.stem.removeprefix("results_")
     runs = []
     for task, config in sorted(data["configs"].items()):
+        if not isinstance(config, dict):
+            raise ImportFileError(str(path), f"field 'configs.{task}' is not a mapping (a task's definition)", FIX)
         samples = path.parent / f"samples_{task}_{stamp}.jsonl"
         if not samples.is_file():
             raise ImportFileError(str(path), f"task '{task}' has no samples file {samples.name} beside it",
                                   "run lm-eval with --log_samples, and import the folder it wrote")
-        runs.append(_run(path, data, task, config, samples))
+        try:
+            runs.append(_run(path, data, task, config, samples))
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # a field of a shape not checked
+            raise ImportFileError(str(path), f"task '{task}': unexpected content ({type(exc).__name__}: {exc})", FIX) from None
     return runs
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+def _lines(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The samples file's records and the line number of each."""
+    out, numbers = [], []
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ImportFileError(f"{path}:{number}", f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)",
+                                      FIX) from None
             if not line.strip():
                 continue
             try:
@@ -73,7 +85,8 @@ def _lines(path: Path) -> list[dict[str, Any]]:
                 raise ImportFileError(f"{path}:{number}", f"not JSON ({exc.msg} at column {exc.colno})", FIX) from None
             _check(row, path, number)
             out.append(row)
-    return out
+            numbers.append(number)
+    return out, numbers
 
 
 def _check(row: Any, path: Path, number: int) -> None:
@@ -84,30 +97,46 @@ def _check(row: Any, path: Path, number: int) -> None:
         if not isinstance(row.get(name), kind) or isinstance(row.get(name), bool):
             raise ImportFileError(where, f"field '{name}' is missing or not {getattr(kind, '__name__', 'a JSON value')}", FIX)
     for metric in row["metrics"]:
-        value = row.get(metric)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ImportFileError(where, f"field '{metric}' (a metric the line lists) is missing or not a number", FIX)
+        value = row.get(metric) if isinstance(metric, str) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ImportFileError(where, f"field '{metric}' (a metric the line lists) is missing or not a finite number", FIX)
 
 
 def _run(path: Path, data: dict[str, Any], task: str, config: dict[str, Any], samples_path: Path) -> ImportedRun:
-    rows = _lines(samples_path)
+    rows, numbers = _lines(samples_path)
     if not rows:
         raise ImportFileError(str(samples_path), "no samples in it", FIX)
     output_type = config.get("output_type", "generate_until")
-    metrics = [m["metric"] for m in config.get("metric_list") or [] if isinstance(m, dict) and "metric" in m]
+    listed = config.get("metric_list") if isinstance(config.get("metric_list"), list) else []
+    metrics = [m["metric"] for m in listed if isinstance(m, dict) and isinstance(m.get("metric"), str)]
+    try:
+        samples = samples_of(rows, metrics, output_type in LOGLIKELIHOOD)
+    except SampleError as exc:
+        raise ImportFileError(f"{samples_path}:{numbers[exc.index]}", exc.problem, FIX) from None
     cases = [ImportedCase(s.case_id, s.doc, None if s.error else s.output, None if s.error else s.scores, error=s.error)
-             for s in samples_of(rows, metrics, output_type in LOGLIKELIHOOD)]
+             for s in samples]
     run_config = data["config"]
     version = data.get("lm_eval_version") or "unknown"
     digest = hashlib.sha256(path.read_bytes() + samples_path.read_bytes()).hexdigest()[:16]
-    stamp = data.get("date")
-    created = datetime.fromtimestamp(float(stamp), UTC) if isinstance(stamp, int | float) else datetime.now(UTC)
+    created = _created(path, data.get("date"))
     return ImportedRun(
         source=f"lm-eval {version}", file=str(samples_path), suite_name=task,
         suite_identity=_task_identity(task, config, data, rows, version), variant_identity=_model_identity(run_config, data),
         metrics=metric_specs(metrics), cases=cases, created_at=created, file_hash=digest,
-        header={"imported_from": "lm-eval", "task": task, "task_version": (data.get("versions") or {}).get(task),
+        header={"imported_from": "lm-eval", "task": task, "task_version": data["versions"].get(task),
                 "file": path.name})
+
+
+def _created(path: Path, stamp: object) -> datetime:
+    """When lm-eval ran (its ``date``, seconds since 1970), or now where the file gives none."""
+    if stamp is None:
+        return datetime.now(UTC)
+    try:
+        if isinstance(stamp, bool) or not isinstance(stamp, int | float | str):
+            raise ValueError(stamp)
+        return datetime.fromtimestamp(float(stamp), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ImportFileError(str(path), f"field 'date' ({str(stamp)[:40]}) is not a time in seconds since 1970", FIX) from None
 
 
 def _task_identity(task: str, config: dict[str, Any], data: dict[str, Any], rows: list[dict[str, Any]],
@@ -115,11 +144,11 @@ def _task_identity(task: str, config: dict[str, Any], data: dict[str, Any], rows
     """The task as defined (its config without what lm-eval merges in from the model: metadata, sampling, data paths),
     its documents and targets (lm-eval's own hashes of each), the shots and lm-eval's version (its metrics' code)."""
     kept = {k: v for k, v in config.items() if k not in ("metadata", "dataset_kwargs", "generation_kwargs")}
-    kept["generation_kwargs"] = {k: v for k, v in (config.get("generation_kwargs") or {}).items() if k not in SAMPLING_KEYS}
-    kept["metadata_version"] = (config.get("metadata") or {}).get("version")
-    docs = sorted({(r["doc_id"], r.get("doc_hash"), r.get("target_hash")) for r in rows})
-    return {"lm_eval_task": task, "config": kept, "version": (data.get("versions") or {}).get(task),
-            "n_shot": (data.get("n-shot") or {}).get(task), "lm_eval": version, "docs": docs,
+    kept["generation_kwargs"] = {k: v for k, v in _mapping(config.get("generation_kwargs")).items() if k not in SAMPLING_KEYS}
+    kept["metadata_version"] = _mapping(config.get("metadata")).get("version")
+    docs = sorted({(r["doc_id"], str(r.get("doc_hash")), str(r.get("target_hash"))) for r in rows})
+    return {"lm_eval_task": task, "config": kept, "version": data["versions"].get(task),
+            "n_shot": _mapping(data.get("n-shot")).get(task), "lm_eval": version, "docs": docs,
             "fewshot_as_multiturn": data.get("fewshot_as_multiturn"), "limit": data["config"].get("limit")}
 
 
@@ -129,7 +158,12 @@ def _model_identity(run_config: dict[str, Any], data: dict[str, Any]) -> dict[st
     args = run_config.get("model_args")
     if isinstance(args, str):  # older lm-eval writes "k=v,k=v"
         args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
-    args = {k: v for k, v in (args or {}).items() if k not in NOT_IDENTITY}
+    args = {k: v for k, v in _mapping(args).items() if k not in NOT_IDENTITY}
     return {"lm_eval_model": run_config.get("model"), "model_args": args, "gen_kwargs": run_config.get("gen_kwargs"),
             "system_instruction_sha": data.get("system_instruction_sha"), "chat_template_sha": data.get("chat_template_sha")}
 
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """An optional mapping field, read as empty where the file holds something else (lm-eval versions differ here)."""
+    return value if isinstance(value, dict) else {}

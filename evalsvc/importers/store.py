@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from evalsvc.importers.imported import ImportedRun, variant_fingerprint
+from evalsvc.importers.imported import ImportedRun, ImportFileError, variant_fingerprint
 from evalsvc.stats import aggregate
 from evalsvc.store import repo
 from evalsvc.store.schema import CaseResult, Run, utcnow
@@ -26,6 +27,15 @@ class Recorded:
 
 
 def record(engine: Engine, run: ImportedRun, name: str, family: str, quantization: str | None) -> Recorded:
+    """Store ``run`` (nothing at all if any row is refused: the store's constraint names what, the error the file)."""
+    try:
+        return _record(engine, run, name, family, quantization)
+    except IntegrityError as exc:
+        raise ImportFileError(run.file, f"cannot be stored as read: {str(exc.orig)[:300]}",
+                              "check the file for repeated documents or empty values; nothing was written") from None
+
+
+def _record(engine: Engine, run: ImportedRun, name: str, family: str, quantization: str | None) -> Recorded:
     fp = variant_fingerprint(name, family, quantization, run.variant_identity)
     slot, version = f"import:{run.file_hash}", run.suite_version
     with Session(engine) as s, s.begin():
