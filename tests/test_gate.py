@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,80 @@ def test_speed_is_compared_paired_and_decides_where_it_has_a_margin(tmp_path: Pa
     assert deciding == {"pass": "pass", "latency_p50": "regression"}
 
 
+def test_the_two_arms_are_interleaved_case_by_case_in_one_time_window(tmp_path: Path) -> None:
+    """Each case's baseline and candidate requests are sent back to back (either first), so the arms share the time
+    window: run one after the other, every baseline request would precede every candidate request."""
+    arrivals: list[tuple[str, int]] = []
+
+    def seen(arm: str) -> Any:
+        return lambda number, body: arrivals.append((arm, _number(body)))  # type: ignore[func-returns-value]
+
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        base.behaviour, cand.behaviour = seen("base"), seen("cand")
+        out = _gate(_project(tmp_path, base, cand, extra="concurrency: 1"))
+    assert out.exit_code == 0, out.output
+    position = {arrival: i for i, arrival in enumerate(arrivals)}
+    assert len(position) == 2 * N
+    assert max(abs(position[("base", k)] - position[("cand", k)]) for k in range(N)) <= 3  # 2 workers at concurrency 1
+    firsts = [min(("base", "cand"), key=lambda arm: position[(arm, k)]) for k in range(N)]
+    assert 10 <= firsts.count("base") <= N - 10  # a seeded coin picks which arm of a case goes first
+
+
+def test_machine_load_that_changes_during_an_a_a_gate_falls_on_both_arms(tmp_path: Path) -> None:
+    """The serving machine gets busy half-way through the gate (5 ms per request, then 40 ms). Run one after the
+    other, the first arm met the idle machine and the second the busy one: an A/A gate showed a latency regression
+    of 35 ms that its interval, which resamples cases, could not see. Interleaved, both arms meet the load alike."""
+    def load(number: int, body: dict[str, Any]) -> None:
+        time.sleep(0.005 if number <= N else 0.04)
+
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        cand.behaviour = load
+        project = _project(tmp_path, base, cand, extra="concurrency: 2")
+        out = _gate(project, "--baseline", "cand", "--allow-inconclusive", "--json", str(tmp_path / "aa.json"))
+    assert out.exit_code == 0, out.output
+    rows = {(r["role"], r["scope"], r["metric"]): r for r in json.loads((tmp_path / "aa.json").read_text())["comparisons"]}
+    p50 = rows[("speed", "echo", "latency_p50")]
+    assert p50["verdict"] != "regression" and abs(p50["delta"]) < 0.01, p50
+
+
+def test_a_deciding_speed_metric_times_both_arms_of_local_variants_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local variants read the response cache by default, also in the gate. Where gate.margins makes a speed metric
+    decide, no stored answer may stand in for a request (it has no latency of this gate): both arms are requested."""
+    from tests.conftest import ROOT
+
+    log = tmp_path / "served.jsonl"
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("STAND_IN_LOG", str(log))
+    for name in ("base", "cand"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(f'{{"architectures": ["LlamaForCausalLM"], "name": "{name}"}}')
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(20))
+    write_suite(tmp_path / "suites", "echo", cases)
+    local = "local: {{engine: vllm, model_path: {0}, entrypoint: tests.stand_in_server, gpu_ids: [{1}]}}"
+    write_config(tmp_path, f"""\
+        store: sqlite:///store.db
+        baselines: {{f: base}}
+        variants:
+          - {{name: base, family: f, {local.format("base", 0)}}}
+          - {{name: cand, family: f, {local.format("cand", 1)}}}
+        """)
+
+    def requests() -> int:
+        return sum(json.loads(line)["event"] == "request" for line in log.read_text().splitlines())
+
+    assert _gate(tmp_path, "--allow-inconclusive").exit_code == 0 and requests() == 40
+    assert _gate(tmp_path, "--allow-inconclusive").exit_code == 0 and requests() == 40  # answered from the cache
+    cfg = tmp_path / "evalsvc.yaml"
+    cfg.write_text(cfg.read_text().replace("baselines:", "gate: {margins: {default: {absolute: 0.05}, "
+                                                         "latency_p50: {absolute: 1.0}}}\nbaselines:", 1))
+    timed = _gate(tmp_path, "--allow-inconclusive", "--json", str(tmp_path / "timed.json"))
+    assert requests() == 80, timed.output
+    rows = json.loads((tmp_path / "timed.json").read_text())["comparisons"]
+    assert any(r["scope"] == "echo" and r["metric"] == "latency_p50" and r["verdict"] == "pass" for r in rows), rows
+    assert timed.exit_code == 0, timed.output
+
+
 def test_an_a_a_gate_at_temperature_above_0_draws_two_independent_runs(tmp_path: Path) -> None:
     """Same fingerprint: both runs are requested (cache off) and the second with other seeds, or a seeded sampler
     would replay the first run and the noise floor would read as zero."""
@@ -341,7 +416,8 @@ def test_an_a_a_gate_at_temperature_above_0_draws_two_independent_runs(tmp_path:
             seeds.setdefault(r["messages"][-1]["content"], []).append(r["seed"])
     assert out.exit_code == 0, out.output
     assert "an A/A comparison of two fresh runs" in out.output
-    assert len(seeds) == 10 and all(len(s) == 2 and s[1] - s[0] == 1_000_003 for s in seeds.values())  # per arm
+    # per arm (the arms of a case go in a random order)
+    assert len(seeds) == 10 and all(len(s) == 2 and abs(s[1] - s[0]) == 1_000_003 for s in seeds.values())
     assert len({s[0] for s in seeds.values()}) == 10  # and per case: no two cases share their random draws
 
 

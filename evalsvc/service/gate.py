@@ -1,14 +1,16 @@
 """The pre-deploy gate: measure baseline and candidate now, compare exactly those runs, store the verdict, write outputs.
 
 Fresh by default: both variants run under one new shared slot, so the verdict is about what the
-endpoints answer today (an endpoint's fingerprint cannot see a checkpoint swapped behind its URL).
-Stored answers stand in for requests only where the fingerprint pins the checkpoint bytes (local
-files). ``reuse`` compares the latest stored runs instead (``max_age`` bounds how old they may be);
-``baseline_runs`` pins a release reference run per suite.
+endpoints answer today (an endpoint's fingerprint cannot see a checkpoint swapped behind its URL), with
+their requests interleaved case by case so that both arms meet the same machine load. Stored answers
+stand in for requests only where the fingerprint pins the checkpoint bytes (local files) and no speed
+metric decides (a stored answer has no latency of this gate). ``reuse`` compares the latest stored runs
+instead (``max_age`` bounds how old they may be); ``baseline_runs`` pins a release reference run per suite.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,9 +20,10 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc.config import Config
+from evalsvc.config import Config, VariantConfig
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError, EvalsvcError
+from evalsvc.stats import speed
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_pairs, runs_by_id
 from evalsvc.store.schema import Variant
@@ -34,6 +37,8 @@ STORED_NOTE = ("stored results compared (a variant evalsvc does not run, importe
                "latest runs of both on each suite, nothing measured now")
 A_A_NOTE = ("baseline and candidate have the same fingerprint: an A/A comparison of two fresh runs (response cache off, "
             "the second with other seeds): the noise floor")
+ONE_AT_A_TIME_NOTE = ("baseline and candidate are vLLM servers on the same GPUs, so they were served one after the other, "
+                      "not interleaved: their speed intervals do not cover load that differed between the two runs")
 
 
 @dataclass
@@ -133,12 +138,13 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
             report = _compare_ids(engine, cfg, baseline, candidate, {
                 name: (pinned[name].id, cand.id) for name, (_, cand) in report.runs.items()}, report.notes)
     else:
-        runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs, made)
+        notes: list[str] = []
+        runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs, made, notes)
         if failed:
             return GateResult(2, failed=failed)
         ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
         aa = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
-        report = _compare_ids(engine, cfg, baseline, candidate, ids, [A_A_NOTE] if aa else [])
+        report = _compare_ids(engine, cfg, baseline, candidate, ids, [A_A_NOTE] * aa + notes)
     report.provenance = _provenance(engine, report, max_age)
     record(engine, report)
     fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive
@@ -159,23 +165,43 @@ def _run_missing(cfg: Config, engine: Engine, suites: list[Suite], names: list[s
 
 
 def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str, pinned: set[str],
-                 progress: bool | None, logs: Path | None, made: list[Outcome]
+                 progress: bool | None, logs: Path | None, made: list[Outcome], notes: list[str]
                  ) -> tuple[dict[str, tuple[Any, Outcome]], list[Outcome]]:
-    """Run both variants now under one new slot; an A/A gate runs the variant twice, with the response cache off and
-    distinct seeds (at temperature 0 the seed changes nothing; above it, the two runs are independent draws)."""
+    """Run both variants now under one new slot, their requests interleaved case by case in one time window
+    (``Runner.run_pair``), so that the serving machine's load falls on both arms alike and cancels in each case's
+    speed difference. Where a speed metric decides (``gate.margins``), or for an A/A gate, no stored answer stands
+    in for a request: both arms are timed in full. An A/A gate's second arm draws other seeds (at temperature 0 the
+    seed changes nothing; above it, the two runs are independent draws)."""
     slot = f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}"
     same = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
-    runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if same else "pinned")
+    timed = same or any(m in cfg.gate.margins for m in speed.METRICS)
+    first = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if timed else "pinned")
+    second = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if timed else "pinned",
+                    seed_offset=A_A_SEED_OFFSET if same else 0)
     base_suites = [s for s in suites if s.name not in pinned]
-    base = runner.run_variant(base_suites, cfg.variant(baseline), slot=f"{slot}:a" if same else slot) if base_suites else []
-    made += base
-    if same:  # A/A: the second run samples afresh (seed + A_A_SEED_OFFSET), or at temperature > 0 it would replay the first
-        runner = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off", seed_offset=A_A_SEED_OFFSET)
-    cand = runner.run_variant(suites, cfg.variant(candidate), slot=f"{slot}:b" if same else slot)
-    made += cand
+    slots = (f"{slot}:a", f"{slot}:b") if same else (slot, slot)
+    vb, vc = cfg.variant(baseline), cfg.variant(candidate)
+    if not same and _one_gpu_server_at_a_time(vb, vc):
+        notes.append(ONE_AT_A_TIME_NOTE)
+        base = first.run_variant(base_suites, vb, slot=slots[0]) if base_suites else []
+        made += base
+        cand = second.run_variant(suites, vc, slot=slots[1])
+        made += cand
+    else:
+        coin = int.from_bytes(hashlib.sha256(slot.encode()).digest()[:4], "big")  # which arm of a case goes first
+        base, cand = first.run_pair(second, (base_suites, vb, slots[0]), (suites, vc, slots[1]), coin)
+        made += [*base, *cand]
     failed = [o for o in [*base, *cand] if o.status != "succeeded"]
     by_suite = {o.suite: o for o in base}
     return {o.suite: (by_suite.get(o.suite), o) for o in cand}, failed
+
+
+def _one_gpu_server_at_a_time(a: VariantConfig, b: VariantConfig) -> bool:
+    """Two vLLM servers on the same GPUs cannot both start (each takes most of a GPU's memory): serve one at a time."""
+    if a.local is None or b.local is None or a.local.engine != "vllm" or b.local.engine != "vllm":
+        return False
+    ga, gb = a.local.gpu_ids, b.local.gpu_ids
+    return ga is None or gb is None or bool(set(ga) & set(gb))
 
 
 def _pinned(engine: Engine, suites: list[Suite], run_ids: tuple[int, ...]) -> dict[str, Any]:
