@@ -203,13 +203,22 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula (OWASP: CSV injection)
+
+
+def _inert(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (a model's output ``=HYPERLINK(...)``) behind a ``'``, which shows it
+    as text; numbers stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def _csv(rows: Iterator[dict[str, Any]], out: Path, what: str) -> int:
     n = 0
     with _text_out(out) as f:
         writer = csv.DictWriter(f, fieldnames=[name for name, _ in COLUMNS[what]])
         writer.writeheader()
         for n, row in enumerate(rows, 1):  # noqa: B007
-            writer.writerow(_flat(row))
+            writer.writerow({k: _inert(v) for k, v in _flat(row).items()})
     return n
 
 
