@@ -113,7 +113,7 @@ def test_a_cluster_address_nothing_listens_on_is_refused_at_once_naming_it() -> 
     assert time.monotonic() - began < 10  # ray.init itself would retry for minutes
 
 
-def test_a_firings_submission_id_is_its_schedule_slot_and_attempt() -> None:
-    assert submission_id("nightly", "2026-12-02T03:00Z", 2) == "evalsvc-nightly-2026-12-02T0300Z-2"
+def test_a_firings_submission_id_is_its_stores_tag_schedule_slot_and_attempt() -> None:
+    assert submission_id("0a1b2c3d", "nightly", "2026-12-02T03:00Z", 2) == "evalsvc-0a1b2c3d-nightly-2026-12-02T0300Z-2"
     assert entrypoint("/etc/evalsvc/evalsvc.yaml", "nightly", "2026-12-02T03:00Z", "x") == (
         "evalsvc fire nightly --slot 2026-12-02T03:00Z --config /etc/evalsvc/evalsvc.yaml --submission-id x")

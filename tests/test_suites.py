@@ -171,3 +171,32 @@ def test_upgrading_lm_eval_is_a_new_version_of_a_harness_suite_bundled_or_from_i
     before = content_identity(spec, root)
     monkeypatch.setattr(md, "version", version)
     assert content_identity(spec, root) != before
+
+
+@pytest.mark.parametrize("where", ["../private/secrets.jsonl", "{abs}", "data/../../private/secrets.jsonl"])
+def test_a_cases_file_outside_the_suite_folder_is_refused_unread(tmp_path: Path, where: str) -> None:
+    """A suite's lines are sent to endpoints and stored in suite_cases: a header may not point them at another folder
+    (was: ``cases: ../private/secrets.jsonl`` or an absolute path was read, sent and stored)."""
+    secret = tmp_path / "private" / "secrets.jsonl"
+    secret.parent.mkdir()
+    secret.write_text('{"id": "k", "input": "sk-SECRET", "checks": [{"type": "exact", "value": "x"}]}\n')
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    (suites / "s.yaml").write_text(f"name: s\ncases: {where.format(abs=secret)}\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(suites / "s.yaml")
+    assert "s.yaml" in str(err.value) and "lies outside the suite's folder" in str(err.value) and "fix:" in str(err.value)
+
+
+def test_a_cases_file_below_the_suite_folder_or_linked_from_it_is_read(tmp_path: Path) -> None:
+    data = tmp_path / "shared-data"
+    data.mkdir()
+    (data / "s.jsonl").write_text(GOOD + "\n")
+    suites = tmp_path / "suites"
+    (suites / "cases").mkdir(parents=True)
+    (suites / "cases" / "s.jsonl").write_text(GOOD + "\n")
+    (suites / "s.yaml").write_text("name: s\ncases: cases/s.jsonl\n")
+    (suites / "data").symlink_to(data)  # the suite folder's owner links the data in: followed
+    (suites / "t.yaml").write_text("name: t\ncases: data/s.jsonl\n")
+    below, linked = load_suite(suites / "s.yaml"), load_suite(suites / "t.yaml")
+    assert [c.id for c in below.cases] == [c.id for c in linked.cases] == ["a"]

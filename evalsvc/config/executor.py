@@ -29,11 +29,17 @@ class RayExecutor(Strict):
     jobs_url: str = Field("http://127.0.0.1:8265", description="Ray's dashboard address, where `evalsvc serve` submits "
                           "each firing as a Ray Job (Jobs REST API); RAY_AUTH_TOKEN, when set, is sent as a bearer token")
     task_retries: int = Field(2, ge=0, le=20, description="Ray reruns a variant's task this many times when its worker or "
-                              "node dies; the rerun resumes the run keys, sending only the cases not yet stored")
+                              "node dies, and `evalsvc serve` submits a firing's job again this many times when it is "
+                              "lost, stopped or fails before its driver closed the firing; each rerun resumes the run "
+                              "keys, sending only the cases not yet stored")
+    jobs_retry_s: float = Field(300.0, ge=0, description="how long a Jobs API call is tried again (with backoff) while the "
+                                "Ray head does not answer or answers 5xx (its pod restarting)")
     lock_wait_s: float = Field(300.0, ge=0, description="a task whose run key another process is executing waits this "
                                "long for it, then stands back (the run is reported busy, not started twice)")
-    schedule_timeout_s: float = Field(1800.0, gt=0, description="a variant's task that no node has started within this "
-                                      "long is cancelled and its runs fail (the cluster is busy or lost a node type)")
+    schedule_timeout_s: float = Field(1800.0, gt=0, description="a variant's task not started this long after a node had "
+                                      "room for it (or, when no live node can hold it at all, after the firing began) is "
+                                      "cancelled and its runs are reported as a capacity problem; waiting while the "
+                                      "cluster's room is taken by other tasks does not count")
     run_timeout_s: float = Field(86400.0, gt=0, description="a variant's task still running after this long is "
                                  "cancelled and its unfinished runs fail (resumable: the next firing of the slot resumes)")
     endpoint_cpus: float = Field(0.25, gt=0, description="CPU share of a task that only sends requests to an endpoint")

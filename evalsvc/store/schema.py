@@ -180,6 +180,16 @@ class Firing(Base):
     error: Mapped[str | None] = mapped_column(Text)
     submission_id: Mapped[str | None] = mapped_column(String(300))  # the Ray Job carrying it (executor type ray)
     attempt: Mapped[int] = mapped_column(default=1, server_default="1")  # its submission's attempt number
+    # every Ray Job attempt: [{"submission_id", "submitted_at", "ended": status, "why"}] (executor type ray)
+    attempts: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class StoreIdentity(Base):
+    """One row: a random id written when the store was created, so what the store leaves outside itself (the Ray
+    Jobs of its firings) can be told apart from another store's."""
+
+    __tablename__ = "store_identity"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class CachedResponse(Base):

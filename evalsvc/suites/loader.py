@@ -8,7 +8,7 @@ Header (``suites/<name>.yaml``)::
 
     name: facts
     description: Short factual questions.
-    cases: facts.jsonl            # relative to the header
+    cases: facts.jsonl            # relative to the header, inside its folder
     prompt_template: "{input}"    # {input} and {context} are replaced
     checks: []                    # applied to every case, before the case's own
     generation: {max_tokens: 48}  # overrides the variant's sampling settings
@@ -235,6 +235,11 @@ def load_suite(header_path: str | Path) -> Suite:
     assert header.cases is not None
     default_checks = _build_checks(header.checks, f"{header_path}: checks", header_path.parent)
     cases_path = (header_path.parent / header.cases).resolve()
+    if Path(header.cases).is_absolute() or os.path.normpath(header.cases).split(os.sep)[0] == "..":
+        # its lines are sent to endpoints and stored: a suite reads its own folder (a link placed there is followed)
+        raise SuiteError(f"{header_path}", f"cases file {header.cases!r} lies outside the suite's folder",
+                         "keep the JSONL file in the header's folder (or below it) and give its path relative to the "
+                         "header; copy the data there, or link it from there")
     if not cases_path.is_file():
         raise SuiteError(f"{header_path}", f"cases file {header.cases!r} not found (looked at {cases_path})",
                          "set 'cases' to a JSONL file path relative to the header")
