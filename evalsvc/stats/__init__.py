@@ -9,6 +9,9 @@
 - ``speed``: latency and throughput summaries of a run.
 - ``drift`` and ``drift_residuals``: a series' own shifts (self-starting CUSUM, fixed-case design effects).
 - ``ratings``: arena battles (Bradley-Terry with a cluster bootstrap, win rates).
+- ``group_sequential``: boundaries for looks at information fractions (Lan-DeMets spending, Armitage-McPherson-Rowe).
+- ``sequential``: a paired comparison decided at group-sequential looks, with repeated confidence intervals.
+- ``betting``: anytime-valid betting e-processes and confidence sequences on paired differences (Waudby-Smith, Ramdas).
 
 The decisions built on these (which comparisons decide a gate, how suites combine) live in ``evalsvc.verdicts``.
 This module imports nothing, so importing one method never loads the others.

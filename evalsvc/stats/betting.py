@@ -10,8 +10,8 @@ mu0 = (1 - m / w) / 2. Two capital processes bet against the two null hypotheses
 
 With the bet l_i chosen from Y_1 .. Y_{i-1} only, each is a nonnegative supermartingale under its null, so by
 Ville's inequality P(K_t >= 1 / alpha for some t) <= alpha: the claim holds at level alpha whatever the number
-of looks and whatever rule decides to stop or go on. The bet is the predictable plug-in of [wsr2024, eq. (26)]
-(their PrPl, as in the hedged capital process of their Theorem 3),
+of looks and whatever rule decides to stop or go on. The bet is the predictable plug-in of [wsr2024] (their
+PrPl bet, as in the hedged capital process of their Theorem 3),
 
     l_t = sqrt(2 log(1 / alpha) / (s2_{t-1} t log(1 + t))),  truncated at c / mu0 (c / (1 - mu0)), c = 1/2,
 
@@ -54,7 +54,7 @@ TRUNCATION = 0.5  # c: the largest share of capital a bet may risk [wsr2024 reco
 
 
 def plug_in_bets(y: Floats, alpha: float) -> Floats:
-    """The predictable plug-in bets l_1 .. l_n of [wsr2024, eq. (26)], before truncation (l_t uses Y_1 .. Y_{t-1})."""
+    """The predictable plug-in (PrPl) bets l_1 .. l_n of [wsr2024], before truncation (l_t uses Y_1 .. Y_{t-1})."""
     t = np.arange(1, len(y) + 1, dtype=np.float64)
     mean = (0.5 + np.cumsum(y)) / (t + 1)
     var = (0.25 + np.cumsum((y - mean) ** 2)) / (t + 1)

@@ -25,8 +25,10 @@ A look past n_max, or one marked final, spends all that is left of alpha (t = 1)
 [jt1989] Jennison C, Turnbull BW. Interim analyses: the repeated confidence interval approach. J R Stat Soc B
 1989;51:305-361.
 [jennison-turnbull2000] Jennison C, Turnbull BW. Group Sequential Methods with Applications to Clinical Trials.
-Chapman & Hall/CRC, 2000 (ch. 9: repeated confidence intervals; sec. 3.8: unknown variance, the significance
-level approach).
+Chapman & Hall/CRC, 2000 (sec. 3.1: the canonical joint distribution; ch. 3: t statistics, the significance
+level approach; ch. 9: repeated confidence intervals).
+[jt1991] Jennison C, Turnbull BW. Exact calculations for sequential t, chi-square and F tests. Biometrika
+1991;78:133-141.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ def sequential_continuous(metric: str, base: npt.ArrayLike, cand: npt.ArrayLike,
     """Continuous pairs decided at looks like ``sequential_binary``, by the paired t statistic at delta0 = -m.
 
     The z boundary b_k is turned into a t quantile with the same nominal level, t_{n_k - 1}(Phi(b_k)), the
-    significance level approach for an estimated variance [jennison-turnbull2000, sec. 3.8]; the interval is
+    significance level approach for an estimated variance [jennison-turnbull2000, ch. 3; jt1991]; the interval is
     mean +- that quantile x SE, so it crosses -m exactly when the t statistic crosses the boundary. ``statistic``
     reports the t statistic mapped to the z with the same tail. A look whose differences are all equal has no
     estimate of spread and makes no claim.
