@@ -1,25 +1,30 @@
-"""The dashboard ships in the wheel: `pip install "evalsvc[dashboard]"` alone is enough for `evalsvc dashboard`.
+"""What a pip user gets: the wheel alone takes `evalsvc init --quickstart` to a passing gate, and
+`pip install "evalsvc[dashboard]"` is enough for `evalsvc dashboard`.
 
-The wheel is built from the checkout and installed, with only its declared dependencies, into a fresh virtual
-environment without system site packages. The installed `evalsvc dashboard` then runs outside the checkout, with no
-PYTHONPATH, so nothing can come from the source tree, and headless Chromium (Debian's, driven by Playwright as in
-test_dashboard_browser.py) must see the seeded regression on the Overview.
+The wheel is built once from the checkout and installed, with only its declared dependencies, into a fresh virtual
+environment without system site packages. The installed `evalsvc` then runs outside the checkout, with no
+PYTHONPATH, so nothing can come from the source tree: the quickstart gates two fake endpoints, and headless Chromium
+(Debian's, driven by Playwright as in test_dashboard_browser.py) must see the seeded regression on the Overview.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests import test_dashboard_browser
 from tests.conftest import ROOT
 from tests.dashboard_store import seeded_project
+from tests.fake_endpoint import FakeEndpoint
 from tests.test_dashboard_browser import _free_port, wait_healthy
 
 browser = test_dashboard_browser.browser  # the same fixture: Debian's chromium with its FLAGS, skipped if missing
@@ -36,7 +41,10 @@ def _run(argv: list[str | Path], cwd: Path, timeout: float = 900) -> str:
     return done.stdout
 
 
-def test_the_installed_wheel_serves_the_overview(tmp_path: Path, browser) -> None:
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built once from the checkout, installed with its dashboard extra into a bare venv: the venv."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     # 1. The wheel carries the dashboard, and only modules the checkout still has (no leftovers from an old build/).
     dist, build = tmp_path / "dist", ROOT / "build"
     ours = not build.exists()
@@ -61,7 +69,37 @@ def test_the_installed_wheel_serves_the_overview(tmp_path: Path, browser) -> Non
     _run([python, "-m", "pip", "install", f"{wheels[0]}[dashboard]"], cwd=tmp_path)
     where = Path(_run([python, "-c", "import evalsvc; print(evalsvc.__file__)"], cwd=tmp_path).strip()).resolve()
     assert where.is_relative_to(venv.resolve()), f"evalsvc was imported from {where}, not from the venv"
+    return venv
 
+
+def _sum_reply(body: dict[str, Any]) -> str:
+    """The quickstart's sample suite asks "What is A + B?": the right sum."""
+    a, b = re.findall(r"\d+", body["messages"][-1]["content"])
+    return str(int(a) + int(b))
+
+
+def test_the_quickstart_reaches_a_passing_gate_with_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
+    evalsvc = installed / "bin" / "evalsvc"
+    project = tmp_path / "project"
+    project.mkdir()
+    out = _run([evalsvc, "init", "--quickstart"], cwd=project)
+    assert "evalsvc gate --candidate candidate" in out and "scripts/" not in out
+    with FakeEndpoint(reply=_sum_reply) as base, FakeEndpoint(reply=_sum_reply) as cand:
+        env = ENV | {"BASELINE_URL": base.base_url, "BASELINE_MODEL": "prod", "CANDIDATE_URL": cand.base_url,
+                     "CANDIDATE_MODEL": "prod-fp8"}
+        env.pop("EVALSVC_STORE", None)
+        for argv in (["variants"], ["suites", "validate"], ["gate", "--candidate", "candidate", "--json", "gate.json",
+                                                            "--markdown", "gate.md", "--no-progress"]):
+            done = subprocess.run([str(evalsvc), *argv], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"evalsvc {' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        assert len(base.requests) == len(cand.requests) == 60  # the gate measured both, every sample case
+    report = json.loads((project / "gate.json").read_text())
+    assert report["exit_code"] == 0 and report["verdict"] == "pass", report
+    assert (project / "evalsvc.db").exists() and "pass" in (project / "gate.md").read_text()
+
+
+def test_the_installed_wheel_serves_the_overview(installed: Path, tmp_path: Path, browser) -> None:
+    venv = installed
     # 3. The installed command serves a seeded store.
     project = tmp_path / "project"
     project.mkdir()

@@ -118,7 +118,8 @@ QUICKSTART = """\
 #   BASELINE_URL, BASELINE_MODEL     the endpoint that serves users today (its OpenAI API root, e.g.
 #                                    http://gpu-box:8000/v1) and the model name it expects
 #   CANDIDATE_URL, CANDIDATE_MODEL   the variant to judge: another quantization, server or model
-#   BASELINE_API_KEY, CANDIDATE_API_KEY   their API keys, when they need one (never write a key here)
+#   BASELINE_API_KEY, CANDIDATE_API_KEY   their API keys, when they need one: uncomment api_key_env below
+#                                    (an api_key_env whose variable is unset is an error; never write a key here)
 # `evalsvc init` (without --quickstart) writes the production starter: PostgreSQL, schedules, alerts.
 
 store: sqlite:///evalsvc.db   # a file beside this one; EVALSVC_STORE overrides it
@@ -131,10 +132,16 @@ baselines: {my-model: baseline}
 variants:
   - name: baseline
     family: my-model
-    endpoint: {base_url: "${BASELINE_URL}", model: "${BASELINE_MODEL}", api_key_env: BASELINE_API_KEY}
+    endpoint:
+      base_url: ${BASELINE_URL}
+      model: ${BASELINE_MODEL}
+      # api_key_env: BASELINE_API_KEY
   - name: candidate
     family: my-model
-    endpoint: {base_url: "${CANDIDATE_URL}", model: "${CANDIDATE_MODEL}", api_key_env: CANDIDATE_API_KEY}
+    endpoint:
+      base_url: ${CANDIDATE_URL}
+      model: ${CANDIDATE_MODEL}
+      # api_key_env: CANDIDATE_API_KEY
 
 gate:
   margins:
