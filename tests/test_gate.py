@@ -332,8 +332,8 @@ def test_speed_is_compared_paired_and_decides_where_it_has_a_margin(tmp_path: Pa
 
 
 def test_the_two_arms_are_interleaved_case_by_case_in_one_time_window(tmp_path: Path) -> None:
-    """Each case's baseline and candidate requests are sent back to back (either first), so the arms share the time
-    window: run one after the other, every baseline request would precede every candidate request."""
+    """Each case's baseline and candidate requests are sent together, so the arms share the time window: run one
+    after the other, every baseline request would precede every candidate request."""
     arrivals: list[tuple[str, int]] = []
 
     def seen(arm: str) -> Any:
@@ -345,9 +345,9 @@ def test_the_two_arms_are_interleaved_case_by_case_in_one_time_window(tmp_path: 
     assert out.exit_code == 0, out.output
     position = {arrival: i for i, arrival in enumerate(arrivals)}
     assert len(position) == 2 * N
-    assert max(abs(position[("base", k)] - position[("cand", k)]) for k in range(N)) <= 3  # 2 workers at concurrency 1
+    assert max(abs(position[("base", k)] - position[("cand", k)]) for k in range(N)) == 1  # one worker at concurrency 1
     firsts = [min(("base", "cand"), key=lambda arm: position[(arm, k)]) for k in range(N)]
-    assert 10 <= firsts.count("base") <= N - 10  # a seeded coin picks which arm of a case goes first
+    assert 10 <= firsts.count("base") <= N - 10  # neither arm is always first
 
 
 def test_machine_load_that_changes_during_an_a_a_gate_falls_on_both_arms(tmp_path: Path) -> None:

@@ -1,18 +1,21 @@
-"""Two runs of one suite measured together: each case's two requests sent back to back, in a random order.
+"""Two runs of one suite measured together: each case's two requests sent at once, case after case.
 
 Latency and throughput depend on how loaded the serving machine is at the moment of each request. Two runs
 made one after the other each meet their own load (another job, a warm or cold cache, a throttled clock):
 an effect common to every case of a run, it moves the runs' difference while the paired intervals, which
 resample cases, cannot see it, so A/A speed intervals exclude 0 far more often than their level says. The
 gate therefore interleaves its two arms: one worker sends a case's baseline request and its candidate
-request one after the other, which of them first decided by a seeded coin (so that neither arm always goes first
-into a prefix cache or a warm batch), and the workers move through the suite together. Whatever load the
-machine is under then falls on both requests of a case alike and cancels in the case's difference; what is
-left is per-case noise, which the paired bootstrap does see (bench/speed_aa.py measures the A/A rate).
+request together (started in an order a seeded coin draws), and ``concurrency`` workers move through the
+suite side by side, so each arm has ``concurrency`` requests in flight, as in a run of its own, and never
+waits for a connection of its client. Whatever load the machine is under then falls on both requests of a
+case alike and cancels in the case's difference; what is left is per-case noise, which the paired bootstrap
+does see (bench/speed_aa.py measures the A/A rate). Sending the two one after the other from twice as many
+workers was measured too: each arm then had a varying share of the requests in flight, so requests queued
+for the connections of their arm's client in bursts common to many cases of one arm, and A/A intervals of
+the median excluded 0 in 5 of 11 gates.
 
 Each arm keeps its own run, writer, breaker and progress bar, exactly as a run of its own does
-(``Generator.send_one`` sends and records one request); ``2 x concurrency`` workers keep about
-``concurrency`` requests of each arm in flight, as configured for a run of its own.
+(``Generator.send_one`` sends and records one request).
 """
 
 from __future__ import annotations
@@ -78,13 +81,11 @@ async def _send_pairs(generator: Generator, arms: tuple[Side, Side], concurrency
 
     async def worker() -> None:
         for pair in queue:  # the workers share one iterator: memory stays flat however many cases
-            sides = [0, 1] if coin.random() < 0.5 else [1, 0]
-            for side in sides:
-                item, arm = pair[side], arms[side]
-                if item is None or arm.job.breaker_open:
-                    continue
-                await generator.send_one(clients[side], arm.served, arm.variant, arm.fp, arm.job, item, writers[side],
-                                         bars[side])
+            sides = [side for side in ((0, 1) if coin.random() < 0.5 else (1, 0))
+                     if pair[side] is not None and not arms[side].job.breaker_open]
+            await asyncio.gather(*(generator.send_one(clients[side], arms[side].served, arms[side].variant, arms[side].fp,
+                                                      arms[side].job, pair[side], writers[side], bars[side])  # type: ignore[arg-type]
+                                   for side in sides))
             if all(arm.job.breaker_open for arm in arms):
                 return
 
@@ -97,7 +98,7 @@ async def _send_pairs(generator: Generator, arms: tuple[Side, Side], concurrency
     ticker = asyncio.create_task(tick())
     try:
         todo = max(arm.job.to_send for arm in arms)
-        await asyncio.gather(*(worker() for _ in range(max(1, min(2 * concurrency, todo)))))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, todo)))))
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
