@@ -19,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
-from evalsvc import alerts, verdicts
+from evalsvc import alerts
 from evalsvc.config import GateConfig
 from evalsvc.identity import content_hash
 from evalsvc.stats.aggregate import t_interval, wilson_interval
 from evalsvc.store.latest import latest_pairs
 from evalsvc.store.schema import BattleRecord, CaseResult, Firing, MetricPoint, Run, Suite, SuiteCase, Variant
+from evalsvc.verdicts.compare import compare_runs
+from evalsvc.verdicts.record import record
 
 FAMILY = "smollm2"
 BASELINE = "smollm2-f16"
@@ -203,8 +205,8 @@ def _verdicts(engine: Engine, plan: Plan) -> int:
             continue
         with Session(engine) as s:
             pairs = latest_pairs(s, BASELINE, v)
-            report = verdicts.compare_runs(s, gate, BASELINE, v, pairs)
-        verdicts.record(engine, report)
+            report = compare_runs(s, gate, BASELINE, v, pairs)
+        record(engine, report)
         firing, checked = alerts.regression_conditions(report, "http://127.0.0.1:8501")
         alerter.sync(firing, checked)
         n += len(report.pooled) + len(report.primary) + len(report.secondary)
