@@ -197,7 +197,7 @@ def test_secrets_never_reach_logs_outputs_files_or_the_store(tmp_path: Path, sto
     assert store_url.startswith("postgresql") or {"store.db", "store.db-wal"} <= {p.name for p in files}
     leaks += [leak for p in files for leak in secrets.leaks(str(p.relative_to(project)), p.read_bytes())]
     rows = list(_dump_sqlite(project / "store.db") if store_url.startswith("sqlite") else _dump_postgres(store_url))
-    assert {"runs", "case_results", "alerts", "firings", "verdicts", "apscheduler_jobs"} <= {t.split(".")[-1] for t, _ in rows}
+    assert {"runs", "case_results", "alerts", "firings", "verdicts", "schedule_states"} <= {t.split(".")[-1] for t, _ in rows}
     leaks += [leak for table, value in rows for leak in secrets.leaks(f"table {table}", _as_bytes(value))]
     assert leaks == []
 
@@ -287,3 +287,44 @@ def test_a_store_password_given_as_a_query_parameter_is_refused_in_the_file_and_
                                 env={"EVALSVC_STORE": "postgresql+psycopg://u@127.0.0.1:9/db?password=hunter2-SECRET"})
     assert result.exit_code == 2 and "cannot reach the store at postgresql+psycopg://u@127.0.0.1:9/db" in result.output
     assert "hunter2" not in result.output and "password=***" in result.output
+
+
+def _scram_matches(verifier: str, password: str) -> bool:
+    """Whether a SCRAM-SHA-256 verifier (RFC 5802/7677, as PostgreSQL stores it) was made from ``password``."""
+    import base64
+    import hashlib
+    import hmac
+
+    method, rest = verifier.split("$", 1)
+    iterations_salt, keys = rest.split("$")
+    iterations, salt = iterations_salt.split(":")
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return method == "SCRAM-SHA-256" and hashlib.sha256(client_key).digest() == stored_key and \
+        hmac.new(salted, b"Server Key", "sha256").digest() == server_key
+
+
+def test_the_readonly_role_password_reaches_the_server_only_as_a_scram_verifier(postgres: Any, tmp_path: Path) -> None:
+    """With every statement logged (log_statement = all, as audit setups log DDL), the server log holds no password:
+    evalsvc sends the verifier libpq computes (was: ALTER ROLE ... PASSWORD '<the password>' in the log)."""
+    import psycopg
+
+    password = f"pw{uuid.uuid4().hex}"
+    url = postgres.create_database(f"s_{uuid.uuid4().hex[:10]}")
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" SET log_statement = \'all\'')
+    config = write_config(tmp_path, "variants: [{name: v, family: f, endpoint: {base_url: 'http://gpu-box/v1', model: m}}]\n")
+    env = {"EVALSVC_STORE": url, "DASH_PW": password}
+    assert CliRunner().invoke(main, ["db", "upgrade", "-c", str(config)], env=env).exit_code == 0
+    done = CliRunner().invoke(main, ["db", "readonly-role", "dash_scram", "--password-env", "DASH_PW", "-c", str(config)],
+                              env=env)
+    assert done.exit_code == 0, done.output
+    log = (postgres.data / "log").read_text(errors="replace")
+    assert 'ALTER ROLE "dash_scram" PASSWORD' in log, "the statement must have been logged for this test to mean anything"
+    assert password not in log
+    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres") as conn:
+        (stored,) = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'dash_scram'").fetchone()
+    assert stored.startswith("SCRAM-SHA-256$") and _scram_matches(stored, password)
+    assert not _scram_matches(stored, password + "x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from evalsvc.errors import StoreError
 
@@ -26,8 +26,9 @@ def create_readonly_role(engine: Engine, name: str, password: str | None = None)
         exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar()
         if not exists:
             conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
-        if password is not None:
-            conn.exec_driver_sql(f"ALTER ROLE \"{name}\" PASSWORD '{password.replace(chr(39), chr(39) * 2)}'")
+        if password is not None:  # a SCRAM verifier, never the password: a server logging DDL would keep it in clear
+            verifier = _scram_verifier(conn, name, password)
+            conn.exec_driver_sql(f"ALTER ROLE \"{name}\" PASSWORD '{verifier.replace(chr(39), chr(39) * 2)}'")
         database = conn.execute(text("SELECT current_database()")).scalar()
         schema = conn.execute(text("SELECT current_schema()")).scalar()
         for statement in (f'GRANT CONNECT ON DATABASE "{database}" TO "{name}"',
@@ -36,3 +37,13 @@ def create_readonly_role(engine: Engine, name: str, password: str | None = None)
                           f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT SELECT ON TABLES TO "{name}"',
                           f'ALTER ROLE "{name}" SET default_transaction_read_only = on'):
             conn.exec_driver_sql(statement)
+
+
+def _scram_verifier(conn: Connection, name: str, password: str) -> str:
+    """The SCRAM-SHA-256 verifier of ``password`` for role ``name``, computed here by libpq (``PQencryptPasswordConn``,
+    what psql's \\password does): the server stores it as is and the password itself never travels or gets logged."""
+    pgconn = getattr(conn.connection.dbapi_connection, "pgconn", None)
+    if pgconn is None:
+        raise StoreError("setting a role's password needs the psycopg driver (a store URL postgresql+psycopg://...), "
+                         "which computes its SCRAM verifier here; or set it yourself with psql's \\password")
+    return pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256").decode()
