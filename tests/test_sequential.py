@@ -261,16 +261,21 @@ def test_without_replacement_capital_matches_a_step_by_step_implementation() -> 
 
 def test_without_replacement_sequence_closes_on_the_suites_mean() -> None:
     rng = np.random.default_rng(14)
-    base, cand = flips(rng, 200, 0.1, -0.02)
-    order = rng.permutation(200)
-    looks = betting_paired("acc", base[order], cand[order], [50, 100, 150, 200], MARGIN, population=200)
-    exact = float((cand - base).mean())
-    last = looks[-1]
-    if last.n == 200:
-        assert last.ci_low == pytest.approx(exact, abs=1e-9) and last.ci_high == pytest.approx(exact, abs=1e-9)
-        assert last.verdict == ("pass" if exact > -MARGIN else "regression")
-    for look in looks:
-        assert look.ci_low - 1e-12 <= exact <= look.ci_high + 1e-12
+    verdicts = set()
+    for delta in (-0.02, -0.08, -0.15):
+        base, cand = flips(rng, 200, 0.1, delta)
+        order = rng.permutation(200)
+        y = (cand[order] - base[order] + 1) / 2
+        exact = float(y.mean())
+        sequence = confidence_sequence(y, [50, 100, 150, 200], ALPHA, population=200)
+        assert all(lo - 1e-12 <= exact <= hi + 1e-12 for lo, hi in sequence)
+        assert sequence[-1] == pytest.approx((exact, exact), abs=1e-9)
+        assert sequence[0][1] - sequence[0][0] > 0.05
+        last = betting_paired("acc", base[order], cand[order], [200], MARGIN, population=200)[-1]
+        net = int((cand - base).sum())  # against -m N = -10
+        assert last.verdict == ("pass" if net > -10 else "regression" if net < -10 else "inconclusive")
+        verdicts.add(last.verdict)
+    assert verdicts == {"pass", "inconclusive", "regression"}
 
 
 def test_betting_false_passes_stay_within_alpha_under_a_look_at_every_case() -> None:

@@ -51,6 +51,7 @@ Floats = npt.NDArray[np.float64]
 Side = Literal["pass", "regression"]
 BettingVerdict = Literal["pass", "improvement", "regression", "continue", "inconclusive"]
 TRUNCATION = 0.5  # c: the largest share of capital a bet may risk [wsr2024 recommend 1/2 or 3/4]
+_ROUNDING = 1e-9  # how far above the centre a case must be to rule the null out for certain
 
 
 def plug_in_bets(y: Floats, alpha: float) -> Floats:
@@ -82,9 +83,10 @@ def log_capital(y: Floats, mu: float, bets: Floats, side: Side, population: int 
         bet = np.minimum(bets, truncation / centre)
         factor = np.log1p(bet * (y - centre))
     factor = np.where(centre > 1.0, 0.0, factor)  # the remaining cases cannot lift the mean above mu: H0 holds
-    impossible = (centre <= 0.0) & (y > centre)  # already above mu whatever the remaining cases are
+    above = y > centre + _ROUNDING  # a suite mean exactly at mu must not be ruled out by rounding
+    impossible = (centre <= 0.0) & above  # already above mu whatever the remaining cases are
     if population is not None and n == population:
-        impossible[-1] |= bool(y[-1] > centre[-1])  # the last case is known under H0: it is exactly the centre or less
+        impossible[-1] |= bool(above[-1])  # the last case is known under H0: it is exactly the centre or less
     factor = np.where(impossible, np.inf, np.where(centre <= 0.0, 0.0, factor))
     return np.asarray(np.cumsum(factor), dtype=np.float64)
 
