@@ -4,8 +4,9 @@ pydantic reports a location as a path of keys (``variants.2.endpoint.model``);
 users need the line in their file. We keep PyYAML's node tree beside the data
 and walk it along that path to the nearest node that exists.
 
-The files are data only and may come from anyone: tags that build Python objects
-or import code (``!!python/...``, lm-eval's ``!function``) are refused, and so are
+Suite headers and task files are data only and may come from anyone (evalsvc.yaml is trusted, since
+``local.python`` and ``local.entrypoint`` run code, but it is read the same careful way): tags that build
+Python objects or import code (``!!python/...``, lm-eval's ``!function``) are refused, and so are
 the two things aliases can do to a small file: refer to themselves, or expand
 exponentially ("billion laughs"). Nesting is bounded so that no later step
 (validation, hashing) runs out of stack.
