@@ -1,9 +1,13 @@
 """The driver of a firing on Ray: one task per variant and slot, placed by Ray, watched against two timeouts.
 
-The tasks write their runs to the store themselves; what comes back is each run's outcome summary. A task no node
-starts within ``schedule_timeout_s``, or still running after ``run_timeout_s``, is cancelled and its unfinished runs
-are failed with the reason (they stay resumable: the next firing of the slot resumes them). A task whose worker or
-node dies is rerun by Ray (``task_retries``); a task that raised (a node's suites differ) is not.
+The tasks write their runs to the store themselves; what comes back is each run's outcome summary (its run id: the
+comparisons pair exactly the runs the tasks made) and the variant fingerprint the task's node computed, which must be
+the driver's (a node on another image, with another vLLM, refuses before it runs). A task not started within
+``schedule_timeout_s`` of a node having room for it (capacity.py) is cancelled as a capacity problem; one still
+running after ``run_timeout_s`` is cancelled and its unfinished runs fail with the reason (they stay resumable: the
+next firing of the slot resumes them). A task whose worker or node dies is rerun by Ray (``task_retries``); a task
+that raised (a node's suites or fingerprint differ) is not; any other Ray error ends that variant's runs, with its
+cause, and the other variants go on.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from evalsvc.cluster import task, validate
-from evalsvc.cluster.resources import demand, task_options
+from evalsvc.cluster import capacity, task, validate
+from evalsvc.cluster.resources import task_options
 from evalsvc.config import Config, VariantConfig
 from evalsvc.config.executor import RayExecutor
+from evalsvc.config.variants import serving_identity
 from evalsvc.engine.runner import Outcome
 from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.store.locks import RunLocks
@@ -28,6 +33,7 @@ from evalsvc.suites import Suite
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
+LOOK_S = 2.0  # how often the free resources of the nodes are read while a task waits to start
 JOIN_FIX = ("start it (`ray start --head` on its head node) or point executor.address at it "
             "(auto: the cluster of this machine; host:6379; ray://host:10001)")
 
@@ -85,6 +91,7 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     validate.check_store(cfg.store_url(), nodes)
     validate.check_fit(variants, executor, nodes)
     versions = {s.name: s.version for s in suites}
+    expected = {v.name: {"fingerprint": cfg.fingerprint(v.name), "identity": serving_identity(v)} for v in variants}
     board = _board(ray)
     # max_calls 0: a worker may run another variant's task after this one (Ray's default for a GPU task is a fresh
     # worker each time, to free GPU memory the task held; here the model server is a child process that ends with it)
@@ -92,21 +99,28 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     submitted = time.time()
     store = task.shown(cfg.store_url())
     pending = {remote.options(**task_options(v, executor)).remote(cfg, v.name, versions, slot, str(log_dir),
-                                                                   executor.lock_wait_s, board, store): v for v in variants}
+                                                                   executor.lock_wait_s, board, store, expected[v.name])
+               : v for v in variants}
     done: dict[str, list[Outcome]] = {}
     starts: dict[str, list[tuple[float, str, str]]] = {}
+    waiting, looked = capacity.Waiting(executor, submitted), 0.0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         for ref in ready:
             v = pending.pop(ref)
-            done[v.name] = _collect(ray, ref, v, engine, suites, slot, executor)
+            done[v.name] = _collect(ray, ref, v, engine, suites, slot, executor, expected[v.name]["fingerprint"])
         starts = _snapshot(ray, board, starts)
+        unstarted = [v for v in pending.values() if v.name not in starts]
+        if unstarted and time.time() - looked >= LOOK_S:
+            looked = time.time()
+            waiting.update(looked, unstarted, *capacity.look(ray))
         for ref, v in list(pending.items()):
-            why = _overdue(v, starts.get(v.name), submitted, executor)
+            why = waiting.overdue(v, time.time()) if v.name not in starts else _overrun(v, starts[v.name], executor)
             if why:
                 ray.cancel(ref, force=v.name in starts, recursive=True)
                 pending.pop(ref)
-                done[v.name] = fail_runs(engine, suites, v.name, slot, why)
+                done[v.name] = fail_runs(engine, suites, v.name, slot, why,
+                                         status="cancelled" if why.startswith(capacity.CAPACITY) else "failed")
     for v in variants:
         for when, node, devices in _snapshot(ray, board, starts).get(v.name, []):
             log.info("variant %s started on node %s (devices %s) at %.1f s", v.name, node[:12], devices or "-",
@@ -135,26 +149,23 @@ def _snapshot(ray: Any, board: Any, last: dict[str, list[tuple[float, str, str]]
     return {v: sorted(set(last.get(v, [])) | set(fresh.get(v, []))) for v in set(last) | set(fresh)}
 
 
-def _overdue(variant: VariantConfig, starts: list[tuple[float, str, str]] | None, submitted: float,
-             executor: RayExecutor) -> str | None:
-    now = time.time()
-    if not starts and now - submitted > executor.schedule_timeout_s:
-        need = demand(variant, executor)
-        return (f"no node of the Ray cluster started variant {variant.name}'s task within schedule_timeout_s "
-                f"({executor.schedule_timeout_s:g} s; it needs {need['CPU']:g} CPU, {need['GPU']:g} GPU): the cluster is "
-                "busy or lost the nodes that fit; cancelled. Fire the slot again to resume")
-    if starts and now - starts[0][0] > executor.run_timeout_s:
+def _overrun(variant: VariantConfig, starts: list[tuple[float, str, str]], executor: RayExecutor) -> str | None:
+    if time.time() - starts[0][0] > executor.run_timeout_s:
         return (f"variant {variant.name}'s task ran longer than run_timeout_s ({executor.run_timeout_s:g} s); cancelled. "
                 "Fire the slot again to resume it (only the missing cases are sent)")
     return None
 
 
 def _collect(ray: Any, ref: Any, variant: VariantConfig, engine: Engine, suites: list[Suite], slot: str,
-             executor: RayExecutor) -> list[Outcome]:
+             executor: RayExecutor, fingerprint: str) -> list[Outcome]:
     from ray import exceptions as rx
 
     try:
-        return [Outcome(**o) for o in ray.get(ref)]
+        made = ray.get(ref)
+        if made["fingerprint"] == fingerprint:
+            return [Outcome(**o) for o in made["outcomes"]]
+        why = (f"variant {variant.name}'s runs were made under fingerprint {made['fingerprint'][:12]} on node "
+               f"{made['node']}, not the driver's {fingerprint[:12]}")
     except rx.RayTaskError as exc:  # the task raised: not retried (a node's suites differ, the store is gone...)
         cause = exc.cause if isinstance(getattr(exc, "cause", None), EvalsvcError) else None
         why = str(cause) if cause else f"variant {variant.name}'s task raised: {str(exc).strip().splitlines()[-1]}"
@@ -163,11 +174,15 @@ def _collect(ray: Any, ref: Any, variant: VariantConfig, engine: Engine, suites:
                "fire the slot again to resume")
     except rx.TaskCancelledError:
         why = f"variant {variant.name}'s task was cancelled; fire the slot again to resume"
+    except rx.RayError as exc:  # out of memory or disk, the raylet lost, a runtime env that failed...: this variant only
+        last = next((line for line in reversed(str(exc).strip().splitlines()) if line.strip()), "")
+        why = f"variant {variant.name}'s task ended with Ray's {type(exc).__name__}: {last[-400:]}; fire the slot again to resume"
     return fail_runs(engine, suites, variant.name, slot, why)
 
 
-def fail_runs(engine: Engine, suites: list[Suite], variant: str, slot: str, why: str, wait_s: float = 30.0) -> list[Outcome]:
-    """Mark the variant's unfinished runs of ``slot`` failed with ``why`` (resumable), once no process executes them.
+def fail_runs(engine: Engine, suites: list[Suite], variant: str, slot: str, why: str, wait_s: float = 30.0,
+              status: str = "failed") -> list[Outcome]:
+    """End the variant's unfinished runs of ``slot`` as ``status`` with ``why`` (resumable), once no process executes them.
 
     A cancelled task's worker may take a moment to die and release its run locks: each is waited for up to ``wait_s``.
     A suite whose run was never claimed (no node took the task) gets an outcome without a run (run id 0)."""
@@ -181,7 +196,7 @@ def fail_runs(engine: Engine, suites: list[Suite], variant: str, slot: str, why:
         for suite in suites:
             run_id = by_suite.get(suite.name)
             if run_id is None:
-                out.append(Outcome(0, suite.name, variant, "failed", len(suite.cases), error=why))
+                out.append(Outcome(0, suite.name, variant, status, len(suite.cases), error=why))
                 continue
             deadline = time.monotonic() + wait_s
             while not locks.acquire(run_id) and time.monotonic() < deadline:
@@ -190,7 +205,7 @@ def fail_runs(engine: Engine, suites: list[Suite], variant: str, slot: str, why:
                 run = s.get(Run, run_id)
                 assert run is not None
                 if run.status != "succeeded":
-                    run.status, run.error, run.finished_at = "failed", why, utcnow()
+                    run.status, run.error, run.finished_at = status, why, utcnow()
                 out.append(Outcome(run.id, suite.name, variant, run.status, run.n_cases, run.n_ok, run.n_errored,
                                    error=run.error))
     return out

@@ -72,7 +72,9 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
     if spec.compare:
         names = {v.name for v in variants}
         paired = [v for v in variants if cfg.baselines.get(v.family) in names]
-        for report in compare_with_baselines(engine, cfg, chosen, paired):
+        made = ({(o.variant, o.suite): o.run_id for o in outcomes if o.status == "succeeded"}
+                if cfg.executor.type == "ray" else None)  # exactly the runs made: a worker's fingerprint may differ
+        for report in compare_with_baselines(engine, cfg, chosen, paired, made):
             f, c = alerts.regression_conditions(report, dash)
             firing += f
             checked += c

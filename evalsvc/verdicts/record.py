@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from evalsvc.store.schema import VerdictRecord
-from evalsvc.verdicts.compare import NotComparable, Report, compare
+from evalsvc.store.schema import Run, VerdictRecord
+from evalsvc.verdicts.compare import NotComparable, Report, compare, compare_runs
 from evalsvc.verdicts.health import HEALTH
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,14 @@ def record(engine: Engine, report: Report) -> str:
     return report_id
 
 
-def compare_with_baselines(engine: Engine, cfg, suites: list, variants: Iterable) -> list[Report]:
+def compare_with_baselines(engine: Engine, cfg, suites: list, variants: Iterable,
+                           made: Mapping[tuple[str, str], int] | None = None) -> list[Report]:
     """Compare each variant with its family's baseline on ``suites`` and store the verdicts.
 
     Variants without a configured baseline, and the baselines themselves, are skipped; so is a
     pair the store cannot compare yet (no succeeded run of one of them): that is logged, not raised.
+    ``made`` ((variant, suite) -> run id, the succeeded runs a firing just made): exactly those runs are paired,
+    not the latest of the fingerprints this process computes (a Ray worker may have computed another).
     """
     reports = []
     for v in variants:
@@ -54,10 +57,24 @@ def compare_with_baselines(engine: Engine, cfg, suites: list, variants: Iterable
         if base is None or base == v.name:
             continue
         try:
-            report = compare(engine, cfg, suites, base, v.name)
+            report = compare(engine, cfg, suites, base, v.name) if made is None else _compare_made(
+                engine, cfg, suites, base, v.name, made)
         except NotComparable as exc:
             log.info("no comparison of %s with %s: %s", v.name, base, exc)
             continue
         record(engine, report)
         reports.append(report)
     return reports
+
+
+def _compare_made(engine: Engine, cfg, suites: list, baseline: str, candidate: str,
+                  made: Mapping[tuple[str, str], int]) -> Report:
+    missing = [f"{who} on {suite.name}" for suite in suites for who in (baseline, candidate) if (who, suite.name) not in made]
+    if missing:
+        raise NotComparable(f"no succeeded run of {', '.join(missing)} in this firing")
+    if any(made[(baseline, suite.name)] == made[(candidate, suite.name)] for suite in suites):
+        raise NotComparable(f"{baseline} and {candidate} share their runs (one fingerprint): nothing to compare")
+    with Session(engine) as s:
+        runs = {suite.name: (s.get(Run, made[(baseline, suite.name)]), s.get(Run, made[(candidate, suite.name)]))
+                for suite in suites}
+        return compare_runs(s, cfg.gate, baseline, candidate, runs)

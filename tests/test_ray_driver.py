@@ -1,0 +1,98 @@
+"""The Ray driver's decisions without a cluster: when a waiting task is out of time, and what each Ray error becomes.
+
+tests/test_ray.py checks the same on a real local Ray cluster where a cluster can show it (a variant waiting for the
+GPUs of its firing's other variant); here the cases a cluster cannot stage on demand (a node type gone, Ray's memory
+monitor, a lost raylet) are given as Ray would report them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalsvc.cluster.capacity import Waiting
+from evalsvc.config import load_config
+from tests.conftest import write_config
+
+ONE_NODE = [{"CPU": 4.0, "GPU": 4.0}]
+
+
+def _cfg(tmp_path: Path, timeout: float = 60, run_timeout: float = 86400) -> Any:
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    write_config(tmp_path, f"""\
+executor: {{type: ray, schedule_timeout_s: {timeout}, run_timeout_s: {run_timeout}}}
+variants:
+  - name: tp4
+    family: f
+    local: {{engine: vllm, model_path: m, tensor_parallel_size: 4}}
+""")
+    return load_config(tmp_path / "evalsvc.yaml")
+
+
+def test_a_task_waiting_while_other_tasks_hold_the_gpus_is_never_out_of_time(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    (v,) = cfg.variants
+    waiting = Waiting(cfg.executor, submitted=0.0)
+    for now in (10.0, 100.0, 1000.0):  # the node is busy (no free GPU) the whole time
+        waiting.update(now, [v], ONE_NODE, [{"CPU": 3.0, "GPU": 0.0}])
+    assert waiting.overdue(v, 1000.0) is None
+
+
+def test_the_clock_runs_from_when_a_node_had_room_for_the_task(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, timeout=60)
+    (v,) = cfg.variants
+    waiting = Waiting(cfg.executor, submitted=0.0)
+    waiting.update(500.0, [v], ONE_NODE, [{"CPU": 3.0, "GPU": 0.0}])
+    waiting.update(1000.0, [v], ONE_NODE, ONE_NODE)  # room from here on
+    assert waiting.overdue(v, 1059.0) is None
+    why = waiting.overdue(v, 1061.0)
+    assert why is not None and why.startswith("capacity: variant tp4's task was not started within schedule_timeout_s "
+                                              "(60 s; it needs 1 CPU, 4 GPU): a node had room for it"), why
+
+
+def test_a_task_no_live_node_can_hold_is_out_of_time_counted_from_the_firing(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, timeout=60)
+    (v,) = cfg.variants
+    waiting = Waiting(cfg.executor, submitted=0.0)
+    waiting.update(30.0, [v], [{"CPU": 8.0, "GPU": 0.0}], [{"CPU": 8.0, "GPU": 0.0}])  # the GPU nodes are gone
+    assert waiting.overdue(v, 59.0) is None
+    why = waiting.overdue(v, 61.0)
+    assert why is not None and "no live node of the Ray cluster can hold it" in why and why.startswith("capacity:"), why
+
+
+def test_a_cluster_busy_with_other_work_ends_the_wait_after_run_timeout_s_as_a_capacity_problem(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, timeout=60, run_timeout=600)
+    (v,) = cfg.variants
+    waiting = Waiting(cfg.executor, submitted=0.0)
+    waiting.update(601.0, [v], ONE_NODE, [{"CPU": 3.0, "GPU": 0.0}])
+    why = waiting.overdue(v, 601.0)
+    assert why is not None and why.startswith("capacity: variant tp4's task waited run_timeout_s (600 s"), why
+
+
+RAY_ERRORS = ["OutOfMemoryError", "OutOfDiskError", "RaySystemError", "LocalRayletDiedError", "TaskUnschedulableError",
+              "RuntimeEnvSetupError", "WorkerCrashedError", "NodeDiedError"]
+
+
+@pytest.mark.parametrize("name", RAY_ERRORS)
+def test_every_ray_error_of_a_task_ends_that_variants_runs_with_its_cause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    rx = pytest.importorskip("ray.exceptions")
+    from evalsvc.cluster import executor
+
+    exc = getattr(rx, name)(f"{name} stand-in") if name not in ("WorkerCrashedError", "LocalRayletDiedError") else \
+        getattr(rx, name)()
+
+    class Ray:
+        def get(self, ref: Any, timeout: float | None = None) -> Any:
+            raise exc
+
+    ended: list[tuple[str, str]] = []
+    monkeypatch.setattr(executor, "fail_runs", lambda engine, suites, variant, slot, why, **kw: ended.append((variant, why))
+                        or ["failed"])
+    cfg = _cfg(tmp_path)
+    out = executor._collect(Ray(), None, cfg.variants[0], None, [], "slot", cfg.executor, "fp")
+    assert out == ["failed"] and ended[0][0] == "tp4"
+    assert name in ended[0][1] or "worker died" in ended[0][1], ended
