@@ -8,7 +8,6 @@ quoted when start-up fails.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from evalsvc.config.variants import VariantConfig
 from evalsvc.errors import ServingError
 from evalsvc.serving.base import Served, backend
+from evalsvc.serving.environment import server_env
 from evalsvc.serving.process import free_port, launched
 
 
@@ -36,7 +36,7 @@ class LlamaCppBackend:
             model["chat_format"] = loc.chat_format
         cfg_path = log_dir / f"{variant.name}.llamacpp.json"
         cfg_path.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": [model]}))
-        env = {**os.environ, "OMP_NUM_THREADS": str(loc.n_threads)}
+        env = server_env(OMP_NUM_THREADS=str(loc.n_threads))  # without evalsvc's secrets
         cmd = [loc.python or sys.executable, "-m", loc.entrypoint or "llama_cpp.server", "--config_file", str(cfg_path)]
         with launched(cmd, env, log_dir / f"{variant.name}.llamacpp.log", port, variant.name, loc.start_timeout_s) as served:
             yield served

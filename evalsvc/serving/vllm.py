@@ -9,7 +9,6 @@ so variants that share GPUs never overlap. Every argument is part of the variant
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 from evalsvc.config.variants import LocalSpec, VariantConfig
 from evalsvc.errors import ServingError
 from evalsvc.serving.base import Served, backend
+from evalsvc.serving.environment import server_env
 from evalsvc.serving.process import free_port, launched
 
 DEFAULT_ENTRYPOINT = "vllm.entrypoints.openai.api_server"  # the `vllm` console script is missing in some builds
@@ -51,7 +51,7 @@ class VllmBackend:
             raise ServingError(f"variant '{variant.name}': checkpoint {loc.model_path} does not exist (vLLM serves a "
                                "local Hugging Face folder here; nothing is downloaded)")
         port = free_port()
-        env = dict(os.environ)
+        env = server_env()  # without evalsvc's secrets (serving/environment.py)
         if loc.gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in loc.gpu_ids)
         gpus = "gpus-" + ",".join(str(g) for g in sorted(loc.gpu_ids)) if loc.gpu_ids is not None else (
