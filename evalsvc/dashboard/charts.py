@@ -4,6 +4,11 @@ Read at a glance: time axes are UTC on a ``utc`` scale (the browser's own time z
 the date once the runs span more than one UTC day; variants take fixed categorical colours by name (the same colour on
 every page, whatever the filters; Streamlit's theme would give near-identical blues); baselines are dark, dashed,
 drawn on top and labelled.
+
+Sized for two variants as for eight: Streamlit's theme fits a chart's axes, title and legend into its height, so a
+short chart (two rows of a heat map) squeezed its plot to nothing and clipped its legend. Each chart here gives the
+height of its plot alone (``_sized``: so many pixels a row) and lets the axes and legend add to it; every legend
+lists all the values its colours can take (the baseline's and "inconclusive" too), not only those on screen.
 """
 
 from __future__ import annotations
@@ -26,6 +31,24 @@ RUN_STATUS_COLOURS = {"succeeded": "#59a14f", "failed": "#e15759", "running": "#
 EVENT_COLOURS = {"alarm down": "#d62728", "alarm up": "#2ca02c", "acknowledged": "#7f7f7f", "reference pinned": "#1f77b4",
                  "upstream change": "#9467bd"}
 TIME_TITLE = "run time (UTC)"
+VERDICT_COLOURS = {k: STATUS_COLOURS[k] for k in ("regression", "inconclusive", "pass", "improvement")}
+ROW_PX = 44  # one row of a heat map or forest plot: room for its label and its interval
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
+
+def _sized(chart: alt.TopLevelMixin, plot_height: int) -> alt.TopLevelMixin:
+    """The chart as wide as the page, its plot ``plot_height`` pixels high, and its axes, title and legends beside or
+    below it (never squeezed into that height)."""
+    return chart.properties(height=plot_height, autosize=FIT_WIDTH)
+
+
+def _legend(title: str) -> alt.Legend:
+    return alt.Legend(title=title, orient="bottom", direction="horizontal", columns=4, symbolOpacity=1, labelLimit=200)
+
+
+def _band_axis(**kwargs: object) -> alt.Axis:
+    """A nominal axis that prints every label (Vega would drop every other one where it thinks they overlap)."""
+    return alt.Axis(labelOverlap=False, labelLimit=240, **kwargs)
 
 
 def variant_colours(variants: Iterable[str], baselines: Collection[str] = ()) -> dict[str, str]:
@@ -49,11 +72,16 @@ def utc(times: pd.Series) -> pd.Series:
     return out.dt.tz_localize("UTC") if out.dt.tz is None else out.dt.tz_convert("UTC")
 
 
-def time_x(times: pd.Series, field: str = "run_ts") -> alt.X:
-    """A UTC time axis in 24-hour time, with the date when the times fall on more than one UTC day."""
+def time_x(times: pd.Series, field: str = "run_ts", span: pd.Series | None = None) -> alt.X:
+    """A UTC time axis in 24-hour time, with the date when the times fall on more than one UTC day; with ``span``, the
+    axis runs from its first to its last time (two charts of one series share their x-axis)."""
     days = utc(times).dt.floor("D").nunique() if len(times) else 0
     fmt = "%Y-%m-%d %H:%M" if days > 1 else "%H:%M"
-    return alt.X(f"{field}:T", title=TIME_TITLE, scale=alt.Scale(type="utc"), axis=alt.Axis(format=fmt, labelOverlap=True))
+    scale = alt.Scale(type="utc")
+    if span is not None and len(span):
+        ends = utc(pd.Series(span))
+        scale = alt.Scale(type="utc", domain=[int(ends.min().timestamp() * 1000), int(ends.max().timestamp() * 1000)])
+    return alt.X(f"{field}:T", title=TIME_TITLE, scale=scale, axis=alt.Axis(format=fmt, labelOverlap=True))
 
 
 def _when(frame: pd.DataFrame, field: str = "run_ts") -> pd.DataFrame:
@@ -69,14 +97,14 @@ def status_matrix(frame: pd.DataFrame) -> alt.Chart:
     data = frame.assign(label=frame["delta"].map(lambda d: "" if pd.isna(d) else f"{d:+.2f}"),
                         flag=frame["stale"].map(lambda s: "stale" if s else ""))
     colour = alt.Color("status:N", scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())),
-                       legend=alt.Legend(title="status"))
+                       legend=_legend("status"))
     tooltip = ["variant", "suite", "status", "verdict", "metric", "delta", "ci_low", "ci_high", "last_run", "last_status",
                "stale"]
-    base = alt.Chart(data).encode(x=alt.X("suite:N", title=None, axis=alt.Axis(orient="top", labelAngle=0)),
-                                  y=alt.Y("variant:N", title=None))
+    base = alt.Chart(data).encode(x=alt.X("suite:N", title=None, axis=_band_axis(orient="top", labelAngle=0)),
+                                  y=alt.Y("variant:N", title=None, axis=_band_axis()))
     cells = base.mark_rect(stroke="white").encode(color=colour, tooltip=tooltip)
     text = base.mark_text(fontSize=13).encode(text="label:N")
-    return (cells + text).properties(height=60 + 44 * data["variant"].nunique(), title="latest verdict vs baseline")
+    return _sized((cells + text).properties(title="latest verdict vs baseline"), ROW_PX * data["variant"].nunique())
 
 
 def trend(points: pd.DataFrame, marks: pd.DataFrame, metric: str, baselines: Collection[str],
@@ -87,7 +115,7 @@ def trend(points: pd.DataFrame, marks: pd.DataFrame, metric: str, baselines: Col
     x = time_x(data["run_ts"])
     scale = _scale(data["variant"], colours)
     colour = alt.Color("variant:N", scale=scale,  # full-strength swatches, not as faint as the bands
-                       legend=alt.Legend(title="variant", symbolOpacity=1, symbolType="circle"))
+                       legend=alt.Legend(title="variant", symbolOpacity=1, symbolType="circle", labelLimit=240))
     tooltip = ["variant", alt.Tooltip("when:N", title=TIME_TITLE), "value:Q", "ci_low:Q", "ci_high:Q", "n:Q", "fingerprint:N"]
     y = alt.Y("value:Q", title=metric)
     band = alt.Chart(data).mark_area(opacity=0.15).encode(x=x, y=alt.Y("ci_low:Q", title=metric), y2="ci_high:Q",
@@ -111,14 +139,15 @@ def trend(points: pd.DataFrame, marks: pd.DataFrame, metric: str, baselines: Col
             x=x, y="value:Q", shape=alt.Shape("event:N", scale=alt.Scale(domain=list(MARKER_SHAPES),
                                                                           range=list(MARKER_SHAPES.values()))),
             color=alt.value("black"), tooltip=["event", "variant", alt.Tooltip("when:N", title=TIME_TITLE), "detail"]))
-    return alt.layer(*layers).resolve_scale(color="shared").properties(height=380)
+    return _sized(alt.layer(*layers).resolve_scale(color="shared"), 380)
 
 
 def deltas(metrics: pd.DataFrame) -> alt.LayerChart:
     """Each metric's delta with its interval, against its -margin line: left of the line is a regression."""
     data = metrics.assign(row=metrics["scope"] + " / " + metrics["metric"], neg_margin=-metrics["margin"])
-    y = alt.Y("row:N", title=None, sort=None)
-    colour = alt.Color("verdict:N", scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())))
+    y = alt.Y("row:N", title=None, sort=None, axis=_band_axis())
+    colour = alt.Color("verdict:N", scale=alt.Scale(domain=list(VERDICT_COLOURS), range=list(VERDICT_COLOURS.values())),
+                       legend=_legend("verdict"))
     bars = alt.Chart(data).mark_rule(strokeWidth=3).encode(x=alt.X("ci_low:Q", title="Δ (candidate − baseline), oriented"),
                                                            x2="ci_high:Q", y=y, color=colour)
     dots = alt.Chart(data).mark_point(filled=True, size=80).encode(x="delta:Q", y=y, color=colour,
@@ -126,7 +155,7 @@ def deltas(metrics: pd.DataFrame) -> alt.LayerChart:
                                                                             "margin", "verdict", "n"])
     margin = alt.Chart(data).mark_tick(color="red", thickness=2, size=18).encode(x="neg_margin:Q", y=y)
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="grey").encode(x="x:Q")
-    return alt.layer(bars, dots, margin, zero).properties(height=max(120, 36 * len(data)))
+    return _sized(alt.layer(bars, dots, margin, zero), ROW_PX * max(len(data), 2))
 
 
 def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
@@ -135,7 +164,8 @@ def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
     data = frame.assign(neg_margin=-frame["margin"])
     x = alt.X("tokens_per_s_ratio:Q", title="speed: tokens/s of candidate ÷ baseline (right is faster)",
               scale=alt.Scale(zero=False))
-    colour = alt.Color("verdict:N", scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())))
+    colour = alt.Color("verdict:N", scale=alt.Scale(domain=list(VERDICT_COLOURS), range=list(VERDICT_COLOURS.values())),
+                       legend=_legend("verdict"))
     tooltip = ["candidate", "baseline", "metric", "delta", "ci_low", "ci_high", "margin", "verdict", "tokens_per_s_ratio",
                "latency_p50_ratio", "latency_p95_ratio"]
     bars = alt.Chart(data).mark_rule(strokeWidth=3).encode(x=x, y=alt.Y("ci_low:Q", title="Δ quality (candidate − baseline)"),
@@ -144,53 +174,61 @@ def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
     labels = alt.Chart(data).mark_text(align="left", dx=8, dy=-8).encode(x=x, y="delta:Q", text="candidate:N")
     margin = alt.Chart(data).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(neg_margin):Q")
     same = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(color="grey").encode(x="x:Q")
-    return alt.layer(bars, dots, labels, margin, same).properties(height=420)
+    return _sized(alt.layer(bars, dots, labels, margin, same), 420)
 
 
 def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str, colour: str = TABLEAU10[0]) -> alt.LayerChart:
     """A series' run values with their intervals (in the variant's colour), and its alarms, acknowledgements and upstream
     flags as markers."""
     points = _when(points)
-    x = time_x(pd.concat([points["run_ts"], utc(events["run_ts"])]) if not events.empty else points["run_ts"])
+    span = pd.concat([utc(points["run_ts"]), utc(events["run_ts"])]) if not events.empty else points["run_ts"]
+    x = time_x(span, span=span)
     band = alt.Chart(points).mark_area(opacity=0.15, color=colour).encode(x=x, y=alt.Y("ci_low:Q", title=metric),
                                                                           y2="ci_high:Q")
     line = alt.Chart(points).mark_line(point=True, color=colour).encode(
         x=x, y="value:Q", tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "run_id", "value", "ci_low", "ci_high"])
     layers = [band, line]
-    if not events.empty:
-        events = _when(events)
+    if not events.empty:  # alarms drawn last: on top of an upstream flag at the same run
+        events = _when(events).sort_values("event", key=lambda e: e.str.startswith("alarm"), kind="stable")
         layers.append(alt.Chart(events).mark_rule(strokeDash=[4, 3], strokeWidth=2).encode(
-            x=x, color=alt.Color("event:N", scale=_scale(events["event"], EVENT_COLOURS), legend=alt.Legend(title="event")),
+            x=x, color=alt.Color("event:N", scale=_scale(EVENT_COLOURS, EVENT_COLOURS), legend=_legend("event")),
             tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "event", "detail"]))
-    return alt.layer(*layers).properties(height=300)
+    return _sized(alt.layer(*layers), 300)
 
 
-def drift_statistic(points: pd.DataFrame, colour: str = TABLEAU10[0]) -> alt.LayerChart:
-    """The detector's CUSUM statistic at each run against its threshold h (an alarm where it crosses; restarts there)."""
+def drift_statistic(points: pd.DataFrame, colour: str = TABLEAU10[0], span: pd.Series | None = None) -> alt.LayerChart:
+    """The detector's CUSUM statistic at each run against its threshold h (an alarm where it crosses; restarts there),
+    on the time axis of ``span`` (the values chart's, so the two line up)."""
     points = _when(points)
-    x = time_x(points["run_ts"]) if not points.empty else alt.X("run_ts:T", title=TIME_TITLE, scale=alt.Scale(type="utc"))
+    x = time_x(span if span is not None else points["run_ts"], span=span) if not points.empty else alt.X(
+        "run_ts:T", title=TIME_TITLE, scale=alt.Scale(type="utc"))
     stat = alt.Chart(points).mark_line(point=True, color=colour).encode(
         x=x, y=alt.Y("statistic:Q", title="CUSUM statistic"),
         tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "statistic", "threshold"])
     h = alt.Chart(points).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(threshold):Q")
-    return alt.layer(stat, h).properties(height=200)
+    return _sized(alt.layer(stat, h), 200)
 
 
 def leaderboard(rows: pd.DataFrame) -> alt.LayerChart:
-    y = alt.Y("model:N", sort="-x", title=None)
+    y = alt.Y("model:N", sort="-x", title=None, axis=_band_axis())
     bars = alt.Chart(rows).mark_rule(strokeWidth=3).encode(x=alt.X("ci_low:Q", title="Bradley-Terry rating",
                                                                     scale=alt.Scale(zero=False)), x2="ci_high:Q", y=y)
     dots = alt.Chart(rows).mark_point(filled=True, size=90).encode(x="rating:Q", y=y,
                                                                    tooltip=["model", "rating", "ci_low", "ci_high", "battles"])
-    return alt.layer(bars, dots).properties(height=max(120, 34 * len(rows)))
+    return _sized(alt.layer(bars, dots), ROW_PX * max(len(rows), 2))
 
 
 def win_matrix(frame: pd.DataFrame) -> alt.LayerChart:
-    base = alt.Chart(frame).encode(x=alt.X("opponent:N", title="against"), y=alt.Y("model:N", title="model"))
-    cells = base.mark_rect().encode(color=alt.Color("win_rate:Q", scale=alt.Scale(domain=[0, 1], scheme="redblue")),
-                                    tooltip=["model", "opponent", "win_rate", "battles"])
-    text = base.mark_text().encode(text=alt.Text("win_rate:Q", format=".2f"))
-    return alt.layer(cells, text).properties(height=max(120, 40 * frame["model"].nunique()))
+    """Row model's win rate against the column model, a cell each (red below one half, blue above), a row of
+    ``ROW_PX`` each: two models are a 2 x 2 grid, not a line."""
+    base = alt.Chart(frame).encode(x=alt.X("opponent:N", title="against", axis=_band_axis(orient="top", labelAngle=0)),
+                                   y=alt.Y("model:N", title="model", axis=_band_axis()))
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color("win_rate:Q", scale=alt.Scale(domain=[0, 1], scheme="redblue"),
+                        legend=alt.Legend(title="win rate", orient="bottom", direction="horizontal", gradientLength=240)),
+        tooltip=["model", "opponent", "win_rate", "battles"])
+    text = base.mark_text(fontSize=13).encode(text=alt.Text("win_rate:Q", format=".2f"))
+    return _sized(alt.layer(cells, text), ROW_PX * max(frame["model"].nunique(), 2))
 
 
 def durations(runs: pd.DataFrame) -> alt.Chart:
@@ -200,4 +238,4 @@ def durations(runs: pd.DataFrame) -> alt.Chart:
         color=alt.Color("status:N", scale=_scale(data["status"], RUN_STATUS_COLOURS), legend=alt.Legend(title="status")),
         tooltip=["id", "variant", "suite", "status", alt.Tooltip("when:N", title=TIME_TITLE), "duration_s", "n_errored",
                  "error"]
-    ).properties(height=260)
+    ).properties(height=260, autosize=FIT_WIDTH)

@@ -1,4 +1,8 @@
-"""Word-level differences between two outputs, as escaped HTML for the Compare page."""
+"""Word-level differences between two outputs, as escaped HTML for the Compare page.
+
+The highlight is neutral (the same grey underline on both sides): it says where the two answers differ, never which
+one is right. Whether each side passed is shown next to it, from its checks (``dashboard/cases.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,11 @@ import difflib
 import html
 import re
 
-DEL = "<span style='background:#ffd7d5;text-decoration:line-through'>{}</span>"
-INS = "<span style='background:#ccffd8'>{}</span>"
+CHANGED = "<span style='background:#ececec;border-bottom:2px solid #8c8c8c'>{}</span>"
 
 
 def side_by_side(before: str, after: str) -> tuple[str, str]:
-    """Both texts with what only one of them has highlighted (removed in the first, added in the second).
+    """Both texts with the words only one of them has highlighted, alike on both sides.
 
     Everything is HTML-escaped: outputs are untrusted model text.
     """
@@ -24,8 +27,8 @@ def side_by_side(before: str, after: str) -> tuple[str, str]:
             right.append(new)
             continue
         if old:
-            left.append(DEL.format(old))
+            left.append(CHANGED.format(old))
         if new:
-            right.append(INS.format(new))
+            right.append(CHANGED.format(new))
     wrap = "<div style='white-space:pre-wrap;font-family:monospace'>{}</div>"
     return wrap.format("".join(left)), wrap.format("".join(right))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
+import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
@@ -21,7 +23,7 @@ from evalsvc.store.readonly import dashboard_url, open_readonly
 
 CONFIG_ENV = "EVALSVC_CONFIG"
 STATUS_COLOURS = {"regression": "#d62728", "failed run": "#7f7f7f", "upstream change": "#9467bd", "inconclusive": "#ff9f0e",
-                  "pass": "#2ca02c", "improvement": "#1f77b4", "baseline": "#bcbd22", "no verdict": "#c7c7c7"}
+                  "pass": "#2ca02c", "improvement": "#1f77b4", "baseline": "#dbdb8d", "no verdict": "#c7c7c7"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -95,4 +97,64 @@ def link(page: str, **params: str) -> str:
 
 
 def fmt_delta(delta: float, low: float, high: float) -> str:
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return "" if delta is None or delta != delta else f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
+HEADERS = {"delta_ci": "Δ [interval]", "ci_low": "Interval low", "ci_high": "Interval high", "n": "n",
+           "n_needed": "n needed", "flips_down": "Flips pass → fail", "flips_up": "Flips fail → pass",
+           "compared_at": "Compared", "win_rate_vs_anchor": "Win rate vs anchor", "win_ci_low": "Win rate low",
+           "win_ci_high": "Win rate high", "tokens_per_s_ratio": "Tokens/s ratio", "latency_p50_ratio": "Latency p50 ratio",
+           "latency_p95_ratio": "Latency p95 ratio", "duration_s": "Duration (s)", "n_cases": "Cases", "n_ok": "OK",
+           "n_errored": "Errored", "id": "ID", "run_id": "Run", "run_ts": "Run time", "run_time": "Run time",
+           "sent_to": "Sent to", "last_run": "Last run", "last_status": "Last run status", "case_id": "Case", "h": "Threshold h"}
+
+
+def header(column: str) -> str:
+    """A column's name as a reader wants it: ``last_run`` -> "Last run"."""
+    if column in HEADERS:
+        return HEADERS[column]
+    text = str(column).replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def when(value: Any) -> str:
+    """A time as ``YYYY-MM-DD HH:MM UTC`` (a naive time from the store is UTC already); blank for none."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+        return ""
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime(TIME_FORMAT)
+
+
+def _is_time(column: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return True
+    present = column.dropna()
+    return column.dtype == object and not present.empty and all(isinstance(v, date) for v in present)
+
+
+def readable(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The columns shown, with every time as ``YYYY-MM-DD HH:MM UTC`` and every missing text blank."""
+    out = frame[list(columns)] if columns is not None else frame
+    out = out.copy()
+    for name in out.columns:
+        if _is_time(out[name]):
+            out[name] = out[name].map(when)
+        elif pd.api.types.is_float_dtype(out[name]) and out[name].dropna().map(float.is_integer).all() and \
+                out[name].isna().any():  # counts with a gap read 60, not 60.000
+            out[name] = out[name].astype("Int64")
+        elif not pd.api.types.is_numeric_dtype(out[name]) and not pd.api.types.is_bool_dtype(out[name]):
+            out[name] = out[name].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else v)
+    return out
+
+
+def table(frame: pd.DataFrame, columns: Sequence[str] | None = None, where: Any = None, **widths: str) -> None:
+    """A table as every page shows one: headers in words, times in one format (UTC), empty cells blank (not "None"),
+    fractions to 3 decimals; ``widths`` sets a column's width ("small", "medium", "large")."""
+    shown = readable(frame, columns)
+    config = {c: (st.column_config.NumberColumn(header(c), width=widths.get(c), format="%.3f")  # type: ignore[arg-type]
+                  if pd.api.types.is_float_dtype(shown[c]) else
+                  st.column_config.Column(header(c), width=widths.get(c)))  # type: ignore[arg-type]
+              for c in shown.columns}
+    (where or st).dataframe(shown, hide_index=True, width="stretch", column_config=config, placeholder="")

@@ -26,6 +26,6 @@ st.caption(f"{int(matrix['battles'].sum() // 2)} decided battles on {suite} judg
 if len(mine) > 1:
     st.caption(f"{len(mine)} judge identities have battles on {suite}; each has its own leaderboard, never mixed.")
 st.altair_chart(charts.leaderboard(board), width="stretch")
-st.dataframe(board, hide_index=True, width="stretch")
+ui.table(board)
 st.subheader("Win rate of the row model against the column model")
 st.altair_chart(charts.win_matrix(matrix), width="stretch")

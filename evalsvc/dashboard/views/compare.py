@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from evalsvc.dashboard import cases as case_view
 from evalsvc.dashboard import charts, ui
 from evalsvc.dashboard.diff import side_by_side
 
@@ -25,15 +26,16 @@ if "error" in result:
     st.stop()
 verdict, metrics, flips = result["verdict"], result["metrics"], result["flips"]
 (st.error if verdict == "regression" else st.warning if verdict == "inconclusive" else st.success)(
-    f"**{candidate} vs {baseline}: {verdict}** (gate metrics {', '.join(cfg.gate.primary)} decided in every suite: "
-    f"{', '.join(result['runs'])}; the 'all suites' rows are a pooled summary; margins and alpha from evalsvc.yaml)")
+    f"**{candidate} vs {baseline}: {verdict}** (what `evalsvc gate` decides on their newest shared runs of "
+    f"{', '.join(result['runs'])}: gate metrics {', '.join(cfg.gate.primary)}, the 'all suites' rows pooled over the "
+    "suites; margins and alpha from evalsvc.yaml)")
 for note in result["notes"]:
     st.caption(note)
 st.altair_chart(charts.deltas(metrics), width="stretch")
-st.dataframe(metrics.drop(columns=["method"]), hide_index=True, width="stretch")
+ui.table(metrics.drop(columns=["method"]))
 
 st.subheader(f"Flips ({(flips['direction'] == 'down').sum()} pass → fail, {(flips['direction'] == 'up').sum()} fail → pass)")
-st.dataframe(flips, hide_index=True, width="stretch")
+ui.table(flips)
 
 st.subheader("Case by case")
 suite = st.selectbox("Suite", list(result["runs"]), index=list(result["runs"]).index(st.query_params["case_suite"])
@@ -49,13 +51,16 @@ if case_id:
     spec = (base or cand or {}).get("spec", {})
     for key in ("input", "messages", "context", "reference", "references"):
         if spec.get(key):
-            st.markdown(f"**{key}**")
+            st.markdown(f"**{ui.header(key)}**")
             st.code(spec[key] if isinstance(spec[key], str) else str(spec[key]), language=None, wrap_lines=True)
     left, right = st.columns(2)
     html_base, html_cand = side_by_side((base or {}).get("output", ""), (cand or {}).get("output", ""))
     for col, who, row, html in ((left, baseline, base, html_base), (right, candidate, cand, html_cand)):
-        col.markdown(f"**{who}** · {row['status'] if row else 'missing'} · scores {row['scores'] if row else {}}")
+        col.markdown(f"**{who}** · {case_view.outcome(row)}")
         col.html(f"<div class='evalsvc-output'>{html}</div>")
+        ui.table(case_view.checks(spec, row), where=col)
         for label, verdict_detail in ((row or {}).get("judge") or {}).items():
             col.markdown(f"judge **{label}** ({verdict_detail.get('judge', '?')}): {verdict_detail.get('verdict', '?')}")
             col.code(str(verdict_detail.get("reply", "")), language=None, wrap_lines=True)
+    st.caption("Words that differ between the two answers are underlined grey on both sides, whichever is right: "
+               "each side's pass or fail and its checks' scores (✓ 1, ✗ 0) are the ones its run stored.")

@@ -25,8 +25,8 @@ pooled = pooled[(pooled["scope"] == POOLED) & pooled["primary"]] if not pooled.e
 if variants and not pooled.empty:
     pooled = pooled[pooled["candidate"].isin(variants)]
 cells = frame[frame["status"] == "regression"]
-regressed = sorted(set(cells["variant"]) | (set(pooled[pooled["overall"] == "regression"]["candidate"]) if not pooled.empty
-                                            else set()))
+# the verdict its newest comparison stored (the gate's decision), never decided again here from the rows shown
+regressed = sorted(set(pooled[pooled["overall"] == "regression"]["candidate"]) if not pooled.empty else set(cells["variant"]))
 
 counts = frame["status"].value_counts()
 cols = st.columns(4)
@@ -56,14 +56,12 @@ for r in frame[frame["status"] == "upstream change"].itertuples():
 st.altair_chart(charts.status_matrix(frame), width="stretch")
 
 if not pooled.empty:
-    st.subheader("Gate verdict per candidate (every suite decides; Δ pooled over the suites as a summary)")
-    st.dataframe(pooled.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
-                                         zip(pooled["delta"], pooled["ci_low"], pooled["ci_high"], strict=True)])[
-        ["candidate", "baseline", "overall", "metric", "delta_ci", "margin", "n", "flips_down", "flips_up", "compared_at"]],
-        hide_index=True, width="stretch")
+    st.subheader("Gate verdict per candidate (its newest comparison, as stored; Δ of the pooled primary metric)")
+    ui.table(pooled.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
+                                     zip(pooled["delta"], pooled["ci_low"], pooled["ci_high"], strict=True)]),
+             ["candidate", "baseline", "overall", "metric", "delta_ci", "margin", "n", "flips_down", "flips_up", "compared_at"])
 
 st.subheader("Every variant x suite")
-table = frame.assign(delta_ci=[("" if d != d else ui.fmt_delta(d, lo, hi)) for d, lo, hi in
+table = frame.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
                                zip(frame["delta"], frame["ci_low"], frame["ci_high"], strict=True)])
-st.dataframe(table[["variant", "suite", "status", "metric", "delta_ci", "baseline", "last_run", "last_status", "stale"]],
-             hide_index=True, width="stretch")
+ui.table(table, ["variant", "suite", "status", "metric", "delta_ci", "baseline", "last_run", "last_status", "stale"])

@@ -23,9 +23,9 @@ if not failed.empty:
                f"{failed.iloc[0]['variant']} on {failed.iloc[0]['suite']}: {failed.iloc[0]['error']}")
 if not runs.empty:
     st.altair_chart(charts.durations(runs), width="stretch")
-st.dataframe(runs, hide_index=True, width="stretch")
+ui.table(runs, error="large")
 with st.expander("All-time totals per variant and status"):
-    st.dataframe(totals, hide_index=True, width="stretch")
+    ui.table(totals)
 
 st.subheader("Alerts")
 alerts = ui.query(cfg, "alerts", None if variant == "all" else variant)
@@ -33,8 +33,8 @@ if alerts.empty:
     st.caption("No alerts.")
 else:
     for a in alerts[alerts["status"] == "open"].itertuples():
-        st.error(f"open {a.kind} alert: {a.summary} (since {a.opened_at:%Y-%m-%d %H:%M} UTC; {a.sent_to})")
-    st.dataframe(alerts, hide_index=True, width="stretch")
+        st.error(f"open {a.kind} alert: {a.summary} (since {ui.when(a.opened_at)}; {a.sent_to})")
+    ui.table(alerts, summary="large")
 
 st.subheader("Schedule firings")
-st.dataframe(ui.query(cfg, "firings"), hide_index=True, width="stretch")
+ui.table(ui.query(cfg, "firings"))

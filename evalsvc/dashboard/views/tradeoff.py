@@ -12,12 +12,12 @@ if timed.empty:
     st.info("No comparison with speed yet: `evalsvc gate` (or a schedule with a family baseline) compares quality and "
             "speed paired; speed needs answers the runs requested (the response cache answers without timing).")
     st.stop()
-st.caption("Δ quality pooled over the suites with its interval (the gate's summary; every suite decides in the gate), "
+st.caption("Δ quality pooled over the suites with its interval, coloured by the verdict its comparison stored, "
            "against the speed ratio to the family's baseline: output tokens per second of the candidate ÷ the "
            "baseline's, paired on the cases both runs requested. Up and to the right is better; below the dashed line "
            "the quality loss exceeds the margin.")
 st.altair_chart(charts.tradeoff(timed), width="stretch")
-st.dataframe(timed.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
-                                    zip(timed["delta"], timed["ci_low"], timed["ci_high"], strict=True)])[
-    ["candidate", "baseline", "verdict", "metric", "delta_ci", "margin", "tokens_per_s_ratio", "latency_p50_ratio",
-     "latency_p95_ratio", "compared_at"]], hide_index=True, width="stretch")
+ui.table(timed.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
+                                zip(timed["delta"], timed["ci_low"], timed["ci_high"], strict=True)]),
+         ["candidate", "baseline", "verdict", "metric", "delta_ci", "margin", "tokens_per_s_ratio", "latency_p50_ratio",
+          "latency_p95_ratio", "compared_at"])

@@ -35,4 +35,4 @@ st.caption(f"{metric} on {suite}, {'higher' if higher else 'lower'} is better; b
 st.altair_chart(charts.trend(points, marks, metric, baselines, colours), width="stretch")
 if not marks.empty:
     st.subheader("Events")
-    st.dataframe(marks, hide_index=True, width="stretch")
+    ui.table(marks, ["run_ts", "event", "variant", "detail"], detail="large")
