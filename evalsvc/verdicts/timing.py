@@ -70,7 +70,7 @@ def compare_speed(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig
             undecided.append((name, f"{', '.join(deciding)} decide (gate.margins) but {_untimed(name, cached, len(shared))}"
                                     f"; {CACHE_FIX}"))
         if len(shared) < MIN_TIMED:
-            if b or c or any(cached):
+            if (b or c or any(cached)) and not deciding:  # (a deciding metric says so in ``undecided`` instead)
                 notes.append(f"{_untimed(name, cached, len(shared))}; the gate's fresh measurement of an endpoint, "
                              "or variants with cache: false, time every answer")
             continue
