@@ -279,8 +279,9 @@ def test_reuse_refuses_runs_older_than_max_age_and_a_pinned_baseline_run_is_used
         engine = open_engine(f"sqlite:///{project / 'store.db'}")
         with Session(engine) as s, s.begin():
             base_run = s.scalars(select(Run.id).where(Run.variant_name == "base")).one()
-            for run in s.scalars(select(Run)):
+            for run in s.scalars(select(Run)):  # made 3 days ago: its slot and when it finished
                 run.created_at -= timedelta(days=3)
+                run.finished_at -= timedelta(days=3)
         sent = len(base.requests) + len(cand.requests)
         stale = _gate(project, "--reuse", "--max-age", "36h")
         fresh_enough = _gate(project, "--reuse", "--max-age", "7d")

@@ -242,15 +242,20 @@ def _provenance(engine: Engine, report: Report, max_age: timedelta | None) -> li
         for name, (b, c) in report.runs.items():
             parts = []
             for who, run in (("baseline", rows[b.id]), ("candidate", rows[c.id])):
-                made = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
+                # its age is from when it was made (finished), not its slot: a late or backfilled slot is fresh
+                slot, made = _utc(run.created_at), _utc(run.finished_at or run.created_at)
                 if max_age is not None and now - made > max_age:
-                    raise NotComparable(f"the {who} run {run.id} of '{name}' is {_age(now - made)} old, more than "
+                    raise NotComparable(f"the {who} run {run.id} of '{name}' finished {_age(now - made)} ago, more than "
                                         f"--max-age {_age(max_age)}: drop --reuse to measure both now, or raise --max-age")
-                parts.append(f"{who} run {run.id} ({made:%Y-%m-%d %H:%M}Z, {_age(now - made)} ago, fingerprint "
+                parts.append(f"{who} run {run.id} (slot {slot:%Y-%m-%d %H:%M}Z, finished {_age(now - made)} ago, fingerprint "
                              f"{run.variant_fingerprint}, {queries.cached_share(s, run.id):.0%} from the cache, "
                              f"{_scorer(run.evalsvc_version)})")
             lines.append(f"{name}: " + "; ".join(parts))
     return lines
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
 def _scorer(version: str | None) -> str:

@@ -56,6 +56,6 @@ def latest_pairs(session: Session, baseline: str, candidate: str, suite_names: S
 
 
 def runs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Any]:
-    """These runs as plain rows (with status and evalsvc version), by id."""
-    rows = session.execute(select(*RUN_COLUMNS, Run.status).where(Run.id.in_(tuple(ids))))
+    """These runs as plain rows (with status, finish time and evalsvc version), by id."""
+    rows = session.execute(select(*RUN_COLUMNS, Run.status, Run.finished_at).where(Run.id.in_(tuple(ids))))
     return {r.id: r for r in rows}
