@@ -13,7 +13,7 @@ branches to exit codes, and the run loop turns ``EndpointError`` into an
     │   ├── RateLimitedError          429: retried after Retry-After
     │   ├── FatalEndpointError        4xx (bad key, unknown model): not retried
     │   └── MalformedResponseError    a 2xx answer that does not fit the OpenAI response schema: retried with backoff
-    │       └── ResponseTooLargeError past the size cap derived from max_tokens: not retried
+    │       └── ResponseTooLargeError past the size cap derived from max_tokens: also a FatalEndpointError
     ├── ServingError                  a managed model server did not start or died
     └── StoreError                    the database is unreachable or not migrated
 """
@@ -92,9 +92,9 @@ class MalformedResponseError(EndpointError):
     retryable = True
 
 
-class ResponseTooLargeError(MalformedResponseError):
+class ResponseTooLargeError(MalformedResponseError, FatalEndpointError):
     """The body ran past the cap that the request's ``max_tokens`` allows: reading it whole could exhaust memory,
-    and the same request would get the same answer, so it is not retried."""
+    and the same request would get the same answer, so it is fatal (not retried; a judge's is that answer's alone)."""
 
     retryable = False
 

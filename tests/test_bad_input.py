@@ -321,6 +321,7 @@ def _output_project(folder: Path, fake: FakeEndpoint, kinds: list[str]) -> Path:
     return write_config(folder, f"""\
         store: sqlite:///store.db
         max_retries: 0
+        generation: {{max_tokens: 32768}}  # the 5 MB output must fit what the request allows (it is cut off past that)
         variants:
           - {{name: v, family: f, endpoint: {{base_url: "{fake.base_url}", model: m}}}}
         """)
@@ -511,17 +512,22 @@ def test_injections_in_the_answer_cannot_talk_round_a_judge_that_reads_as_a_mode
     "VERDICT: " + "9" * 5000,
     '{"verdict": ' + "9" * 5000 + "}",
     "Fine.\x00\ud800\nVERDICT: 8",
+    "x" * 200_000 + "\nVERDICT: 8",
     "x" * 2_000_000 + "\nVERDICT: 8",
-], ids=["5000-digit verdict", "5000-digit JSON verdict", "NUL and lone surrogate", "2 MB reply"])
+], ids=["5000-digit verdict", "5000-digit JSON verdict", "NUL and lone surrogate", "200 kB reply", "2 MB reply"])
 def test_hostile_judge_replies_end_as_a_verdict_or_a_judge_error_never_a_crash(tmp_path: Path, store_url: str,
                                                                              reply: str) -> None:
-    write_suite(tmp_path / "suites", "judged", '{"id": "q", "input": "question"}',
+    write_suite(tmp_path / "suites", "judged", '{"id": "q", "input": "question-7f3a"}',
                 'checks: [{type: judge, judge: judge, rubric: "10 if right, 1 if wrong.", threshold: 6, retries: 0}]\n')
     logprobs = {"content": [{"token": "8", "top_logprobs": [{"token": "²", "logprob": -0.1}, {"token": "8", "logprob": 1e6},
                                                             {"token": "9" * 5000, "logprob": -1.0}, {"token": None}]}]}
     payload = {"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop", "logprobs": logprobs}]}
     with FakeEndpoint() as cand, FakeEndpoint() as judge:
-        judge.behaviour = lambda n, body: (200, {}, json.dumps(payload).encode())
+        plain = {"choices": [{"message": {"role": "assistant", "content": "VERDICT: 8"}, "finish_reason": "stop"}]}
+        # the hostile reply judges the case; the canaries get it too, except one past the size cap (its error is the
+        # case's alone, and the canaries must still be judged for the phase to finish)
+        judge.behaviour = lambda n, body: (200, {}, json.dumps(
+            payload if len(reply) < 1_000_000 or "question-7f3a" in body["messages"][-1]["content"] else plain).encode())
         config = write_config(tmp_path, f"""\
             store: sqlite:///store.db
             max_retries: 0
@@ -532,7 +538,9 @@ def test_hostile_judge_replies_end_as_a_verdict_or_a_judge_error_never_a_crash(t
         result = _run_cli(config, store_url, "-v", "cand")
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     row = _rows(store_url)["q"]
-    if reply.endswith("VERDICT: 8"):
+    if len(reply) > 1_000_000:  # past what the judge's max_tokens (200) allows: cut off unread, this answer's judge error
+        assert row.status == "judge_error" and "response too large" in row.error and result.exit_code == 2
+    elif reply.endswith("VERDICT: 8"):
         assert row.status == "ok" and row.scores["judge"] == 8.0 and row.judge["judge"]["reply"] == storable(reply)
     else:
         assert row.status == "judge_error" and "no valid verdict" in row.error and result.exit_code == 2

@@ -16,7 +16,7 @@ from typing import Any
 from evalsvc.errors import MalformedResponseError
 
 BASE_BYTES = 64 * 1024  # ids, usage, the model name, a system fingerprint: what every answer carries besides its text
-BYTES_PER_TOKEN = 64  # one token's text, JSON-escaped (\uXXXX per character) with room to spare
+BYTES_PER_TOKEN = 256  # one token's text, JSON-escaped: a long token (a run of 40 "=" or spaces) as \uXXXX escapes
 BYTES_PER_LOGPROB = 160  # one log-probability entry: its token, its bytes list and the value
 DEFAULT_MAX_TOKENS = 32768  # a request without max_tokens: the most a variant may set (config/variants.py)
 MAX_COUNT = 2**31 - 1  # token counts past this are not counts (and do not fit the store's INTEGER columns)
