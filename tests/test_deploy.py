@@ -92,6 +92,7 @@ def test_no_evaluation_lands_on_the_head(cluster: dict[str, Any]) -> None:
     head = cluster["spec"]["headGroupSpec"]
     params = head["rayStartParams"]
     assert params["num-gpus"] == "0"
+    assert params["num-cpus"] == "0"  # endpoint and llama.cpp tasks ask for CPUs only: they must not be placed here
     assert params["dashboard-host"] == "0.0.0.0"
     for c in head["template"]["spec"]["containers"]:
         limits = (c.get("resources") or {}).get("limits") or {}
@@ -225,3 +226,58 @@ def test_the_worker_image_installs_the_pinned_ray() -> None:
     found = re.findall(r"ray\[default\]==([\w.]+)", code)
     assert found and set(found) == {_pins()}, f"Dockerfile installs ray {found}, pyproject.toml pins {_pins()}"
     assert re.search(r"pip install .*\[[^\]]*postgres[^\]]*\]", code), "evalsvc with the PostgreSQL driver"
+
+
+def test_a_new_image_replaces_every_ray_pod_at_once(cluster: dict[str, Any]) -> None:
+    # without it KubeRay keeps running pods on the old image: workers and driver would compute other fingerprints
+    assert cluster["spec"]["upgradeStrategy"] == {"type": "Recreate"}
+
+
+def test_only_the_ray_pods_and_the_scheduler_reach_the_head_and_only_evalsvc_reaches_the_store(
+        cluster: dict[str, Any], serve: dict[str, Any]) -> None:
+    policies = {d["metadata"]["name"]: d for d in _docs("networkpolicy.yaml") if d["kind"] == "NetworkPolicy"}
+    head = policies["evalsvc-ray-head"]["spec"]
+    assert head["podSelector"]["matchLabels"] == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+    (rule,) = head["ingress"]
+    assert {p["port"] for p in rule["ports"]} == {6379, 8265, 10001}
+    sources = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+    scheduler = serve["spec"]["template"]["metadata"]["labels"]
+    assert {"ray.io/cluster": "evalsvc"} in sources and any(src.items() <= scheduler.items() for src in sources)
+    store = policies["evalsvc-store"]["spec"]
+    (rule,) = store["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [5432]
+    (peer,) = rule["from"]
+    templates = [cluster["spec"]["headGroupSpec"]["template"], *(g["template"] for g in cluster["spec"]["workerGroupSpecs"])]
+    pods = [scheduler, *(t["metadata"]["labels"] for t in templates)]
+    assert all(peer["podSelector"]["matchLabels"].items() <= labels.items() for labels in pods)
+
+
+def test_the_worker_image_build_resolves_against_any_version_the_vllm_image_holds() -> None:
+    """The Dockerfile turns every package of vLLM's image into a constraint (ray excepted): each requirement evalsvc
+    installs there must take the version the image happens to hold. Resolved here against the lowest version vLLM
+    0.32.0 accepts for the packages it shares with evalsvc (its PyPI metadata) and this environment's versions."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    code = "\n".join(line for line in (DEPLOY / "Dockerfile.worker").read_text().splitlines() if not line.lstrip().startswith("#"))
+    extras = re.search(r'"/src\[([\w,]+)\]"', code)
+    assert extras, "the Dockerfile installs evalsvc from /src with its extras"
+    assert "grep -viE '^ray(\\[|=)'" in code, "ray is left out of the image's constraints (evalsvc's pin replaces it)"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for extra in extras.group(1).split(",") for r in project["optional-dependencies"][extra]]
+    vllm_floor = {"prometheus-client": "0.18.0"}  # vLLM 0.32.0: prometheus_client>=0.18.0
+    for req in reqs:
+        name = canonicalize_name(req.name)
+        if name == "ray":
+            continue
+        versions = {vllm_floor[name]} if name in vllm_floor else set()
+        try:
+            versions.add(metadata.version(req.name))
+        except metadata.PackageNotFoundError:
+            pass
+        for version in versions:
+            assert req.specifier.contains(version, prereleases=True), (
+                f"pyproject.toml requires {req}; an image holding {req.name} {version} fails the build (ResolutionImpossible)")
