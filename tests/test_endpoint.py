@@ -112,6 +112,18 @@ def test_a_body_past_the_size_cap_is_cut_off_and_not_retried(fake: FakeEndpoint,
     assert len(fake.requests) == 1
 
 
+@pytest.mark.parametrize("headers", [{}, {"content-encoding": "gzip"}])
+def test_an_error_status_with_a_huge_or_undecodable_body_is_classified_by_its_status(fake: FakeEndpoint,
+                                                                                      headers: dict[str, str]) -> None:
+    """Only the first bytes of an error's body are read (for its message): a 503 with a 2 MB page, or one whose body
+    does not decode, is retried as the 5xx it is, not refused as too large or malformed."""
+    fake.behaviour = lambda n, body: (503, headers, b"<html>" + b"busy " * 400_000) if n == 1 else None
+    assert _complete(fake, {**BODY, "max_tokens": 16}, max_retries=1).text == "echo: hi"
+    fake.behaviour = lambda n, body: (503, headers, b"<html>" + b"busy " * 400_000)
+    with pytest.raises(TransientEndpointError, match="HTTP 503"):
+        _complete(fake, {**BODY, "max_tokens": 16}, max_retries=0)
+
+
 def test_an_answer_within_the_cap_is_read_whole(fake: FakeEndpoint) -> None:
     fake.reply = lambda body: "y" * 5000  # 5000 characters of a 128-token answer: long, but within what 128 tokens allow
     assert _complete(fake, {**BODY, "max_tokens": 128}).text == "y" * 5000

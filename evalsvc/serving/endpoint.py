@@ -150,7 +150,8 @@ class EndpointClient:
         try:
             async with asyncio.timeout(self.timeout_s):  # httpx's timeouts are per read: a slow drip never trips them
                 async with self._http.stream("POST", self.base_url + path, json=body) as resp:
-                    raw = await _read_capped(resp, cap)
+                    # an error's body only explains it: its first bytes, whatever its size or encoding
+                    raw = await _read_capped(resp, cap) if resp.status_code < 300 else await _read_head(resp)
         except httpx.TimeoutException as exc:
             raise TransientEndpointError(f"timed out: {type(exc).__name__}") from None
         except TimeoutError:
@@ -203,6 +204,21 @@ async def _read_capped(resp: httpx.Response, cap: int) -> bytes:
             raise ResponseTooLargeError(_too_large(f"ran past {cap} bytes", cap), status=resp.status_code)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+ERROR_BODY_BYTES = 4096  # of an error answer's body, kept for its message (which shows at most 300 characters)
+
+
+async def _read_head(resp: httpx.Response) -> bytes:
+    head = b""
+    try:
+        async for chunk in resp.aiter_bytes():
+            head += chunk
+            if len(head) >= ERROR_BODY_BYTES:
+                break
+    except httpx.DecodingError:
+        pass  # the status says what went wrong
+    return head[:ERROR_BODY_BYTES]
 
 
 def _too_large(what: str, cap: int) -> str:
