@@ -360,7 +360,8 @@ variants:
 
 def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_path: Path) -> None:
     """The baseline's last case was judged under another prompt template: the judge metric is not compared at all
-    (it used to be compared on the cases paired before that one, while the note said "not compared")."""
+    (it used to be compared on the cases paired before that one, while the note said "not compared"), and neither is
+    pass, which holds the judge's verdicts: the only suite cannot be decided, so the gate cannot evaluate (exit 2)."""
     with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
         project = _judged_project(tmp_path, cand, judge)
         _, gate = _with_baseline(project, base, "{fail_on_inconclusive: false, margins: {judge: {absolute: 1}}}")
@@ -374,10 +375,10 @@ def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_pa
         again = CliRunner().invoke(main, [*gate, "--reuse"])
     import json
 
-    assert first.exit_code == 0 and again.exit_code == 0, again.output
-    metrics = {r["metric"] for r in json.loads((tmp_path / "r.json").read_text())["comparisons"]}
-    assert "judge" not in metrics and "judge_prob" not in metrics and "pass" in metrics
-    assert "judged: judge not compared: the two runs were judged by different judges or prompt templates" in again.output
+    assert first.exit_code == 0 and again.exit_code == 2, again.output
+    assert json.loads((tmp_path / "r.json").read_text())["comparisons"] == []
+    assert ("judged: judge, pass not compared: the two runs were judged by different judges or prompt templates"
+            in again.output)
 
 
 def test_a_new_evalsvc_version_starts_a_judges_canary_series_again(tmp_path: Path) -> None:

@@ -30,17 +30,23 @@ class Margin(Strict):
 class SuiteGate(Strict):
     """How one suite takes part in the gate (``gate.suites.<name>``)."""
 
-    critical: bool = Field(False, description="test this suite for regression at alpha on its own, outside the Holm family "
-                           "(more power for a suite you cannot lose; up to alpha more false regressions)")
-    weight: float = Field(1.0, gt=0, description="this suite's share of alpha in the Holm family of regressions (weighted "
-                          "Holm): weight 2 is tested at twice the level of weight 1; the family's error rate stays alpha")
+    critical: bool = Field(False, description="a pass needs this suite non-inferior on its own, and it is tested for "
+                           "regression at alpha on its own, outside the Holm family (more power for a suite you cannot "
+                           "lose; up to alpha more false regressions)")
+    weight: float = Field(1.0, gt=0, description="each of this suite's cases counts this many times in the pooled metric, "
+                          "and the suite's share of alpha in the Holm families is this weight (weighted Holm): weight 2 is "
+                          "tested at twice the level of weight 1; the family's error rate stays alpha")
 
 
 class GateConfig(Strict):
     """How `evalsvc gate` decides (see README: the gate)."""
 
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided error rate: of a false pass (every suite must pass), "
-                         "and of any false regression (Holm across suites)")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided error rate: of a false pass, and of any false "
+                         "regression (Holm across the pooled metric and the suites)")
+    decide: Literal["pooled", "every_suite"] = Field(
+        "pooled", description="pooled: a pass needs the primary metric pooled over all gated suites non-inferior, no suite "
+        "shown worse than the baseline and every critical suite non-inferior on its own; every_suite: every suite must be "
+        "non-inferior on its own (stricter: small suites rarely pass)")
     primary: list[str] = Field(default_factory=lambda: ["pass"], description="metrics that decide, in every gated suite "
                                "that measures them (pooled over the suites as a summary)")
     margins: dict[str, Margin] = Field(default_factory=lambda: {"default": Margin(absolute=0.05)},

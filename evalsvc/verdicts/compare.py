@@ -21,12 +21,13 @@ from evalsvc.stats import speed
 from evalsvc.stats.binary import compare_binary
 from evalsvc.stats.bootstrap import compare_continuous
 from evalsvc.stats.comparison import Comparison, Verdict, margin_from
-from evalsvc.stats.multiplicity import decide, decide_suites, overall
+from evalsvc.stats.multiplicity import decide
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
 from evalsvc.store.schema import Alert
 from evalsvc.suites import Suite
 from evalsvc.verdicts import health, timing
+from evalsvc.verdicts.decision import Decision, decide_gate
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
 POOLED = "all suites"  # the scope of the pooled summary
@@ -45,18 +46,20 @@ class Flip:
 class Report:
     baseline: str
     candidate: str
-    primary: list[tuple[str, Comparison]]  # (suite, comparison) of each suite's primary metrics: these decide
+    primary: list[tuple[str, Comparison]]  # (suite, comparison) of each suite's primary metrics (and deciding speed): each can veto
     secondary: list[tuple[str, Comparison]]  # every other metric per suite: shown, Holm-adjusted among themselves
     verdict: Verdict
     flips: list[Flip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lower_is_better: set[str] = field(default_factory=set)  # metrics compared negated (their means shown as measured)
     runs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # suite name -> (baseline run, candidate run) rows
-    pooled: list[tuple[str, Comparison]] = field(default_factory=list)  # primary metrics over all suites: a summary
+    pooled: list[tuple[str, Comparison]] = field(default_factory=list)  # primary metrics over all suites: decide a pass
     provenance: list[str] = field(default_factory=list)  # the runs compared, one line per suite (the gate fills it)
     bounds: list[tuple[str, Comparison]] = field(default_factory=list)  # primary metrics, unanswered cases as losses
     health: Comparison | None = None  # share of cases answered, candidate vs baseline (verdicts/health.py)
     speed: list[tuple[str, Comparison]] = field(default_factory=list)  # speed metrics without a margin: shown only
+    decision: Decision | None = None  # which rule decided quality, and why (verdicts/decision.py)
+    bound_decision: Decision | None = None  # the same rule on the worst-case bounds
 
     def measured_means(self, c: Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -72,6 +75,7 @@ class _Pairs:
 
     values: dict[str, tuple[list[float], list[float]]] = field(default_factory=lambda: defaultdict(lambda: ([], [])))
     kinds: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    weights: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # per value (pooled: the suite's weight)
 
 
 class NotComparable(EvalsvcError):
@@ -167,6 +171,8 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     states: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]] = {}
     flips: list[Flip] = []
+    measured: dict[str, set[str]] = {}
+    why: dict[str, str] = {}  # suite -> why its primary metrics are left out (a veto, never a silent drop)
     for suite_name, (base_run, cand_run) in runs.items():
         for run, who in ((base_run, baseline), (cand_run, candidate)):
             if run.upstream_change:
@@ -176,6 +182,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             notes.append(f"{suite_name}: the runs were scored by different evalsvc versions ({scored_by[0] or 'unknown'} and "
                          f"{scored_by[1] or 'unknown'}): a scorer change can move the numbers; measure both now to be sure")
         kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
+        measured[suite_name] = set(kinds)
         base_rows, cand_rows = per_case(s, base_run.id, gate.samples_pass), per_case(s, cand_run.id, gate.samples_pass)
         states[suite_name] = (queries.case_states(s, base_run.id), queries.case_states(s, cand_run.id))
         scored[suite_name] = (base_rows, cand_rows)
@@ -194,7 +201,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             ids_b, ids_c = base_rows[cid].judges, cand_rows[cid].judges
             mismatched |= {label for label in ids_b.keys() & ids_c.keys() if ids_b[label] != ids_c[label]}
             untrusted |= {label for label, (fp, _) in [*ids_b.items(), *ids_c.items()] if fp in drifting}
-        if untrusted or fooled:  # a case's pass includes its judge verdicts
+        if untrusted or fooled or mismatched:  # a case's pass includes its judge verdicts: never paired across judges
             untrusted.add("pass")
         for cid in shared:
             b, c = base_rows[cid], cand_rows[cid]
@@ -208,6 +215,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
                     target.values[metric][0].append(float(bv))
                     target.values[metric][1].append(float(cv))
                     target.kinds[metric] = (kind, up)
+                pooled.weights[metric].append(gate.suite(suite_name).weight)
             way = flip(b, c)
             if way is not None:
                 flipped.append((cid, way))
@@ -216,12 +224,16 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             cand_out = queries.outputs(s, cand_run.id, [cid for cid, _ in flipped])
             flips.extend(Flip(suite_name, cid, way, base_out.get(cid, ""), cand_out.get(cid, "")) for cid, way in flipped)
         if mismatched:
-            notes.append(f"{suite_name}: {', '.join(sorted(mismatched))} not compared: the two runs were judged by "
-                         "different judges or prompt templates")
-        if untrusted - {"pass"}:
+            notes.append(f"{suite_name}: {', '.join(sorted(mismatched | {'pass'}))} not compared: the two runs were judged "
+                         "by different judges or prompt templates (a case's pass holds its judge verdicts); measure both "
+                         "now, or re-judge the older run with the current judge")
+            why[suite_name] = "its runs were judged by different judges or prompt templates"
+        if untrusted - {"pass"} - mismatched:
+            why[suite_name] = "its judge is fooled by its canaries more often than it was (a judge alert is open)"
             notes.append(f"{suite_name}: {', '.join(sorted(untrusted))} not decided: its judge is fooled by its canaries "
                          "more often than it was (a judge alert is open); resolve it, or judge with another judge")
         if fooled:
+            why[suite_name] = f"its judge let more than {gate.max_canary_failure_rate:.0%} of its canaries through"
             notes.append(f"{suite_name}: {', '.join(sorted(fooled | {'pass'}))} not decided: its judge let more than "
                          f"{gate.max_canary_failure_rate:.0%} of its canaries through (gate.max_canary_failure_rate); "
                          "a judge that manipulative answers can talk round cannot decide a release: judge with another judge")
@@ -237,22 +249,23 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     deciding = [(name, _compare(metric, pairs, gate)) for name, pairs in per_suite.items()
                 for metric in gate.primary if metric in pairs.values]
     if not deciding:
-        reasons = [n for n in notes if "its judge is fooled by its canaries" in n or "of its canaries through" in n]
+        reasons = [n for n in notes if "its judge is fooled by its canaries" in n or "of its canaries through" in n
+                   or "judged by different judges" in n]
         if reasons:
             rates = [n for n in notes if ": judge canaries (" in n]
-            raise NotComparable("the primary metrics are judged by a judge that its canaries fool (too often, or more often "
-                                "than before: a judge alert is open), so nothing can be decided: " + "; ".join(reasons + rates))
+            raise NotComparable("the primary metrics are judged by judges that cannot decide (a changed judge, or one "
+                                "its canaries fool too often, or more often than before: a judge alert is open), so "
+                                "nothing can be decided: " + "; ".join(reasons + rates))
         raise NotComparable(f"none of the primary metrics ({', '.join(gate.primary)}) is measured by these suites; "
                             "set gate.primary in evalsvc.yaml")
-    gated_speed, shown_speed, speed_notes = timing.compare_speed(s, runs, gate, POOLED)
-    deciding += gated_speed  # a speed metric with its own margin decides in every suite, like a primary metric
+    undecided = [(name, why.get(name, f"{metric} could not be compared")) for name, pairs in per_suite.items()
+                 for metric in gate.primary if metric in measured[name] and metric not in pairs.values]
+    gated_speed, shown_speed, speed_notes, speed_undecided = timing.compare_speed(s, runs, gate, POOLED)
     notes += speed_notes
-    critical = [gate.suite(name).critical for name, _ in deciding]
-    weights = [gate.suite(name).weight for name, _ in deciding]
-    primary = list(zip([p[0] for p in deciding], decide_suites([p[1] for p in deciding], gate.alpha, critical, weights),
-                       strict=True))
-    summary = [(POOLED, _compare(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
-    summary = list(zip([p[0] for p in summary], decide([p[1] for p in summary], gate.alpha), strict=True))
+    undecided += speed_undecided
+    summary = [(POOLED, _compare_pooled(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
+    summary, primary, gated_speed, decision = decide_gate(summary, deciding, gated_speed, gate, undecided)
+    primary += gated_speed  # a speed metric with its own margin must hold in every suite
     others = []
     for name, pairs in per_suite.items():
         for metric in sorted(pairs.values):
@@ -267,26 +280,29 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
     lower |= {c.metric for _, c in [*gated_speed, *shown_speed] if not speed.HIGHER_IS_BETTER[c.metric]}
-    bounds = _bounds(per_suite, states, scored, gate)
+    bounds, bound_decision = _bounds(per_suite, states, scored, gate)
     served = health.health(states.values(), gate.health_margin, gate.alpha)
-    quality = overall([c for _, c in primary])
-    verdict = health.combined(quality, [c for _, c in bounds], served)
+    quality = decision.verdict
+    verdict = health.combined(quality, bound_decision.verdict if bound_decision else None, served)
     if served is not None and served.verdict == "regression":
         notes.append(f"serving health: the candidate answered {served.candidate_mean:.1%} of the cases, the baseline "
                      f"{served.baseline_mean:.1%}: more errors than gate.health_margin ({served.margin:.1%}) allows")
-    elif verdict != quality:
-        hiding = ", ".join(f"{name}/{c.metric} {c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" for name, c in bounds
-                           if c.verdict not in ("pass", "improvement"))
+    elif verdict != quality and bound_decision is not None:
+        hiding = "; ".join(bound_decision.reasons)
         notes.append(f"quality passes on the cases answered in both runs, but the unanswered cases could hide a loss: "
-                     f"counted as failures of the candidate (and passes of the baseline), {hiding}")
+                     f"a case answered in one run only counted as a failure of the candidate (or a pass of the baseline), "
+                     f"{hiding}")
     return Report(baseline, candidate, primary, secondary, verdict, flips, notes, lower, dict(runs), summary, bounds=bounds,
-                  health=served, speed=shown_speed)
+                  health=served, speed=shown_speed, decision=decision, bound_decision=bound_decision)
 
 
 def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str], dict[str, str]]],
-            scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]], gate: GateConfig) -> list[tuple[str, Comparison]]:
-    """The worst-case bound of each suite's primary metrics, where some case was not scored in one of the runs."""
+            scored: dict[str, tuple[dict[str, _Case], dict[str, _Case]]], gate: GateConfig
+            ) -> tuple[list[tuple[str, Comparison]], Decision | None]:
+    """The worst-case bound of the primary metrics where some case was answered in one run only, pooled and per suite,
+    decided by the gate's own rule; ([], None) when every case was answered in both runs or in neither."""
     found: list[tuple[str, Comparison]] = []
+    pooled = _Pairs()
     for name, pairs in per_suite.items():
         rows_b, rows_c = scored[name]
         for metric in (m for m in gate.primary if m in pairs.values):
@@ -296,15 +312,22 @@ def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str]
             filled = health.worst_case(states[name], {cid: r.scores.get(metric) for cid, r in rows_b.items()},
                                        {cid: r.scores.get(metric) for cid, r in rows_c.items()},
                                        worst=lo if up else hi, best=hi if up else lo)
-            if filled:
+            if filled is None:
+                filled = pairs.values[metric]  # nothing unanswered here: the suite's own pairs stand in the pool
+            else:
                 one = _Pairs()
                 one.values[metric], one.kinds[metric] = filled, (kind, up)
                 found.append((name, _compare(metric, one, gate)))
+            pooled.values[metric][0].extend(filled[0])
+            pooled.values[metric][1].extend(filled[1])
+            pooled.kinds[metric] = (kind, up)
+            pooled.weights[metric].extend([gate.suite(name).weight] * len(filled[0]))
     if not found:
-        return []
-    decided = decide_suites([c for _, c in found], gate.alpha, [gate.suite(n).critical for n, _ in found],
-                                  [gate.suite(n).weight for n, _ in found])
-    return list(zip([n for n, _ in found], decided, strict=True))
+        return [], None
+    summary = [(POOLED, _compare_pooled(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
+    summary, decided, _, decision = decide_gate(summary, found, [], gate)
+    pooled_rows = [(n, c) for n, c in summary if c.metric not in decision.alone] if gate.decide == "pooled" else []
+    return [*pooled_rows, *decided], decision
 
 
 def _canaries(s: Session, suite: str, base_run: int, cand_run: int, limit: float, notes: list[str]) -> set[str]:
@@ -341,6 +364,24 @@ def _same_numbers(pairs: _Pairs, metric: str, primary: list[str]) -> str | None:
         if other in pairs.values and pairs.kinds[other] == pairs.kinds[metric] and pairs.values[other] == pairs.values[metric]:
             return other
     return None
+
+
+def _compare_pooled(metric: str, pairs: _Pairs, gate: GateConfig) -> Comparison:
+    """The pooled comparison: every case once, unless ``gate.suites.<name>.weight`` differ between the pooled suites.
+
+    With unequal weights each case's values are scaled by its suite's weight over the mean weight, so the mean of the
+    scaled differences is the weighted mean difference; the paired bootstrap (BCa) then gives its interval, for pass/fail
+    metrics too (Tango's interval has no weighted form)."""
+    w = pairs.weights.get(metric) or []
+    if len(set(w)) <= 1:
+        return _compare(metric, pairs, gate)
+    base, cand = pairs.values[metric]
+    k = [x * len(w) / sum(w) for x in w]
+    _, up = pairs.kinds[metric]
+    scaled = _Pairs()
+    scaled.values[metric] = ([b * f for b, f in zip(base, k, strict=True)], [c * f for c, f in zip(cand, k, strict=True)])
+    scaled.kinds[metric] = ("continuous", up)
+    return _compare(metric, scaled, gate)
 
 
 def _compare(metric: str, pairs: _Pairs, gate: GateConfig) -> Comparison:

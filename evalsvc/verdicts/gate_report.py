@@ -16,8 +16,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from evalsvc.stats.comparison import Comparison
-from evalsvc.stats.multiplicity import overall
-from evalsvc.verdicts.compare import Report
+from evalsvc.verdicts.compare import POOLED, Report
 from evalsvc.verdicts.health import HEALTH
 
 EXIT = {"pass": 0, "improvement": 0, "regression": 1, "inconclusive": 0}  # inconclusive: 3 unless allowed
@@ -36,8 +35,10 @@ def n_needed_text(c: Comparison) -> str:
     return f"n≈{c.n_needed} to {claim}, if Δ {c.delta:+.3f} and its spread hold"
 
 
-def _row(scope: str, c: Comparison, report: Report) -> str:
+def _row(scope: str, c: Comparison, report: Report, veto: bool = False) -> str:
     need = f" ({n_needed_text(c)})" if c.verdict == "inconclusive" and c.n_needed else ""
+    blocks = report.decision.blocks(scope, c) if veto and report.decision is not None else None
+    need += f" **blocks the pass: {blocks}**" if blocks and blocks != "regressed" else ""
     base, cand = report.measured_means(c)
     name = f"{c.metric} (lower is better)" if c.metric in report.lower_is_better else c.metric
     return (f"| {scope} | {name} | {c.n} | {base:.3f} | {cand:.3f} | {c.delta:+.3f} "
@@ -61,12 +62,23 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
              f"{level}non-inferiority margins: {_margins(report)}.", ""]
     if report.provenance:
         lines += ["Runs compared:", *(f"- {line}" for line in report.provenance), ""]
-    lines += [
-             "Every suite decides (pass needs every suite to pass; regressions Holm-adjusted across suites):", "", HEADER]
-    lines += [_row(scope, c, report) for scope, c in report.primary]
-    regressed = [f"{scope}/{c.metric}" for scope, c in report.primary if c.verdict == "regression"]
+    pooled_rule = report.decision is not None and report.decision.rule == "pooled"
+    alone = set(report.decision.alone) if report.decision else set()
+    pooled_rows = [(scope, c) for scope, c in report.pooled if c.metric not in alone]
+    lines += [how_decided(report), ""]
+    regressed = [f"{scope}/{c.metric}" for scope, c in [*(pooled_rows if pooled_rule else []), *report.primary]
+                 if c.verdict == "regression"]
     if regressed:
-        lines += ["", f"**Regressed:** {', '.join(regressed)}"]
+        lines += [f"**Regressed:** {', '.join(dict.fromkeys(regressed))}", ""]
+    if report.decision is not None and report.decision.reasons:
+        label = "Why" if report.decision.verdict == "regression" else "What blocked the pass"
+        lines += [f"**{label}:**", *(f"- {r}" for r in report.decision.reasons), ""]
+    if pooled_rule and pooled_rows:
+        lines += ["Pooled over the suites (decides a pass):", "", HEADER, *(_row(scope, c, report) for scope, c in pooled_rows), ""]
+    lines += ["Each suite (can veto: a regression, shown worse than the baseline, or a critical suite not shown "
+              "non-inferior):" if pooled_rule else
+              "Every suite decides (pass needs every suite to pass; regressions Holm-adjusted across suites):", "", HEADER]
+    lines += [_row(scope, c, report, veto=True) for scope, c in report.primary]
     if report.bounds:
         lines += ["", "Worst case, where a case was not answered in one run (the candidate's count as failures, the "
                   "baseline's as passes); a pass that these could undo is inconclusive:", "", HEADER,
@@ -79,8 +91,8 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
     if report.speed:
         lines += ["", "Speed, paired on the answers both runs requested (decides only where gate.margins names the "
                   "metric; shown here against a 10% margin):", "", HEADER, *(_row(scope, c, report) for scope, c in report.speed)]
-    if report.pooled:
-        lines += ["", "Pooled over the suites (a summary; it decides nothing):", "", HEADER,
+    if report.pooled and not pooled_rule:
+        lines += ["", "Pooled over the suites (a summary under gate.decide: every_suite; it decides nothing):", "", HEADER,
                   *(_row(scope, c, report) for scope, c in report.pooled)]
     if report.secondary:
         lines += ["", "<details><summary>Other metrics per suite (informational; Holm-adjusted among themselves)</summary>",
@@ -100,6 +112,22 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
     return "\n".join(lines) + "\n"
 
 
+def how_decided(report: Report) -> str:
+    """One paragraph: which rule decided this verdict and how (the Markdown, the CLI and the dashboard say the same)."""
+    d = report.decision
+    if d is None:
+        return "Decided by every suite."
+    if d.rule == "every_suite":
+        return ("How the verdict was reached (gate.decide: every_suite): a pass needs every suite shown non-inferior on "
+                "its own; a regression is any suite's interval below its margin (Holm across suites).")
+    crit = f" ({', '.join(d.critical)})" if d.critical else ""
+    return ("How the verdict was reached (gate.decide: pooled): a pass needs the primary metric pooled over every gated "
+            "suite's cases shown non-inferior at its margin, no suite shown worse than the baseline (Holm across suites) "
+            f"and every critical suite{crit} non-inferior on its own; a suite that could not be decided vetoes the pass. "
+            "A regression is the pooled interval, or any suite's, entirely below its margin (Holm across the pooled "
+            "metric and the suites).")
+
+
 def _cell(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     text = text if len(text) <= limit else text[: limit - 1] + "…"
@@ -114,20 +142,29 @@ def junit(report: Report, fail_on_inconclusive: bool) -> str:
     the pooled summary and the other metrics are informational and never fail.
     """
     rows = _roles(report)
-    quality_good = bool(report.primary) and overall([c for _, c in report.primary]) in ("pass", "improvement")
+    quality_good = report.decision is not None and report.decision.verdict in ("pass", "improvement")
     suite = ET.Element("testsuite", name=f"evalsvc gate {report.candidate} vs {report.baseline}", tests=str(len(rows)))
     failures = skipped = 0
     for role, scope, c in rows:
         tc = ET.SubElement(suite, "testcase", classname=f"evalsvc.{role}.{scope}", name=c.metric)
         detail = (f"{c.verdict}: delta {c.delta:+.4f} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}] margin {c.margin:.4f} n {c.n} "
                   f"flips down {c.flips_down} up {c.flips_up}; {c.method}")
-        if _fails(role, c, quality_good, fail_on_inconclusive):
+        if _fails(role, scope, c, report, quality_good, fail_on_inconclusive):
             failures += 1
             ET.SubElement(tc, "failure", message=detail)
         elif c.verdict in ("regression", "inconclusive"):
             skipped += 1
             ET.SubElement(tc, "skipped", message=detail if role == "decides" else f"{role}, did not set the exit code: {detail}")
         ET.SubElement(tc, "system-out").text = detail
+    for name, why in (report.decision.undecided if report.decision else []):
+        tc = ET.SubElement(suite, "testcase", classname=f"evalsvc.undecided.{name}", name="could not be decided")
+        if fail_on_inconclusive:
+            failures += 1
+            ET.SubElement(tc, "failure", message=f"{name} could not be decided: {why}")
+        else:
+            skipped += 1
+            ET.SubElement(tc, "skipped", message=f"{name} could not be decided: {why}")
+    suite.set("tests", str(len(suite)))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
@@ -142,11 +179,17 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
                 "ci_high": _num(c.ci_high), "margin": _num(c.margin), "alpha": _num(c.alpha),
                 "p_noninferior": _num(c.p_noninferior), "p_inferior": _num(c.p_inferior),
                 "flips_down": c.flips_down, "flips_up": c.flips_up, "n_needed": c.n_needed,
-                "lower_is_better": c.metric in report.lower_is_better, "method": c.method}
+                "lower_is_better": c.metric in report.lower_is_better, "method": c.method,
+                "blocks": report.decision.blocks(scope, c) if role in ("veto", "decides") and scope != POOLED and report.decision
+                else None}
 
+    d = report.decision
+    decision = None if d is None else {"rule": d.rule, "quality_verdict": d.verdict, "reasons": d.reasons,
+                                       "shown_worse": d.shown_worse, "critical": d.critical,
+                                       "undecided": [{"suite": n, "reason": why} for n, why in d.undecided]}
     return json.dumps({
         "candidate": report.candidate, "baseline": report.baseline, "verdict": report.verdict,
-        "exit_code": exit_code(report, fail_on_inconclusive), "alpha": alpha, "runs": report.provenance,
+        "exit_code": exit_code(report, fail_on_inconclusive), "alpha": alpha, "decision": decision, "runs": report.provenance,
         "comparisons": [row(role, sc, c) for role, sc, c in _roles(report)],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
         "notes": report.notes}, indent=2, allow_nan=False)
@@ -183,23 +226,38 @@ def _publish(md: str, markdown_path: Path | None) -> None:
             fh.write(md)
 
 
-def _fails(role: str, c: Comparison, quality_good: bool, fail_on_inconclusive: bool) -> bool:
+def _fails(role: str, scope: str, c: Comparison, report: Report, quality_good: bool, fail_on_inconclusive: bool) -> bool:
     """Whether this comparison sets a non-zero exit code (so JUnit fails exactly those)."""
     if role == "decides":
         return c.verdict == "regression" or (c.verdict == "inconclusive" and fail_on_inconclusive)
+    if role == "veto":  # a suite row: fails when it regressed or blocks the pass
+        blocks = report.decision.blocks(scope, c) if report.decision else None
+        return c.verdict == "regression" or (blocks is not None and fail_on_inconclusive)
     if role == "health":
         return c.verdict == "regression"
     if role == "bound":  # a quality pass the unanswered cases could undo is inconclusive
-        return quality_good and c.verdict not in ("pass", "improvement") and fail_on_inconclusive
+        bd = report.bound_decision
+        if not quality_good or bd is None or bd.verdict in ("pass", "improvement") or not fail_on_inconclusive:
+            return False
+        return (scope == POOLED and c.verdict not in ("pass", "improvement")) or bd.blocks(scope, c) is not None
     return False
 
 
 def _roles(report: Report) -> list[tuple[str, str, Comparison]]:
-    """Every comparison with its role: decides, bound (worst case), health, summary (pooled), speed (no margin of its
-    own) or informational."""
-    return ([("decides", scope, c) for scope, c in report.primary] + [("bound", scope, c) for scope, c in report.bounds]
+    """Every comparison with its role: decides (the pooled rows under the pooled rule, and the rows that must hold on
+    their own: a critical suite's, a suite that decides a metric alone, a speed metric with a margin; under every_suite
+    each suite's primary rows), veto (the other suite rows under the pooled rule), bound (worst case), health, summary (pooled,
+    under every_suite), speed (no margin of its own) or informational."""
+    pooled_rule = report.decision is not None and report.decision.rule == "pooled"
+    alone = set(report.decision.alone) if report.decision else set()
+    own = set(report.decision.own) if report.decision else set()  # rows that must hold on their own: they decide
+    head = ([("summary" if c.metric in alone else "decides", scope, c) for scope, c in report.pooled]
+            + [("decides" if f"{scope}/{c.metric}" in own else "veto", scope, c) for scope, c in report.primary]
+            if pooled_rule else [("decides", scope, c) for scope, c in report.primary])
+    return (head + [("bound", scope, c) for scope, c in report.bounds]
             + ([("health", HEALTH, report.health)] if report.health is not None else [])
-            + [("summary", scope, c) for scope, c in report.pooled] + [("speed", scope, c) for scope, c in report.speed]
+            + ([] if pooled_rule else [("summary", scope, c) for scope, c in report.pooled])
+            + [("speed", scope, c) for scope, c in report.speed]
             + [("informational", scope, c) for scope, c in report.secondary])
 
 

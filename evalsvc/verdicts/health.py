@@ -5,10 +5,12 @@ wrong answer. But errors are rarely random: a deployment with a smaller context 
 longest prompts, which are often the hardest, and those cases leave both arms of the comparison. Two
 comparisons therefore stand next to the quality verdict:
 
-- The worst-case bound, per suite and primary metric: each case the candidate did not answer counts as
-  its worst value (a failure), each case the baseline did not answer as its best (a pass). If even this
-  passes, no error can hide a loss; when quality passes but the bound does not, the gate is
-  inconclusive: the errors could hide one (exit 3 by default).
+- The worst-case bound, pooled and per suite, of each primary metric: each case answered by the baseline only
+  counts as a failure of the candidate, each case answered by the candidate only as a pass of the baseline. A
+  case neither run answered says nothing about the difference and stays out (two deployments that share a
+  context limit are not told apart by it). The bound is decided by the gate's own rule; if even this passes, no
+  error can hide a loss; when quality passes but the bound does not, the gate is inconclusive: the errors could
+  hide one (exit 3 by default).
 - Serving health, over every gated case: the share of cases answered, candidate vs baseline, compared
   paired (Tango's interval, as for pass/fail) against its own margin, ``gate.health_margin``. A shown
   rise in errors beyond it is a regression (exit 1), tested at alpha on its own; otherwise it informs.
@@ -49,9 +51,9 @@ def worst_case(states: tuple[Mapping[str, str], Mapping[str, str]], base: Mappin
     ``base``/``cand`` hold the metric's value of each ok case; ``worst`` and ``best`` are its worst and best values
     in the units it is stored in (for pass: 0 and 1; lower-is-better metrics swap them)."""
     b_states, c_states = states
-    cids = sorted(b_states.keys() | c_states.keys())
+    cids = [cid for cid in sorted(b_states.keys() | c_states.keys()) if "ok" in (b_states.get(cid), c_states.get(cid))]
     if all(b_states.get(cid) == "ok" and c_states.get(cid) == "ok" for cid in cids):
-        return None
+        return None  # nothing answered in one run only (a case answered in neither is no evidence either way)
     out_b: list[float] = []
     out_c: list[float] = []
     for cid in cids:
@@ -63,10 +65,11 @@ def worst_case(states: tuple[Mapping[str, str], Mapping[str, str]], base: Mappin
     return out_b, out_c
 
 
-def combined(quality: Verdict, bounds: Iterable[Comparison], served: Comparison | None) -> Verdict:
-    """The gate's verdict: a shown rise in errors is a regression; a quality pass that the errors could undo is not a pass."""
+def combined(quality: Verdict, bound: Verdict | None, served: Comparison | None) -> Verdict:
+    """The gate's verdict: a shown rise in errors is a regression; a quality pass that the errors could undo (the
+    worst-case bound, decided by the same rule, is not a pass) is not a pass."""
     if served is not None and served.verdict == "regression":
         return "regression"
-    if quality in _GOOD and any(b.verdict not in _GOOD for b in bounds):
+    if quality in _GOOD and bound is not None and bound not in _GOOD:
         return "inconclusive"
     return quality
