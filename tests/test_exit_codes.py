@@ -155,3 +155,16 @@ def test_every_extra_named_in_a_message_is_one_pyproject_declares() -> None:
 def test_version() -> None:
     out = _cli("--version")
     assert out.exit_code == 0 and out.output.startswith("evalsvc ")
+
+
+def test_schedule_suites_and_variants_are_checked_when_the_file_is_checked(echo_project: Path) -> None:
+    cfg = echo_project / "evalsvc.yaml"
+    base = cfg.read_text()
+    cfg.write_text(base + "schedules: [{name: nightly, cron: '0 3 * * *', suites: [echoo]}]\n")
+    for argv in (["variants"], ["suites", "validate"], ["schedule", "list"]):
+        out = _cli(*argv, "-c", str(cfg))
+        assert out.exit_code == 2, f"evalsvc {' '.join(argv)}: {out.output}"
+        assert "schedules: nightly" in out.output and "did you mean 'echo'" in out.output, out.output
+    cfg.write_text(base + "schedules: [{name: nightly, cron: '0 3 * * *', variants: [fak]}]\n")
+    out = _cli("variants", "-c", str(cfg))
+    assert out.exit_code == 2 and "schedules: nightly" in out.output and "did you mean 'fake'" in out.output, out.output

@@ -164,6 +164,7 @@ def suites_validate(paths: tuple[str, ...], config_path: str | None, suites_dir:
     from evalsvc.config import Config, load_config
     from evalsvc.errors import ConfigError, SuiteError
     from evalsvc.service.plan import plan_lines
+    from evalsvc.service.selection import check_config_suites
     from evalsvc.suites import load_suite
 
     cfg = Config()
@@ -174,6 +175,8 @@ def suites_validate(paths: tuple[str, ...], config_path: str | None, suites_dir:
             cfg = load_config(DEFAULT_CONFIG)
         except ConfigError as exc:
             click.echo(f"note: {DEFAULT_CONFIG} not read, so the default suites_dir and margins apply: {exc}", err=True)
+    if config_path is not None:
+        check_config_suites(cfg)
     folder = Path(suites_dir) if suites_dir else cfg.suites_dir
     files = [Path(p) for p in paths] or sorted(folder.glob("*.yaml"))
     if not files:
@@ -207,8 +210,10 @@ def variants_cmd(config_path: str) -> None:
     """List configured variants with their fingerprints (what identifies their results)."""
     from evalsvc.config import load_config
     from evalsvc.errors import ConfigError
+    from evalsvc.service.selection import check_config_suites
 
     cfg = load_config(config_path)
+    check_config_suites(cfg)
     for v in cfg.variants:
         where = v.endpoint.base_url if v.endpoint else str(v.local.model_path if v.local else "")
         try:

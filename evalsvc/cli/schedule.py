@@ -132,6 +132,7 @@ def _with_scheduler(config_path: str):
 @CONFIG_OPTION
 def schedule_list(config_path: str) -> None:
     """Each schedule with its cron, next fire time (UTC) and whether it is paused."""
+    _check_suites(config_path)
     from evalsvc.cli.tables import table
 
     cfg, scheduler = _with_scheduler(config_path)
@@ -143,6 +144,14 @@ def schedule_list(config_path: str) -> None:
                      ", ".join(spec.variants or ["(all)"])])
     scheduler.shutdown(wait=False)
     click.echo(table(["schedule", "cron (UTC)", "next", "suites", "variants"], rows) if rows else "no schedules")
+
+
+def _check_suites(config_path: str) -> None:
+    """The suites each schedule names exist: a typo is found when the schedules are listed, not when one fires."""
+    from evalsvc.config import load_config
+    from evalsvc.service.selection import check_config_suites
+
+    check_config_suites(load_config(config_path))
 
 
 @schedule_group.command("run-now")

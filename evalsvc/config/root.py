@@ -76,6 +76,15 @@ class Config(Strict):
                                      "GPUs (CUDA_VISIBLE_DEVICES): remove gpu_ids, and set tensor_parallel_size (and "
                                      "data_parallel_size) for how many it needs")
         by_name = {v.name: v for v in self.variants}
+        for sched in self.schedules:  # checked with the file, not when the schedule first fires
+            for name in sched.variants or []:
+                if name not in by_name:
+                    import difflib
+
+                    close = difflib.get_close_matches(name, names, n=1)
+                    raise ValueError(f"schedules: {sched.name}: no variant named '{name}' ("
+                                     + (f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names) or 'none'}")
+                                     + ")")
         for family, base in self.baselines.items():
             if base not in by_name:
                 raise ValueError(f"baselines.{family}: no variant named '{base}' (known: {', '.join(names) or 'none'})")

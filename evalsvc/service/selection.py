@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from evalsvc.config import Config
 from evalsvc.errors import ConfigError
 from evalsvc.store.schema import MetricPoint, Run
+from evalsvc.suites import discover
 
 OPTIONS = {"suite": "--suite/-s", "variant": "--variant/-v", "metric": "--metric/-m", "schedule": "schedule"}
 
@@ -45,3 +48,12 @@ def check_stored(engine: Engine, suites: Iterable[str | None] = (), variants: It
         names = [n for n in given if n is not None and not (what == "metric" and n == "all")]
         if names:
             check_names(what, names, stored_names(engine, what))
+
+
+def check_config_suites(cfg: Config) -> None:
+    """The suites that evalsvc.yaml names (``suites:`` and each schedule's) exist in suites_dir: checked when the file
+    is checked (`evalsvc variants`, `suites validate`, `schedule list`), not first when a schedule fires."""
+    known = list(discover(cfg.suites_dir))
+    named = [("suites:", cfg.suites or []), *((f"schedules: {s.name}: suites:", s.suites or []) for s in cfg.schedules)]
+    for option, names in named:
+        check_names("suite", [n for n in names if not Path(n).is_file()], known, f"suites_dir {cfg.suites_dir}", option)
