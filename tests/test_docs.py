@@ -9,6 +9,7 @@ from evalsvc.config import Config
 from evalsvc.config.gate import GateConfig
 from evalsvc.stats.bootstrap import compare_continuous
 from evalsvc.verdicts.compare import Report
+from evalsvc.verdicts.decision import Decision
 from evalsvc.verdicts.gate_report import _fails, _roles
 from tests.conftest import ROOT
 
@@ -34,13 +35,15 @@ def test_no_doc_calls_a_setting_not_configurable() -> None:
 
 def test_the_gate_doc_names_every_json_role_and_every_junit_row_that_can_fail() -> None:
     c = replace(compare_continuous("pass", [0.9, 0.8, 0.7], [0.1, 0.2, 0.3], 0.05), verdict="regression")
+    decision = Decision("pooled", "regression")
     report = Report("base", "cand", [("s", c)], [("s", c)], "regression", pooled=[("all", c)], bounds=[("s", c)],
-                    health=c, speed=[("s", c)])
-    roles = {role for role, _, _ in _roles(report)}
+                    health=c, speed=[("s", c)], decision=decision, bound_decision=decision)
+    roles = {role for role, _, _ in _roles(report)} | {role for role, _, _ in _roles(replace(report, decision=None))}
     gate_md = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
     json_part = gate_md[gate_md.index("`--json FILE`"):]
     assert [r for r in sorted(roles) if f"`{r}`" not in json_part] == []
-    phrase = {"decides": "deciding regression", "bound": "worst-case bound", "health": "serving health"}
-    assert {r for r in roles if _fails(r, c, True, True)} == set(phrase)
+    phrase = {"decides": "deciding regression", "veto": "suite that regressed or blocks", "bound": "worst-case bound",
+              "health": "serving health"}
+    assert {r for r in roles if _fails(r, "s", c, report, True, True)} == set(phrase)
     junit_part = " ".join(gate_md[gate_md.index("JUnit XML in `--junit FILE`"):].split("never fail")[0].split())
     assert [r for r, words in phrase.items() if words not in junit_part] == []
