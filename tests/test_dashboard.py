@@ -466,3 +466,15 @@ def test_compare_marks_each_side_pass_or_fail_with_the_checks_and_their_expected
     assert "idea" in shown and "{'" not in shown  # no raw dict of scores
     assert "#ccffd8" not in shown and "line-through" not in shown  # the diff does not say which side is right
 
+
+
+def test_overview_shows_each_candidates_stored_gate_verdict_whichever_rule_decided(tmp_path: Path, monkeypatch) -> None:
+    """Under gate.decide: every_suite the pooled rows are a summary, stored with primary false: the Overview still
+    shows each candidate's verdict as its comparison stored it, with the pooled delta beside it."""
+    config = seeded_pair_project(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    with open_engine(_url(config)).begin() as conn:
+        conn.execute(text("UPDATE verdicts SET \"primary\" = 0 WHERE scope = 'all suites'"))
+    at = _page("overview", config, monkeypatch)
+    gate = at.dataframe[0].value
+    assert list(gate["candidate"]) == ["smollm2-q4_0"] and list(gate["overall"]) == ["regression"]
+    assert list(gate["metric"]) == ["pass"] and "all suites pooled: pass" in at.error[0].value

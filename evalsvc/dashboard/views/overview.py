@@ -20,8 +20,8 @@ if variants:
 if suites:
     frame = frame[frame["suite"].isin(suites)]
 
-pooled = ui.query(cfg, "latest_verdicts")
-pooled = pooled[(pooled["scope"] == POOLED) & pooled["primary"]] if not pooled.empty else pooled
+pooled = ui.query(cfg, "latest_verdicts")  # each row carries its comparison's stored overall verdict
+pooled = pooled[(pooled["scope"] == POOLED) & pooled["metric"].isin(cfg.gate.primary)] if not pooled.empty else pooled
 if variants and not pooled.empty:
     pooled = pooled[pooled["candidate"].isin(variants)]
 cells = frame[frame["status"] == "regression"]
