@@ -418,3 +418,48 @@ def test_a_new_evalsvc_version_starts_a_judges_canary_series_again(tmp_path: Pat
         same_version = judge_findings(engine)
     assert [(f.runs, f.regression) for f in one_version] == [(1, False)], one_version
     assert [(f.runs, f.regression) for f in same_version] == [(7, True)], same_version
+
+
+def _reply_tokens(*tokens: tuple[str, dict[str, float]]) -> dict[str, Any]:
+    """Log-probabilities of a reply emitted token by token, each with its alternatives (the token itself first)."""
+    return {"content": [{"token": t, "logprob": math.log(max(alts.get(t, 1.0), 1e-9)),
+                         "top_logprobs": [{"token": k, "logprob": math.log(p)} for k, p in alts.items()]} for t, alts in tokens]}
+
+
+@pytest.mark.parametrize("tail", ["/10", " (out of 10)"])
+def test_g_eval_weighs_the_verdicts_own_number_not_a_later_one_on_its_line(tail: str) -> None:
+    """"VERDICT: 7/10": parse_verdict reads 7, and the weighted score must weigh the alternatives of the 7 (it weighed
+    the 10's, giving 10). The verdict's tokens are found by its character offset in the reply."""
+    tokens = [("VERDICT", {}), (":", {}), (" ", {}), ("7", {"7": 0.6, "8": 0.4})]
+    rest = [("/", {}), ("10", {"10": 1.0})] if tail == "/10" else [(" (out of ", {}), ("10", {"10": 1.0}), (")", {})]
+    text = "VERDICT: 7" + tail
+    logprobs = _reply_tokens(*tokens, *rest)
+    assert "".join(t["token"] for t in logprobs["content"]) == text
+    assert parse_verdict(text, 10, pass_fail=False) == 7.0
+    assert prob_weighted(logprobs, 10, text) == (pytest.approx(0.6 * 7 + 0.4 * 8), None)
+
+
+def test_an_unparsable_pairwise_verdict_is_asked_again_with_a_nudge(tmp_path: Path) -> None:
+    """At temperature 0 a new seed alone gets the same unparsable reply: the retry carries a nudge, as grading does."""
+    import asyncio
+
+    from evalsvc.engine.judge_client import PAIR_NUDGE, JudgeClient
+    from evalsvc.serving.base import Served
+    from evalsvc.serving.endpoint import EndpointClient
+
+    def reply(body: dict[str, Any]) -> str:
+        return "VERDICT: B" if body["messages"][-1]["content"] == PAIR_NUDGE else "I like the second one more."
+    with FakeEndpoint() as cand, FakeEndpoint(reply=reply) as judge:
+        project = _judged_project(tmp_path, cand, judge)
+        cfg = load_config(project / "evalsvc.yaml")
+        engine = open_engine(cfg.store_url())
+        variant = cfg.variant("judge")
+
+        async def ask() -> str | None:
+            client = EndpointClient.for_served(Served(judge.base_url, "j"), cfg)
+            try:
+                return await JudgeClient(cfg, engine, variant, client).ask_pair([{"role": "user", "content": "which?"}])
+            finally:
+                await client.aclose()
+        assert asyncio.run(ask()) == "second"
+        assert len(judge.requests) == 2 and judge.requests[1]["messages"][-1]["content"] == PAIR_NUDGE

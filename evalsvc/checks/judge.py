@@ -132,12 +132,19 @@ def neutralise(answer: str, nonce: str) -> str:
     return re.sub(r"verdict", "verd1ct", answer, flags=re.IGNORECASE)
 
 
+def _verdict_match(text: str) -> tuple[str, int] | None:
+    """The last verdict's raw value and the character offset where it starts."""
+    found = [(m.group(1), m.start(1)) for m in _VERDICT.finditer(text)] or \
+        [(m.group(2), m.start(2)) for m in _JSON_VERDICT.finditer(text)]
+    return found[-1] if found else None
+
+
 def parse_verdict(text: str, scale: int, pass_fail: bool) -> float | None:
     """The last ``VERDICT: x`` (or JSON ``{"verdict": x}``) in the judge's reply, if valid."""
-    found = [m.group(1) for m in _VERDICT.finditer(text)] or [m.group(2) for m in _JSON_VERDICT.finditer(text)]
-    if not found:
+    found = _verdict_match(text)
+    if found is None:
         return None
-    raw = found[-1].upper()
+    raw = found[0].upper()
     if pass_fail:
         return {"PASS": 1.0, "FAIL": 0.0}.get(raw)
     if not raw.isdecimal() or len(raw) > 6:  # int() refuses more than 4300 digits; no scale has more than 3
@@ -149,7 +156,7 @@ def parse_verdict(text: str, scale: int, pass_fail: bool) -> float | None:
 AMBIGUOUS_SHARE = 0.01  # a share of alternatives that cannot be read, below which it is left out of the weighting
 
 
-def prob_weighted(logprobs: dict[str, Any] | None, scale: int) -> tuple[float | None, str | None]:
+def prob_weighted(logprobs: dict[str, Any] | None, scale: int, text: str | None = None) -> tuple[float | None, str | None]:
     """G-Eval score (Liu et al. 2023, arXiv 2303.16634): sum_k P(k) k over the whole numbers k on the scale, and a note
     saying why there is none where the alternatives cannot be read.
 
@@ -159,10 +166,12 @@ def prob_weighted(logprobs: dict[str, Any] | None, scale: int) -> tuple[float | 
     known only if the judge took that path (it emitted the "1"). Otherwise that share cannot be read: it is left out
     when under AMBIGUOUS_SHARE, else there is no weighted score (the note says why). A tokenizer with whole-number
     tokens (an alternative such as "10") reads "1" as 1. (None, None) without log-probabilities or a number in them.
+    With the reply's ``text`` the number weighted is the verdict's own, found by the character offset of the verdict
+    ``parse_verdict`` reads ("VERDICT: 7/10" weighs the 7, not the 10 after it); without it, the last number.
     """
     try:  # the judge endpoint's reply: malformed entries mean no weighted score, never a crash
         content = (logprobs or {}).get("content") or []
-        span = _number_span(content)
+        span = _number_span(content) if text is None else _verdict_span(content, text)
         if span is None:
             return None, None
         first = content[span[0]]
@@ -207,6 +216,27 @@ def _digits(token: Any) -> str | None:
     """The digits a token spells ("7", " 10"), if it spells only digits; superscripts and other digit-like symbols are not."""
     text = token.strip() if isinstance(token, str) else ""
     return text if text.isdecimal() and text.isascii() and len(text) <= 6 else None
+
+
+def _verdict_span(content: list[dict[str, Any]], text: str) -> tuple[int, int] | None:
+    """Positions of the verdict's number tokens: the token where the verdict's digits start (by character offset, the
+    tokens' texts summed) and the digit tokens glued after it; None when the tokens do not spell the reply."""
+    found = _verdict_match(text)
+    tokens = [str(t.get("token", "")) for t in content]
+    if found is None or not "".join(tokens).startswith(text[: found[1] + 1]):
+        return None
+    offset, start = 0, None
+    for i, token in enumerate(tokens):
+        if offset + len(token) > found[1]:
+            start = i
+            break
+        offset += len(token)
+    if start is None or _digits(tokens[start]) is None:
+        return None
+    end = start
+    while end + 1 < len(tokens) and tokens[end + 1][:1].isdecimal() and _digits(tokens[end + 1]) is not None:
+        end += 1
+    return start, end
 
 
 def _number_span(content: list[dict[str, Any]]) -> tuple[int, int] | None:

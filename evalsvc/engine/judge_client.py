@@ -26,6 +26,8 @@ from evalsvc.store import repo
 PAIR_MAX_TOKENS = 96
 JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 200, "seed": 0}
 NUDGE = "Your reply did not end with a valid final line 'VERDICT: ...'. Reply again and end with exactly that line."
+PAIR_NUDGE = ("Your reply did not end with a valid final line. Reply again and end with exactly one line: VERDICT: A, "
+              "VERDICT: B or VERDICT: TIE.")
 
 
 @dataclass
@@ -102,7 +104,7 @@ class JudgeClient:
             reply = resp["text"]
             value = check.parse(reply)
             if value is not None:
-                prob, note = (None, None) if check.pass_fail else prob_weighted(resp.get("logprobs"), check.scale)
+                prob, note = (None, None) if check.pass_fail else prob_weighted(resp.get("logprobs"), check.scale, reply)
                 return Verdict(value, prob, reply, prob_note=note)
             messages = [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": NUDGE}]
         return Verdict(None, None, reply, f"no valid verdict after {check.retries + 1} tries; last reply: {reply[:200]!r}")
@@ -112,10 +114,12 @@ class JudgeClient:
 
 
     async def ask_pair(self, messages: list[dict[str, str]], tries: int = 3) -> str | None:
-        """A pairwise verdict ('first', 'second', 'tie'), asked again (another seed) while unparsable; None after ``tries``."""
+        """A pairwise verdict ('first', 'second', 'tie'), asked again while unparsable, with the nudge that says what
+        was wrong (as ``grade`` does: at temperature 0 another seed alone gets the same reply); None after ``tries``."""
         for attempt in range(tries):
             reply = (await self.ask(messages, attempt, max_tokens=PAIR_MAX_TOKENS))["text"]
             verdict = parse_pair_verdict(reply)
             if verdict is not None:
                 return verdict
+            messages = [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": PAIR_NUDGE}]
         return None
