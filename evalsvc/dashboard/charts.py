@@ -80,8 +80,13 @@ def time_x(times: pd.Series, field: str = "run_ts", span: pd.Series | None = Non
     scale = alt.Scale(type="utc")
     if span is not None and len(span):
         ends = utc(pd.Series(span))
-        scale = alt.Scale(type="utc", domain=[int(ends.min().timestamp() * 1000), int(ends.max().timestamp() * 1000)])
+        scale = alt.Scale(type="utc", domain=[_datetime(ends.min()), _datetime(ends.max())])
     return alt.X(f"{field}:T", title=TIME_TITLE, scale=scale, axis=alt.Axis(format=fmt, labelOverlap=True))
+
+
+def _datetime(t: pd.Timestamp) -> alt.DateTime:
+    """A UTC time as Vega-Lite's DateTime (the form a temporal scale's domain takes)."""
+    return alt.DateTime(year=t.year, month=t.month, date=t.day, hours=t.hour, minutes=t.minute, seconds=t.second, utc=True)
 
 
 def _when(frame: pd.DataFrame, field: str = "run_ts") -> pd.DataFrame:
@@ -185,7 +190,7 @@ def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str, colour
     x = time_x(span, span=span)
     band = alt.Chart(points).mark_area(opacity=0.15, color=colour).encode(x=x, y=alt.Y("ci_low:Q", title=metric),
                                                                           y2="ci_high:Q")
-    line = alt.Chart(points).mark_line(point=True, color=colour).encode(
+    line = alt.Chart(points).mark_line(point=alt.OverlayMarkDef(color=colour, filled=True), color=colour).encode(
         x=x, y="value:Q", tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "run_id", "value", "ci_low", "ci_high"])
     layers = [band, line]
     if not events.empty:  # alarms drawn last: on top of an upstream flag at the same run
@@ -202,7 +207,7 @@ def drift_statistic(points: pd.DataFrame, colour: str = TABLEAU10[0], span: pd.S
     points = _when(points)
     x = time_x(span if span is not None else points["run_ts"], span=span) if not points.empty else alt.X(
         "run_ts:T", title=TIME_TITLE, scale=alt.Scale(type="utc"))
-    stat = alt.Chart(points).mark_line(point=True, color=colour).encode(
+    stat = alt.Chart(points).mark_line(point=alt.OverlayMarkDef(color=colour, filled=True), color=colour).encode(
         x=x, y=alt.Y("statistic:Q", title="CUSUM statistic"),
         tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "statistic", "threshold"])
     h = alt.Chart(points).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(threshold):Q")
@@ -235,7 +240,7 @@ def durations(runs: pd.DataFrame) -> alt.Chart:
     data = _when(runs, "run_time")
     return alt.Chart(data).mark_circle(size=50).encode(
         x=time_x(data["run_time"], "run_time"), y=alt.Y("duration_s:Q", title="duration (s)"),
-        color=alt.Color("status:N", scale=_scale(data["status"], RUN_STATUS_COLOURS), legend=alt.Legend(title="status")),
+        color=alt.Color("status:N", scale=_scale(RUN_STATUS_COLOURS, RUN_STATUS_COLOURS), legend=alt.Legend(title="status")),
         tooltip=["id", "variant", "suite", "status", alt.Tooltip("when:N", title=TIME_TITLE), "duration_s", "n_errored",
                  "error"]
     ).properties(height=260, autosize=FIT_WIDTH)
