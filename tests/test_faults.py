@@ -316,6 +316,30 @@ def test_an_unexpected_exception_in_generation_fails_the_run_with_its_cause(tmp_
         assert "stopped by an unexpected error: RuntimeError: the progress bar broke" in run.error
 
 
+def test_an_unexpected_exception_in_the_judge_phase_fails_the_run_instead_of_leaving_it_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalsvc.engine import runner
+
+    def broken(self, runs):
+        raise RuntimeError("the judge phase broke")
+
+    monkeypatch.setattr(runner.Grader, "grade", broken)
+    write_suite(tmp_path / "suites", "judged", '{"id": "q", "input": "question"}',
+                'checks: [{type: judge, judge: judge, rubric: "10 if right, 1 if wrong.", threshold: 6, retries: 0}]\n')
+    with FakeEndpoint() as cand, FakeEndpoint() as judge:
+        config = write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            variants:
+              - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+              - {{name: judge, family: j, endpoint: {{base_url: "{judge.base_url}", model: j}}}}
+            """)
+        out = _cli_run(config, "-v", "cand")
+    assert out.exit_code == 2, out.output
+    (run,) = _runs(f"sqlite:///{tmp_path / 'store.db'}")
+    assert run.status == "failed", "an unexpected exception must not leave the run running"
+    assert "stopped by an unexpected error: RuntimeError: the judge phase broke" in run.error and "re-run" in run.error
+
+
 # ---------------------------------------------------------------- SIGKILL inside a database write
 
 # Runs the real CLI with one change: the store session stalls inside save_results' transaction, after

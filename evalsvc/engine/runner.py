@@ -175,7 +175,9 @@ def _alone(generator: Generator, served: Served, variant: VariantConfig, fp: str
 
 @contextmanager
 def _cancelling(jobs: list[Job], finisher: Finisher) -> Iterator[None]:
-    """Ctrl-C, or SIGTERM (the CLI turns it into SystemExit): every unfinished run is cancelled, resumable."""
+    """Ctrl-C, or SIGTERM (the CLI turns it into SystemExit): every unfinished run is cancelled, resumable. Any other
+    unexpected exception (a bug) fails them with its cause before it is raised: none is left ``running`` in silence
+    (a lost store is raised as it is: nothing could record the end)."""
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as stop:
@@ -183,4 +185,12 @@ def _cancelling(jobs: list[Job], finisher: Finisher) -> Iterator[None]:
         for job in jobs:
             if not job.finished:
                 finisher.finish(job, "cancelled", f"{why}; re-run the same command to resume")
+        raise
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:
+        for job in jobs:
+            if not job.finished:
+                finisher.finish(job, "failed", f"stopped by an unexpected error: {type(exc).__name__}: {exc}; "
+                                "re-run the same command to resume")
         raise
