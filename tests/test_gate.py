@@ -368,14 +368,12 @@ def test_machine_load_that_changes_during_an_a_a_gate_falls_on_both_arms(tmp_pat
     assert p50["verdict"] != "regression" and abs(p50["delta"]) < 0.01, p50
 
 
-def test_a_deciding_speed_metric_times_both_arms_of_local_variants_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Local variants read the response cache by default, also in the gate. Where gate.margins makes a speed metric
-    decide, no stored answer may stand in for a request (it has no latency of this gate): both arms are requested."""
+def _stand_in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpus: tuple[int, int]) -> Path:
+    """Two local vLLM variants served by stand-in processes (echo answers), logging each request to served.jsonl."""
     from tests.conftest import ROOT
 
-    log = tmp_path / "served.jsonl"
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("STAND_IN_LOG", str(log))
+    monkeypatch.setenv("STAND_IN_LOG", str(tmp_path / "served.jsonl"))
     for name in ("base", "cand"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(f'{{"architectures": ["LlamaForCausalLM"], "name": "{name}"}}')
@@ -387,9 +385,28 @@ def test_a_deciding_speed_metric_times_both_arms_of_local_variants_afresh(tmp_pa
         store: sqlite:///store.db
         baselines: {{f: base}}
         variants:
-          - {{name: base, family: f, {local.format("base", 0)}}}
-          - {{name: cand, family: f, {local.format("cand", 1)}}}
+          - {{name: base, family: f, {local.format("base", gpus[0])}}}
+          - {{name: cand, family: f, {local.format("cand", gpus[1])}}}
         """)
+    return tmp_path / "served.jsonl"
+
+
+def test_two_vllm_variants_on_one_gpu_are_measured_one_after_the_other_and_the_report_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two vLLM servers on the same GPU cannot both be up: the gate serves them in turn instead of interleaving."""
+    log = _stand_in_project(tmp_path, monkeypatch, (0, 0))
+    out = _gate(tmp_path, "--allow-inconclusive")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert out.exit_code == 0, out.output
+    assert "vLLM servers on the same GPUs, so they were served one after the other" in out.output
+    order = [e["model"] for e in events if e["event"] in ("start", "stop")]
+    assert order == ["base", "base", "cand", "cand"]  # the baseline's server stopped before the candidate's started
+
+
+def test_a_deciding_speed_metric_times_both_arms_of_local_variants_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local variants read the response cache by default, also in the gate. Where gate.margins makes a speed metric
+    decide, no stored answer may stand in for a request (it has no latency of this gate): both arms are requested."""
+    log = _stand_in_project(tmp_path, monkeypatch, (0, 1))
 
     def requests() -> int:
         return sum(json.loads(line)["event"] == "request" for line in log.read_text().splitlines())

@@ -9,10 +9,9 @@ request together (started in an order a seeded coin draws), and ``concurrency`` 
 suite side by side, so each arm has ``concurrency`` requests in flight, as in a run of its own, and never
 waits for a connection of its client. Whatever load the machine is under then falls on both requests of a
 case alike and cancels in the case's difference; what is left is per-case noise, which the paired bootstrap
-does see (bench/speed_aa.py measures the A/A rate). Sending the two one after the other from twice as many
-workers was measured too: each arm then had a varying share of the requests in flight, so requests queued
-for the connections of their arm's client in bursts common to many cases of one arm, and A/A intervals of
-the median excluded 0 in 5 of 11 gates.
+does see (bench/speed_aa.py measures the A/A rate: docs/performance.md). Sending the two one after the other
+from twice as many workers would give each arm a varying share of the requests in flight, so that requests
+queue for their arm's connections in bursts common to many cases of one arm: an arm-level effect again.
 
 Each arm keeps its own run, writer, breaker and progress bar, exactly as a run of its own does
 (``Generator.send_one`` sends and records one request).
