@@ -95,9 +95,16 @@ def test_a_variant_no_node_can_take_is_refused_naming_it_and_the_node_types(tmp_
 def test_sqlite_is_refused_for_a_cluster_of_several_machines() -> None:
     other = {**NODE, "NodeManagerAddress": "10.0.0.2"}
     with pytest.raises(ConfigError, match="use PostgreSQL"):
-        check_store("sqlite:///x.db", [NODE, other])
-    check_store("sqlite:///x.db", [NODE, {**NODE}])  # one machine (a simulated multi-node cluster): fine
-    check_store("postgresql+psycopg://db/evalsvc", [NODE, other])
+        check_store("sqlite:///x.db", [NODE, other], "10.0.0.1")
+    check_store("sqlite:///x.db", [NODE, {**NODE}], "10.0.0.1")  # one machine (a simulated multi-node cluster): fine
+    check_store("postgresql+psycopg://db/evalsvc", [NODE, other], "10.0.0.1")
+
+
+def test_sqlite_is_refused_for_a_one_node_cluster_on_another_machine() -> None:
+    with pytest.raises(ConfigError, match="use PostgreSQL"):  # the file would be created there, not here
+        check_store("sqlite:///x.db", [NODE], "10.0.0.9")
+    with pytest.raises(ConfigError, match="use PostgreSQL"):
+        check_store("sqlite:///x.db", [NODE], "10.0.0.1", "ray://gpubox:10001")
 
 
 def test_a_cluster_address_nothing_listens_on_is_refused_at_once_naming_it() -> None:

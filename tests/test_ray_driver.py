@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from evalsvc.cluster.capacity import Waiting
+from evalsvc.cluster.resources import demand, max_calls
+from evalsvc.cluster.validate import check_engine_args
 from evalsvc.config import load_config
+from evalsvc.errors import ConfigError
 from tests.conftest import write_config
 
 ONE_NODE = [{"CPU": 4.0, "GPU": 4.0}]
@@ -96,3 +99,23 @@ def test_every_ray_error_of_a_task_ends_that_variants_runs_with_its_cause(
     out = executor._collect(Ray(), None, cfg.variants[0], None, [], "slot", cfg.executor, "fp")
     assert out == ["failed"] and ended[0][0] == "tp4"
     assert name in ended[0][1] or "worker died" in ended[0][1], ended
+
+
+def test_pipeline_parallel_stages_are_counted_in_gpus_and_a_ray_backend_inside_a_task_is_refused(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    (v,) = cfg.variants
+    assert demand(v, cfg.executor)["GPU"] == 4
+    staged = v.model_copy(update={"local": v.local.model_copy(update={"extra_args": {"pipeline_parallel_size": 2}})})
+    assert demand(staged, cfg.executor)["GPU"] == 8  # 4 GPUs a stage, 2 stages, on one node
+    check_engine_args([staged])
+    on_ray = v.model_copy(update={"local": v.local.model_copy(update={"extra_args": {"distributed_executor_backend": "ray"}})})
+    with pytest.raises(ConfigError, match="distributed_executor_backend 'ray' with executor type ray"):
+        check_engine_args([on_ray])
+
+
+def test_a_gpu_task_gets_a_fresh_worker_and_a_cpu_task_may_reuse_one(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    (v,) = cfg.variants
+    assert max_calls(v, cfg.executor) == 1  # no CUDA context left on GPUs Ray counts as free
+    api = v.model_copy(update={"local": None, "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}})
+    assert max_calls(api, cfg.executor) == 0

@@ -98,6 +98,7 @@ def fire(config_path: str, schedule: str, slot: str | None, submission_id: str |
     from evalsvc.scheduler import slot_at
     from evalsvc.service.schedule import fire as fire_slot
 
+    _driver_logging()  # a Ray Job's log shows where each variant ran and what the driver did
     cfg = load_config(config_path)
     spec = next((s for s in cfg.schedules if s.name == schedule), None)
     if spec is None:
@@ -108,6 +109,14 @@ def fire(config_path: str, schedule: str, slot: str | None, submission_id: str |
         click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}" + (f"  {error}" if error else ""))
     for key in summary["alerts_firing"]:
         click.echo(f"alert: {key}")
+
+
+def _driver_logging() -> None:
+    import logging
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("evalsvc").setLevel(logging.INFO)
 
 
 @click.group("schedule")

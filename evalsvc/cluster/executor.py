@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.cluster import capacity, task, validate
-from evalsvc.cluster.resources import task_options
+from evalsvc.cluster.resources import max_calls, task_options
 from evalsvc.config import Config, VariantConfig
 from evalsvc.config.executor import RayExecutor
 from evalsvc.config.variants import serving_identity
@@ -88,19 +88,17 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     assert isinstance(executor, RayExecutor)
     ray = connect(executor)
     nodes = ray.nodes()
-    validate.check_store(cfg.store_url(), nodes)
+    validate.check_store(cfg.store_url(), nodes, ray.util.get_node_ip_address(), executor.address)
+    validate.check_engine_args(variants)
     validate.check_fit(variants, executor, nodes)
     versions = {s.name: s.version for s in suites}
     expected = {v.name: {"fingerprint": cfg.fingerprint(v.name), "identity": serving_identity(v)} for v in variants}
     board = _board(ray)
-    # max_calls 0: a worker may run another variant's task after this one (Ray's default for a GPU task is a fresh
-    # worker each time, to free GPU memory the task held; here the model server is a child process that ends with it)
-    remote = ray.remote(max_calls=0)(task.evaluate)
+    remotes = {n: ray.remote(max_calls=n)(task.evaluate) for n in {max_calls(v, executor) for v in variants}}
     submitted = time.time()
     store = task.shown(cfg.store_url())
-    pending = {remote.options(**task_options(v, executor)).remote(cfg, v.name, versions, slot, str(log_dir),
-                                                                   executor.lock_wait_s, board, store, expected[v.name])
-               : v for v in variants}
+    pending = {remotes[max_calls(v, executor)].options(**task_options(v, executor)).remote(
+        cfg, v.name, versions, slot, str(log_dir), executor.lock_wait_s, board, store, expected[v.name]): v for v in variants}
     done: dict[str, list[Outcome]] = {}
     starts: dict[str, list[tuple[float, str, str]]] = {}
     waiting, looked = capacity.Waiting(executor, submitted), 0.0

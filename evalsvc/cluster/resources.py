@@ -19,7 +19,13 @@ def demand(variant: VariantConfig, executor: RayExecutor) -> dict[str, float]:
         return {"CPU": executor.endpoint_cpus, "GPU": 0.0}
     if loc.engine == "llama.cpp":
         return {"CPU": float(loc.n_threads), "GPU": 0.0}
-    return {"CPU": 1.0, "GPU": float(loc.tensor_parallel_size * loc.data_parallel_size)}
+    return {"CPU": 1.0, "GPU": float(loc.tensor_parallel_size * loc.data_parallel_size * pipeline_stages(variant))}
+
+
+def pipeline_stages(variant: VariantConfig) -> int:
+    """vLLM's pipeline_parallel_size when extra_args sets it (each stage holds tensor_parallel_size GPUs), else 1."""
+    args = variant.local.extra_args if variant.local else {}
+    return int(args.get("pipeline_parallel_size") or args.get("pipeline-parallel-size") or 1)
 
 
 def accelerator(variant: VariantConfig) -> str | None:
@@ -34,3 +40,11 @@ def task_options(variant: VariantConfig, executor: RayExecutor) -> dict[str, Any
     if accelerator(variant):
         options["accelerator_type"] = accelerator(variant)
     return options
+
+
+def max_calls(variant: VariantConfig, executor: RayExecutor) -> int:
+    """Tasks a Ray worker runs before it is replaced (``ray.remote(max_calls=...)``; Ray refuses it in ``.options``).
+
+    A GPU task gets a fresh worker (Ray's default), so no CUDA context a scorer opened stays on GPUs Ray then counts as
+    free; a CPU-only task may reuse one (0: no limit)."""
+    return 1 if demand(variant, executor)["GPU"] else 0

@@ -44,6 +44,8 @@ def evaluate(cfg: Config, variant_name: str, versions: dict[str, str], slot: str
 
     node_id = ray.get_runtime_context().get_node_id()
     os.environ[DEVICE_SCOPE_ENV] = node_id
+    if not ray.get_gpu_ids():  # Ray leaves a GPU-less task every GPU of its node: its scorers and server get none
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     if board is not None:
         board.started.remote(variant_name, node_id, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     suites = suites_mod.resolve(cfg.suites_dir, list(versions))

@@ -36,13 +36,28 @@ def _shown(resources: dict[str, float]) -> str:
     return ", ".join(kinds)
 
 
-def check_store(url: str, nodes: list[dict[str, Any]]) -> None:
+def check_store(url: str, nodes: list[dict[str, Any]], here: str, address: str = "auto") -> None:
+    """SQLite only when every node of the cluster is this machine (``here``: the driver's node address)."""
     alive = [n for n in nodes if n.get("Alive")]
-    if url.startswith("sqlite") and len({n.get("NodeManagerAddress") for n in alive}) > 1:
-        raise ConfigError("store", f"executor type ray with a SQLite store, on a cluster of {len(alive)} nodes: the workers "
-                          "on other machines cannot write to this file",
+    elsewhere = {n.get("NodeManagerAddress") for n in alive} - {here}
+    if url.startswith("sqlite") and (elsewhere or address.startswith("ray://")):
+        raise ConfigError("store", f"executor type ray with a SQLite store, on a cluster with nodes on other machines "
+                          f"({', '.join(sorted(map(str, elsewhere))) or address}): the workers there cannot write to this file",
                           "use PostgreSQL (store: postgresql+psycopg://host/evalsvc, or EVALSVC_STORE) for a Ray cluster; "
                           "SQLite serves a one-machine cluster only")
+
+
+def check_engine_args(variants: list[VariantConfig]) -> None:
+    """A vLLM variant of a Ray task serves from the GPUs Ray gave the task, with vLLM's own processes: a Ray backend
+    inside it would ask the cluster for GPUs Ray already counted as the task's (a hang until start_timeout_s)."""
+    for v in variants:
+        args = v.local.extra_args if v.local else {}
+        backend = args.get("distributed_executor_backend") or args.get("distributed-executor-backend")
+        if backend not in (None, "mp"):
+            raise ConfigError(f"variants.{v.name}.local.extra_args", f"distributed_executor_backend {backend!r} with "
+                              "executor type ray: the task already holds its GPUs on one node",
+                              "leave distributed_executor_backend out (or 'mp'); the task asks Ray for tensor_parallel_size "
+                              "x data_parallel_size x pipeline_parallel_size GPUs on one node")
 
 
 def check_fit(variants: list[VariantConfig], executor: RayExecutor, nodes: list[dict[str, Any]]) -> None:
