@@ -241,3 +241,38 @@ def test_the_service_raises_one_drift_alert_for_a_drop_after_a_rise_and_resolves
     resolved = [p["text"] for p in receiver.posts if p["blocks"][0]["text"]["text"].startswith("✅ Resolved")]
     assert [r for r in resolved if "drifted" in r] == ["v on echo: pass drifted down"]  # (the outputs moved: upstream
     # alerts come and go too; calibrating those is the upstream part of this issue)
+
+
+def test_one_variant_crashing_fails_that_variant_and_the_others_still_run_compare_and_alert(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error in one variant's runs (a bug, a response shape nothing handles) fails that variant with the
+    cause as an endpoint alert; the others run and the alerts of the firing go out; `evalsvc fire` exits 2."""
+    from evalsvc.engine.runner import Runner
+    from evalsvc.store.schema import Firing
+
+    real = Runner.run_variant
+
+    def crash_on_cand(self: Runner, suites: Any, variant: Any, slot: str | None = None) -> Any:
+        if variant.name == "cand":
+            raise TypeError("expected string or bytes-like object, got 'list'")
+        return real(self, suites, variant, slot)
+
+    monkeypatch.setattr(Runner, "run_variant", crash_on_cand)
+    receiver = Receiver()
+    try:
+        with FakeEndpoint() as base, FakeEndpoint() as cand:
+            project = _project(tmp_path, base, cand, receiver, variants="[cand, base]")
+            out = CliRunner().invoke(main, ["fire", "every-minute", "-c", str(project / "evalsvc.yaml"),
+                                            "--slot", "2026-12-07T03:00Z"])
+            assert len(base.requests) == 60 and len(cand.requests) == 0
+    finally:
+        receiver.close()
+    assert out.exit_code == 2, out.output
+    assert "base                 echo                 succeeded" in out.output
+    assert "cand                 echo                 failed" in out.output and "TypeError" in out.output
+    titles = [p["blocks"][0]["text"]["text"] for p in receiver.posts]
+    assert titles == ["🟠 Endpoint failing: runs of cand are failing"] and "TypeError" in json.dumps(receiver.posts)
+    with Session(open_engine(load_config(project / "evalsvc.yaml").store_url())) as s:
+        firing = s.scalars(select(Firing)).one()
+    assert firing.status == "error" and "cand: TypeError" in (firing.error or "")
+    assert firing.runs == {"cand/echo": "failed", "base/echo": "succeeded"}

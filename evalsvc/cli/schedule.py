@@ -27,10 +27,10 @@ def serve(config_path: str, wait: bool, metrics_port: int, metrics_host: str) ->
     """
     import threading
 
+    from evalsvc import scheduler as sched
     from evalsvc.config import load_config
-    from evalsvc.scheduler import build, stopping, sync_jobs
     from evalsvc.service.runs import open_store
-    from evalsvc.store.locks import single_scheduler
+    from evalsvc.store.locks import SchedulerBusy, single_scheduler
 
     cfg = load_config(config_path)
     if not cfg.schedules:
@@ -45,25 +45,37 @@ def serve(config_path: str, wait: bool, metrics_port: int, metrics_host: str) ->
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with single_scheduler(open_store(cfg), wait=wait):
+    engine = open_store(cfg)
+    with single_scheduler(engine, wait=wait) as lease:
+        sched.lease = lease
         if metrics_port:
             _start_metrics(cfg, metrics_host, metrics_port)
-        scheduler = build(cfg.store_url())
-        scheduler.start(paused=True)  # read the stored jobs before anything fires
-        sync_jobs(scheduler, config_path, cfg.schedules)
+        scheduler = sched.build()
+        scheduler.start(paused=True)  # add the jobs and find what was cut off before anything fires
+        for line in sched.start_jobs(scheduler, engine, config_path, cfg.schedules):
+            click.echo(f"evalsvc serve: {line}", err=True)
         if cfg.executor.type == "ray":  # firings left running by an earlier scheduler: watch, or submit again
             from evalsvc.service.ray_firings import reconcile
 
-            for firing_id, sub, what in reconcile(cfg, config_path, stopping):
+            for firing_id, sub, what in reconcile(cfg, config_path, sched.stopping):
                 click.echo(f"evalsvc serve: firing {firing_id} ({sub}): {what}", err=True)
         click.echo(f"evalsvc serve: {len(cfg.schedules)} schedule(s); Ctrl-C to stop", err=True)
         serving.set()
         scheduler.resume()
+        threading.Thread(target=sched.keep, args=(scheduler, engine, cfg, config_path, lease, stop), daemon=True,
+                         name="evalsvc-serve-tick").start()
         stop.wait()
-        stopping.set()
-        click.echo("evalsvc serve: stopping after the current run" + (" (Ray jobs keep running)" if cfg.executor.type == "ray"
-                   else ""), err=True)
+        sched.stopping.set()
+        if lease.lost:
+            click.echo("evalsvc serve: lost the store's scheduler lock (another `evalsvc serve` took it while the "
+                       "connection to the store was down): fires nothing more; stopping after the current run", err=True)
+        else:
+            click.echo("evalsvc serve: stopping after the current run" + (" (Ray jobs keep running)"
+                       if cfg.executor.type == "ray" else ""), err=True)
         scheduler.shutdown(wait=True)
+    if lease.lost:
+        raise SchedulerBusy("this `evalsvc serve` lost the store's scheduler lock to another one and stopped; restart "
+                            "it (it waits its turn with --wait) once you know which one should schedule")
 
 
 def _start_metrics(cfg, host: str, port: int) -> None:
@@ -90,7 +102,8 @@ def fire(config_path: str, schedule: str, slot: str | None, submission_id: str |
     \b
     With executor type ray each variant runs as a Ray task on the cluster, with the GPUs or CPUs
     it needs; `evalsvc serve` submits this command as a Ray Job. Firing a slot again resumes it:
-    finished runs are kept, unfinished ones send only their missing cases.
+    finished runs are kept, unfinished ones send only their missing cases. Exit code 0 when every
+    run succeeded, 2 when any failed (its alerts are sent all the same).
     """
     from datetime import UTC, datetime
 
@@ -103,12 +116,17 @@ def fire(config_path: str, schedule: str, slot: str | None, submission_id: str |
     spec = next((s for s in cfg.schedules if s.name == schedule), None)
     if spec is None:
         raise click.ClickException(f"no schedule '{schedule}'; known: {', '.join(s.name for s in cfg.schedules) or 'none'}")
-    slot = slot or slot_at(spec, datetime.now(UTC)).strftime("%Y-%m-%dT%H:%MZ")
+    slot = slot or slot_at(spec, datetime.now(UTC)).strftime("%Y-%m-%dT%H:%MZ")  # service.schedule_state.SLOT_FORMAT
     summary = fire_slot(cfg, str(Path(config_path).resolve()), spec, slot, submission_id)
     for (variant, suite, status), error in zip(summary["runs"], summary["errors"], strict=True):
         click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}" + (f"  {error}" if error else ""))
     for key in summary["alerts_firing"]:
         click.echo(f"alert: {key}")
+    if any(status != "succeeded" for _, _, status in summary["runs"]):
+        raise SystemExit(2)  # a failed run is "could not evaluate", never a regression; the firing is closed, alerts sent
+    if summary.get("problems"):  # the other variants ran and the alerts went out; this firing still failed
+        raise click.ClickException("the firing met unexpected errors (its other variants ran, compared and alerted): "
+                                   + "; ".join(summary["problems"]))
 
 
 def _driver_logging() -> None:
@@ -124,17 +142,16 @@ def schedule_group() -> None:
     """Inspect and steer the schedules of `evalsvc serve`."""
 
 
-def _with_scheduler(config_path: str):
+def _schedules(config_path: str):
+    """The config and its store, with the schedules' rows made to match the config."""
     from evalsvc.config import load_config
-    from evalsvc.scheduler import build, sync_jobs
     from evalsvc.service.runs import open_store
+    from evalsvc.service.schedule_state import sync_states
 
     cfg = load_config(config_path)
-    open_store(cfg)
-    scheduler = build(cfg.store_url())
-    scheduler.start(paused=True)  # paused: this process only edits the job store, it never fires jobs
-    sync_jobs(scheduler, config_path, cfg.schedules)
-    return cfg, scheduler
+    engine = open_store(cfg)
+    sync_states(engine, cfg.schedules)
+    return cfg, engine
 
 
 @schedule_group.command("list")
@@ -142,16 +159,20 @@ def _with_scheduler(config_path: str):
 def schedule_list(config_path: str) -> None:
     """Each schedule with its cron, next fire time (UTC) and whether it is paused."""
     _check_suites(config_path)
-    from evalsvc.cli.tables import table
+    from datetime import UTC, datetime
 
-    cfg, scheduler = _with_scheduler(config_path)
+    from evalsvc.cli.tables import table
+    from evalsvc.scheduler import trigger
+    from evalsvc.service.schedule_state import paused
+
+    cfg, engine = _schedules(config_path)
+    is_paused = paused(engine)
     rows = []
     for spec in cfg.schedules:
-        job = scheduler.get_job(spec.name)
-        nxt = job.next_run_time.strftime("%Y-%m-%d %H:%M") if job and job.next_run_time else "paused"
-        rows.append([spec.name, spec.cron, nxt, ", ".join(spec.suites or ["(config suites)"]),
+        nxt = trigger(spec).get_next_fire_time(None, datetime.now(UTC))
+        rows.append([spec.name, spec.cron, "paused" if is_paused.get(spec.name) or nxt is None
+                     else nxt.strftime("%Y-%m-%d %H:%M"), ", ".join(spec.suites or ["(config suites)"]),
                      ", ".join(spec.variants or ["(all)"])])
-    scheduler.shutdown(wait=False)
     click.echo(table(["schedule", "cron (UTC)", "next", "suites", "variants"], rows) if rows else "no schedules")
 
 
@@ -182,6 +203,9 @@ def schedule_run_now(config_path: str, name: str) -> None:
         click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}")
     for key in summary["alerts_firing"]:
         click.echo(f"alert: {key}")
+    if summary.get("problems"):
+        raise click.ClickException("the firing met unexpected errors (its other variants ran, compared and alerted): "
+                                   + "; ".join(summary["problems"]))
 
 
 @schedule_group.command("history")
@@ -203,13 +227,13 @@ def schedule_history(config_path: str, name: str | None, limit: int) -> None:
 
 
 def _steer(config_path: str, name: str, action: str) -> None:
-    cfg, scheduler = _with_scheduler(config_path)
-    try:
-        if name not in {spec.name for spec in cfg.schedules}:
-            raise click.ClickException(f"no schedule '{name}'; known: {', '.join(x.name for x in cfg.schedules) or 'none'}")
-        getattr(scheduler, f"{action}_job")(name)
-    finally:
-        scheduler.shutdown(wait=False)
+    """Pause or resume in the store; a running `evalsvc serve` applies it within its tick (a few seconds)."""
+    from evalsvc.service.schedule_state import set_paused
+
+    cfg, engine = _schedules(config_path)
+    if name not in {spec.name for spec in cfg.schedules}:
+        raise click.ClickException(f"no schedule '{name}'; known: {', '.join(x.name for x in cfg.schedules) or 'none'}")
+    set_paused(engine, name, action == "pause")
     click.echo(f"{action}d {name}")
 
 

@@ -1,7 +1,9 @@
 """Every lock evalsvc takes, in one place; each dies with the process (or session) that holds it.
 
-- ``RunLocks``: a run key executes in one process at a time.
-- ``single_scheduler``: one `evalsvc serve` acts per store.
+- ``RunLocks``: a run key executes in one process at a time; ``RunLocks(engine, "firings")`` likewise holds a
+  firing for the life of the process executing it, so a firing left ``running`` with its lock free is one whose
+  process is gone.
+- ``single_scheduler``: one `evalsvc serve` acts per store, holding a ``SchedulerLease`` it keeps proving.
 - ``migration_lock``: two processes opening a new SQLite store at once do not both migrate it.
 
 On PostgreSQL they are session advisory locks; on SQLite, POSIX locks on files beside the
@@ -11,16 +13,20 @@ database (``<database>.runs.lock``, ``.scheduler.lock``, ``.migrate.lock``).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from evalsvc.errors import EvalsvcError, StoreError
+
+log = logging.getLogger(__name__)
 
 SCHEDULER_KEY = 0x65766C73  # "evls": pg_advisory_lock(bigint) of the one scheduler
 
@@ -67,20 +73,105 @@ def migration_lock(engine: Engine, url_shown: str) -> Iterator[None]:
         cm.__exit__(None, None, None)
 
 
-@contextmanager
-def single_scheduler(engine: Engine, wait: bool = False) -> Iterator[None]:
-    """Hold the store's scheduler lock for the life of the block (or raise SchedulerBusy)."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            if wait:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEDULER_KEY})
-            elif not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_KEY}).scalar():
-                raise SchedulerBusy("another `evalsvc serve` is already scheduling on this store (PostgreSQL advisory "
-                                    "lock held); stop it first, or pass --wait to take over when it stops")
+class SchedulerLease:
+    """The one-scheduler lock as a lease its holder keeps proving (``verify``, called before every firing and on
+    every tick of `evalsvc serve`).
+
+    On PostgreSQL it is a session advisory lock, which a server restart or a dropped connection releases without a
+    word: ``verify`` looks for it in ``pg_locks`` on its own connection, and after losing the connection takes it again
+    on a new one. If another process took it in between, the lease is ``lost`` for good and the holder must stop
+    firing. While the store cannot be reached it is not verified (no firing can work then anyway) but not lost.
+    On SQLite the lock is a POSIX lock on a local file, which only the holder's death releases."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.lost = False
+        self._conn: Connection | None = None
+        self._guard = threading.Lock()
+
+    def take(self, wait: bool) -> None:
+        self._conn = self.engine.connect()
+        if wait:
+            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEDULER_KEY})
+        elif not self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_KEY}).scalar():
+            self._close()
+            raise SchedulerBusy("another `evalsvc serve` is already scheduling on this store (PostgreSQL advisory "
+                                "lock held); stop it first, or pass --wait to take over when it stops")
+        self._conn.commit()
+
+    def verify(self) -> bool:
+        """True while this process holds the lock now (taking it again after a lost connection, if it is free)."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        with self._guard:
+            if self.lost:
+                return False
             try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEDULER_KEY})
+                if self._conn is not None and self._held(self._conn):
+                    return True
+            except SQLAlchemyError:
+                pass
+            self._close()
+            try:
+                conn = self.engine.connect()
+            except SQLAlchemyError as exc:
+                log.warning("cannot verify the scheduler lock (the store is unreachable): %s", getattr(exc, "orig", exc))
+                return False
+            try:
+                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_KEY}).scalar())
+                conn.commit()
+            except SQLAlchemyError as exc:
+                conn.close()
+                log.warning("cannot verify the scheduler lock: %s", getattr(exc, "orig", exc))
+                return False
+            if not got:
+                conn.close()
+                self.lost = True
+                log.error("lost the scheduler lock: another `evalsvc serve` took it while the connection to the store "
+                          "was down; this one fires nothing more")
+                return False
+            self._conn = conn
+            log.warning("the connection holding the scheduler lock was lost; took the lock again")
+            return True
+
+    def release(self) -> None:
+        with self._guard:
+            if self._conn is not None and not self.lost:
+                try:
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEDULER_KEY})
+                    self._conn.commit()
+                except SQLAlchemyError:  # the server went away, and the lock with it
+                    pass
+            self._close()
+
+    @staticmethod
+    def _held(conn: Connection) -> bool:
+        """The bigint form of an advisory lock shows in pg_locks as (classid, objid) = (high, low 32 bits), objsubid 1."""
+        n = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                              "AND pid = pg_backend_pid() AND classid = :hi AND objid = :lo AND objsubid = 1"),
+                         {"hi": SCHEDULER_KEY >> 32, "lo": SCHEDULER_KEY & 0xFFFFFFFF}).scalar()
+        conn.commit()
+        return bool(n)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except SQLAlchemyError:
+                pass
+            self._conn = None
+
+
+@contextmanager
+def single_scheduler(engine: Engine, wait: bool = False) -> Iterator[SchedulerLease]:
+    """Hold the store's scheduler lock for the life of the block (or raise SchedulerBusy); yields its lease."""
+    lease = SchedulerLease(engine)
+    if engine.dialect.name == "postgresql":
+        lease.take(wait)
+        try:
+            yield lease
+        finally:
+            lease.release()
         return
     lock_path = _beside(engine, ".scheduler.lock") or Path(".evalsvc/scheduler.lock")
     try:
@@ -95,7 +186,7 @@ def single_scheduler(engine: Engine, wait: bool = False) -> Iterator[None]:
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
-        yield
+        yield lease
     finally:
         cm.__exit__(None, None, None)
 
@@ -114,13 +205,16 @@ class RunLocks:
     apart by a set of held keys, since neither kind of lock excludes its own process.
     """
 
-    _NAMESPACE = 0x65766C  # first key of pg_try_advisory_lock(int, int); the scheduler uses the one-bigint form
+    # first key of pg_try_advisory_lock(int, int), per kind; the scheduler uses the one-bigint form
+    _NAMESPACES: ClassVar[dict[str, int]] = {"runs": 0x65766C, "firings": 0x657666}
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, kind: str = "runs") -> None:
+        """``kind``: "runs" (run ids) or "firings" (firing ids): each has its own key space."""
         self.engine = engine
-        path = _beside(engine, ".runs.lock")
+        self._NAMESPACE = self._NAMESPACES[kind]
+        path = _beside(engine, f".{kind}.lock")
         self._file = str(path) if path is not None else None
-        self._store = self._file or engine.url.render_as_string(hide_password=False)
+        self._store = self._file or f"{kind}:{engine.url.render_as_string(hide_password=False)}"
         self._conn: Connection | None = None
         self._mine: list[int] = []
 

@@ -174,7 +174,7 @@ class Firing(Base):
     slot: Mapped[str] = mapped_column(String(100))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | error
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | error | interrupted
     runs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"variant/suite": status}
     alerts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"firing": [keys]}
     error: Mapped[str | None] = mapped_column(Text)
@@ -190,6 +190,17 @@ class StoreIdentity(Base):
 
     __tablename__ = "store_identity"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ScheduleState(Base):
+    """A schedule of evalsvc.yaml as `evalsvc serve` keeps it: plain values, no code. The jobs themselves are rebuilt
+    from evalsvc.yaml at every start; a slot due since ``since`` with no firing row was missed and fires once."""
+
+    __tablename__ = "schedule_states"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cron: Mapped[str] = mapped_column(String(200))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    since: Mapped[datetime]  # slots from here on are owed (set when first seen, when its cron changes, when resumed)
 
 
 class CachedResponse(Base):
