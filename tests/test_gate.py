@@ -322,8 +322,10 @@ def test_speed_is_compared_paired_and_decides_where_it_has_a_margin(tmp_path: Pa
     assert shown.exit_code == 0, shown.output
     rows = {(r["role"], r["metric"]): r for r in json.loads((tmp_path / "shown.json").read_text())["comparisons"]}
     p50 = rows[("speed", "latency_p50")]
-    # the sleep bounds the candidate's median from below; the baseline's depends on the machine's load (20 ms seen in CI)
-    assert p50["verdict"] == "regression" and p50["lower_is_better"] and p50["candidate_mean"] >= 0.04 > p50["baseline_mean"]
+    # the sleep bounds the candidate's median from below; the baseline's depends on the machine's load, which
+    # (the two arms interleaved) falls on both alike
+    assert p50["verdict"] == "regression" and p50["lower_is_better"]
+    assert p50["candidate_mean"] >= 0.04 and p50["candidate_mean"] > p50["baseline_mean"]
     assert p50["n"] == N and {("speed", m) for m in ("latency_p95", "tokens_per_s", "output_tokens")} <= rows.keys()
     assert "Speed, paired on the answers both runs requested" in shown.output
     assert gated.exit_code == 1, gated.output
