@@ -86,9 +86,10 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[JobsApi]:
 def _project(folder: Path, jobs_url: str, retries: int = 2, jobs_retry_s: float | None = None) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     write_suite(folder / "suites", "echo", echo_cases(1))
+    retry = f", jobs_retry_s: {jobs_retry_s}" if jobs_retry_s is not None else ""
     write_config(folder, f"""\
 store: sqlite:///{folder / 'store.db'}
-executor: {{type: ray, jobs_url: "{jobs_url}", task_retries: {retries}{f", jobs_retry_s: {jobs_retry_s}" if jobs_retry_s is not None else ""}}}
+executor: {{type: ray, jobs_url: "{jobs_url}", task_retries: {retries}{retry}}}
 schedules: [{{name: nightly, cron: "0 3 * * *", compare: false}}]
 variants:
   - name: api
@@ -195,7 +196,7 @@ def test_a_submission_while_the_head_does_not_answer_is_tried_again_until_it_doe
     later: list[JobsApi] = []
     threading.Timer(1.5, lambda: later.append(JobsApi(port))).start()  # the head pod comes back
     try:
-        fid, sub = ray_firings.submit(cfg, str(tmp_path / "evalsvc.yaml"), cfg.schedules[0], SLOT)
+        _, sub = ray_firings.submit(cfg, str(tmp_path / "evalsvc.yaml"), cfg.schedules[0], SLOT)
         assert later and later[0].posted == [sub]
         assert _row(cfg).status == "running"
     finally:

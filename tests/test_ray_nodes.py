@@ -46,3 +46,47 @@ def test_a_node_lost_mid_run_reruns_the_variant_on_another_node_and_resumes(
         assert rc.all_gone(set(_by_pid(rc.events(log))))
     finally:
         cluster.shutdown()
+
+
+def test_a_lost_nodes_postgresql_session_ends_and_frees_its_run_locks_though_its_traffic_just_stops() -> None:
+    """A lost node sends no FIN: every packet on lo is dropped (tc), so to the server both lock holders vanish. The
+    evalsvc engine's keepalives end its session and free its run lock; a plain libpq session keeps its lock."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import psycopg
+
+    from evalsvc.store.db import make_engine
+    from evalsvc.store.locks import RunLocks
+    from tests.pg import PostgresServer, pg_bin
+
+    if os.environ.get("EVALSVC_RAY_PHASE") != "inside" or shutil.which("tc") is None or pg_bin() is None:
+        pytest.skip("needs a loopback-only network namespace of its own (scripts/test.sh), tc and PostgreSQL")
+    root = Path(tempfile.mkdtemp(prefix="pg-lost-", dir="/tmp"))  # the postgres user must reach it
+    root.chmod(0o755)
+    pg = PostgresServer(root / "pg")
+    url = pg.start()
+    try:
+        locks = RunLocks(make_engine(url))
+        assert locks.acquire(42)  # held by a worker of the node about to be lost
+        plain = psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", autocommit=True)
+        plain.execute("SELECT pg_advisory_lock(7)")
+
+        def free(sql: str) -> bool:  # asked over the server's Unix socket, which the dropped traffic does not touch
+            with psycopg.connect(f"host={pg.data} port={pg.port} user=postgres dbname=postgres", autocommit=True) as c:
+                got = bool(c.execute(sql).fetchone()[0])
+                c.execute("SELECT pg_advisory_unlock_all()")
+                return got
+
+        run_lock = f"SELECT pg_try_advisory_lock({locks._NAMESPACE}, 42)"
+        assert not free(run_lock) and not free("SELECT pg_try_advisory_lock(7)")
+        subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "pfifo", "limit", "0"], check=True)
+        try:
+            rc.wait_for(lambda: free(run_lock), timeout=150, what="the lost session's run lock to be freed")
+            assert not free("SELECT pg_try_advisory_lock(7)")  # without the keepalives: still held
+        finally:
+            subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True)
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
