@@ -168,3 +168,15 @@ def test_schedule_suites_and_variants_are_checked_when_the_file_is_checked(echo_
     cfg.write_text(base + "schedules: [{name: nightly, cron: '0 3 * * *', variants: [fak]}]\n")
     out = _cli("variants", "-c", str(cfg))
     assert out.exit_code == 2 and "schedules: nightly" in out.output and "did you mean 'fake'" in out.output, out.output
+
+
+def test_a_firing_whose_run_failed_exits_2(echo_project: Path, fake: FakeEndpoint) -> None:
+    cfg = echo_project / "evalsvc.yaml"
+    cfg.write_text(cfg.read_text() + "schedules: [{name: nightly, cron: '0 3 * * *'}]\n")
+    fake.behaviour = lambda n, body: (500, {}, b'{"error": "down"}')
+    out = _cli("fire", "-c", str(cfg), "nightly", "--slot", "2026-11-20T03:00Z")
+    assert out.exit_code == 2, out.output
+    assert "failed" in out.output
+    fake.behaviour = None
+    again = _cli("fire", "-c", str(cfg), "nightly", "--slot", "2026-11-20T03:00Z")  # resumes the slot: now it succeeds
+    assert again.exit_code == 0, again.output
