@@ -106,6 +106,8 @@ def test_three_2_gpu_variants_on_4_gpus_run_at_most_two_at_once_on_disjoint_devi
         assert not set(a["cuda"].split(",")) & set(b["cuda"].split(",")), (a, b)
     for s in servers:  # never three at once: at each start, at most one other server is up
         assert sum(1 for o in servers if o is not s and o["start"] <= s["start"] < o["stop"]) <= 1
+    for name in ("w8a8", "w4a16", "fp8"):  # the driver's log (a Ray Job's log) says where each variant ran
+        assert f"variant {name} started on node " in done.stderr, done.stderr[-2000:]
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_retry_sends_only_the_missing_cases(
