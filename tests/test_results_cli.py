@@ -236,3 +236,17 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(echo_project: Path,
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
     out = _cli(str(echo_project / "evalsvc.yaml"), "export", "--format", "parquet", "--out", str(tmp_path / "x.parquet"))
     assert out.exit_code == 2 and "evalsvc[export]" in out.output and not (tmp_path / "x.parquet").exists()
+
+
+def test_cases_are_listed_in_natural_order(tmp_path: Path, fake: FakeEndpoint) -> None:
+    write_suite(tmp_path / "suites", "echo", echo_cases(12))
+    cfg = write_config(tmp_path, f"""\
+        store: sqlite:///store.db
+        variants:
+          - {{name: fake, family: f, endpoint: {{base_url: "{fake.base_url}", model: fake}}}}
+        """)
+    assert CliRunner().invoke(main, ["run", "-c", str(cfg), "--no-progress"]).exit_code == 0
+    shown = _json(str(cfg), "cases", "--run", "1")
+    assert [r["case_id"] for r in shown] == [f"c{i}" for i in range(12)]  # c2 before c10, not c10 after c1
+    both = _json(str(cfg), "cases", "--run", "1", "--vs", "1")
+    assert [r["case_id"] for r in both] == [f"c{i}" for i in range(12)]

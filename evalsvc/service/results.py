@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -47,6 +48,11 @@ def _plain(value: Any) -> Any:
 
 def _record(row: Any) -> dict[str, Any]:
     return {k: _plain(v) for k, v in row._mapping.items()}
+
+
+def natural(case_id: str) -> list[Any]:
+    """Sort key that puts c2 before c10: the digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", case_id)]
 
 
 def asked(spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -112,7 +118,8 @@ def run_cases(engine: Engine, run_id: int) -> list[dict[str, Any]]:
     """Every case result of a run, one record per sample."""
     with Session(engine) as s:
         version, specs = _run(s, run_id).suite_version, _Specs(s)
-        return [_with_asked(_record(r), specs, version) for r in queries.run_cases(s, run_id)]
+        rows = sorted(queries.run_cases(s, run_id), key=lambda r: (natural(r.case_id), r.sample_index))
+        return [_with_asked(_record(r), specs, version) for r in rows]
 
 
 def side_by_side(engine: Engine, run_a: int, run_b: int, samples_pass: str = "mean",
@@ -129,7 +136,7 @@ def side_by_side(engine: Engine, run_a: int, run_b: int, samples_pass: str = "me
                                  "compare runs of one suite version (`evalsvc runs list -s SUITE` shows them)")
         states = queries.case_states(s, run_a), queries.case_states(s, run_b)
         scored = per_case(s, run_a, samples_pass), per_case(s, run_b, samples_pass)
-        ids = sorted(states[0].keys() | states[1].keys())
+        ids = sorted(states[0].keys() | states[1].keys(), key=natural)
         ways = {cid: flip(scored[0][cid], scored[1][cid]) for cid in ids if cid in scored[0] and cid in scored[1]}
         if flipped_only:
             ids = [cid for cid in ids if ways.get(cid)]
