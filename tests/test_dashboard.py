@@ -478,3 +478,14 @@ def test_overview_shows_each_candidates_stored_gate_verdict_whichever_rule_decid
     gate = at.dataframe[0].value
     assert list(gate["candidate"]) == ["smollm2-q4_0"] and list(gate["overall"]) == ["regression"]
     assert list(gate["metric"]) == ["pass"] and "all suites pooled: pass" in at.error[0].value
+
+
+def test_compare_labels_each_row_with_its_role_in_the_gate(pair: Path, monkeypatch) -> None:
+    """Under the pooled rule the pooled row decides and each suite's row can veto; the page says so per row, as the
+    gate's JSON does, instead of marking the suite rows alone as deciding."""
+    at = _page("compare", pair, monkeypatch, baseline="smollm2-f16", candidate="smollm2-q4_0")
+    rows = at.dataframe[0].value
+    role = {(r.scope, r.metric): r.role for r in rows.itertuples()}
+    assert role[("all suites", "pass")] == "decides"
+    assert role[("echo", "pass")] == role[("numbers", "pass")] == "veto"
+    assert role[("echo", "rouge_l")] == "informational"

@@ -20,6 +20,7 @@ from evalsvc.stats import ratings
 from evalsvc.store.latest import BY_NAME, latest_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
 from evalsvc.verdicts.compare import POOLED, NotComparable
+from evalsvc.verdicts.gate_report import _roles as gate_roles
 
 SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
 
@@ -355,10 +356,10 @@ def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: s
         return None
     runs = {name: (b.id, c.id) for name, (b, c) in report.runs.items()}
     rows = []
-    deciding = {id(c) for _, c in report.primary}
-    for scope, c in [*report.primary, *report.pooled, *report.secondary]:
+    role = {id(c): r for r, _, c in gate_roles(report)}  # as the gate's JSON and JUnit name them
+    for scope, c in [*report.pooled, *report.primary, *report.secondary]:
         base, cand = report.measured_means(c)
-        rows.append({"scope": scope, "metric": c.metric, "decides": id(c) in deciding, "n": c.n,
+        rows.append({"scope": scope, "metric": c.metric, "role": role.get(id(c), "informational"), "n": c.n,
                      "baseline": base, "candidate": cand, "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
                      "margin": c.margin, "verdict": c.verdict, "flips_down": c.flips_down, "flips_up": c.flips_up,
                      "n_needed": c.n_needed, "method": c.method})

@@ -32,7 +32,12 @@ verdict, metrics, flips = result["verdict"], result["metrics"], result["flips"]
 for note in result["notes"]:
     st.caption(note)
 st.altair_chart(charts.deltas(metrics), width="stretch")
+st.caption("Each row: the candidate's difference from the baseline (dot) with its interval (bar), turned so that right is "
+           "better for every metric; the red tick is minus the margin, the grey line no difference.")
 ui.table(metrics.drop(columns=["method"]))
+st.caption("Role, as `evalsvc gate --json` names it: *decides* (this row's verdict sets the gate's), *veto* (a suite "
+           "that blocks a pass where it regressed, is shown worse than the baseline or could not be decided), *summary*, "
+           "*informational* (shown, never decides).")
 
 st.subheader(f"Flips ({(flips['direction'] == 'down').sum()} pass → fail, {(flips['direction'] == 'up').sum()} fail → pass)")
 ui.table(flips)
