@@ -326,6 +326,41 @@ def test_a_stopped_scheduler_leaves_its_job_running_and_reconcile_resubmits_a_st
     client.close()
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_job_stopped_while_the_scheduler_watches_is_submitted_again_and_a_finished_slot_fired_again_runs_anew(
+        tmp_path: Path, head: rc.Head, store: str) -> None:
+    from evalsvc.cluster.jobs import JobsClient
+    from evalsvc.service import ray_firings
+
+    log = tmp_path / "servers.jsonl"
+    config = rc.project(tmp_path, store, head.address, rc.stand_in("w8a8", 1, log, delay=0.3), n_cases=12,
+                        executor=f', jobs_url: "{head.jobs_url}"')
+    cfg = load_config(config)
+    client = JobsClient(head.jobs_url)
+    slot = "2026-12-04T03:00Z"
+    fid, sub = ray_firings.submit(cfg, str(config), cfg.schedules[0], slot)
+    watched: list[tuple[str, str]] = []
+    watcher = threading.Thread(target=lambda: watched.append(ray_firings.watch(cfg, str(config), fid, sub)))
+    watcher.start()  # `evalsvc serve` watching its firing
+    rc.wait_for(lambda: len(_results(store, slot)) >= 3, what="the first attempt's answers")
+    client.stop(sub)  # the job ends under the watcher's eyes, its firing still running
+    watcher.join(timeout=300)
+    (status, last), = watched
+    assert status == "SUCCEEDED" and last.endswith("-2"), watched
+    row = _firing(store, last)
+    assert row.id == fid and row.status == "done" and row.runs == {"w8a8/echo": "succeeded"}, (row.status, row.error)
+    assert [a.get("ended") for a in row.attempts] == ["STOPPED", "SUCCEEDED"]
+    assert len(_results(store, slot)) == 12
+    sent = sum(1 for e in rc.events(log) if e["event"] == "request")
+    assert sent < 12 + 12  # the second attempt resumed: it did not ask every case again
+    again = ray_firings.submit_and_watch(cfg, str(config), cfg.schedules[0], slot)  # `evalsvc schedule run-now`
+    assert again["status"] == "SUCCEEDED" and again["submission_id"].endswith("-3"), again
+    row = _firing(store, again["submission_id"])
+    assert row.status == "done" and row.attempt == 3 and row.finished_at is not None
+    assert sum(1 for e in rc.events(log) if e["event"] == "request") == sent  # every run had finished: nothing resent
+    client.close()
+
+
 @pytest.mark.model
 def test_the_ray_executor_stores_the_same_case_rows_as_the_local_executor_on_a_real_model(
         tmp_path: Path, head: rc.Head, store: str) -> None:
