@@ -21,9 +21,11 @@ PRODUCTION = """\
 # a typo is an error naming its line. Reference: README.md (Configuration), docs/gate.md, docs/vllm.md.
 #
 # Secrets never live in this file. It reads these environment variables:
-#   PGHOST                 the PostgreSQL server of the store (needed to read this file); PGUSER, PGPORT and
+#   PGHOST                 the PostgreSQL server of the store (needed to read this file unless EVALSVC_STORE
+#                          is set); PGUSER, PGPORT and
 #                          PGDATABASE are optional; the password comes from PGPASSWORD or ~/.pgpass (libpq)
-#   EVALSVC_STORE          optional: a whole store URL that replaces `store:` (it may carry the password)
+#   EVALSVC_STORE          optional: a whole store URL that replaces `store:`, which is then not read at all
+#                          (it may carry the password; sqlite:///evalsvc.db tries the file without PostgreSQL)
 #   BASELINE_API_KEY       the baseline endpoint's API key (when it needs one)
 #   EVALSVC_SLACK_WEBHOOK  the Slack incoming-webhook URL that alerts are posted to
 # ${VAR} is required; ${VAR:-value} falls back to value when VAR is unset or empty.
