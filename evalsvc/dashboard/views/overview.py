@@ -56,7 +56,9 @@ for r in frame[frame["status"] == "upstream change"].itertuples():
 st.altair_chart(charts.status_matrix(frame), width="stretch")
 
 if not pooled.empty:
-    st.subheader("Gate verdict per candidate (its newest comparison, as stored; Δ of the pooled primary metric)")
+    st.subheader("Gate verdict per candidate")
+    st.caption("Each candidate's newest comparison with its baseline, as stored when `evalsvc gate` or a schedule made "
+               "it; Δ is the gate metric pooled over the suites.")
     ui.table(pooled.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
                                      zip(pooled["delta"], pooled["ci_low"], pooled["ci_high"], strict=True)]),
              ["candidate", "baseline", "overall", "metric", "delta_ci", "margin", "n", "flips_down", "flips_up", "compared_at"])
