@@ -21,8 +21,9 @@ def serve(config_path: str, wait: bool, metrics_port: int, metrics_host: str) ->
     """Run the schedules in evalsvc.yaml (schedules:) until stopped (Ctrl-C or SIGTERM: finishes the current run).
 
     \b
-    Jobs live in the store, so a restart loses no schedule, and a slot missed while the
-    service was down runs once when it comes back. Only one `evalsvc serve` acts per store.
+    Schedules come from evalsvc.yaml (the store keeps whether each is paused): a slot missed
+    while the service was down runs once when it comes back, and a firing cut off by a kill
+    is fired again under its slot. Only one `evalsvc serve` acts per store.
     Prometheus /metrics, read from the store at each scrape, on 127.0.0.1:9108 (docs/metrics.md).
     """
     import threading
