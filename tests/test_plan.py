@@ -75,3 +75,13 @@ def test_a_relative_margin_uses_the_baselines_stored_mean(two_suites: Path, fake
     mean = (150 - 15 + 40 - 4) / 190  # ids ending in 7 fail
     assert f"baseline mean {mean:.3f} (the latest baseline run)" in after.output, after.output
     assert _rows(after.output)["pooled"][1] == str(n_for_noninferiority(0.05 * mean, 0.05, discordance=0.0))
+
+
+def test_under_every_suite_each_suite_needs_the_cases_on_its_own(two_suites: Path) -> None:
+    two_suites.write_text(two_suites.read_text().replace("gate:\n", "gate:\n  decide: every_suite\n"))
+    out = CliRunner().invoke(main, ["gate", "-c", str(two_suites), "--candidate", "cand", "--plan"])
+    assert out.exit_code == 0, out.output
+    rows = _rows(out.output)
+    assert "every suite must pass on its own" in out.output
+    assert "(in the pool)" not in " ".join(rows["echo"]) and "too few where 5%" in " ".join(rows["echo"])
+    assert "(a summary)" in " ".join(rows["pooled"])

@@ -41,7 +41,7 @@ class PlanRow:
 
 
 def every_suite(cfg: Config) -> bool:
-    return getattr(cfg.gate, "decide", "pooled") == "every_suite"
+    return cfg.gate.decide == "every_suite"
 
 
 def margin_of(cfg: Config, metric: str, baseline_mean: float | None) -> tuple[float, str]:
@@ -98,7 +98,7 @@ def plan_lines(cfg: Config, suites: list[Suite], engine: Engine | None = None, b
         width = max(len(r.name) for r in rows)
         lines.append(f"  {'suite':<{width}}  {'cases':>6}  {'no change':>9}  {'5% flip':>7}  ")
         for r in rows:
-            label = "" if r.decides else "  (in the pool)"
+            label = "" if r.decides else "  (a summary)" if r.name == "pooled" else "  (in the pool)"
             lines.append(f"  {r.name:<{width}}  {_n(r.cases):>6}  {_n(r.no_change):>9}  {_n(r.typical):>7}  "
                          f"{r.status()}{label}")
     lines.append("\n'no change': the cases needed when no case flips between baseline and candidate (fewer can never "
