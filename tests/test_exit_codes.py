@@ -54,6 +54,13 @@ def test_every_command_exits_2_on_what_is_not_a_regression(stored: str, tmp_path
         (["run", *c, "--no-such-option"], "No such option"),
         (["no-such-command"], "No such command"),
         (["suites", "validate", "--suites-dir", str(empty)], "no suite headers"),
+        (["arena", *c, "-s", "ech", "-v", "fake", "-v", "fake", "-j", "checks"], "did you mean 'echo'"),
+        (["variants", "-c", str(empty / "missing.yaml")], "file not found"),
+        (["db", "status", "-c", str(empty / "missing.yaml")], "file not found"),
+        (["dashboard", "-c", str(empty / "missing.yaml")], "file not found"),
+        (["serve", *c], "has no 'schedules:'"),
+        (["schedule", "pause", *c, "nightly"], "no schedule 'nightly'"),
+        (["import", "lm-eval", str(empty), *c, "-v", "imported", "--family", "f"], "results_"),
     ]
     for argv, phrase in cases:
         out = _cli(*argv)
