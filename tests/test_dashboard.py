@@ -489,3 +489,17 @@ def test_compare_labels_each_row_with_its_role_in_the_gate(pair: Path, monkeypat
     assert role[("all suites", "pass")] == "decides"
     assert role[("echo", "pass")] == role[("numbers", "pass")] == "veto"
     assert role[("echo", "rouge_l")] == "informational"
+
+
+def test_a_drift_alarm_is_drawn_over_an_upstream_flag_at_the_same_run() -> None:
+    """The page lists alarms first and upstream flags last; the chart draws the alarm's rule last, so a red alarm at the
+    run where an upstream change was flagged is not hidden under the purple rule."""
+    at = pd.Timestamp("2026-11-28 03:00", tz="UTC")
+    points = pd.DataFrame({"run_ts": [at - pd.Timedelta(days=1), at], "value": [0.9, 0.6], "ci_low": [0.8, 0.5],
+                           "ci_high": [1.0, 0.7], "run_id": [1, 2]})
+    events = pd.DataFrame({"run_ts": [at, at], "event": ["alarm down", "upstream change"], "detail": ["", ""]})
+    spec = charts.drift_values(points, events, "pass").to_dict()
+    rules = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
+    drawn = spec["datasets"][rules["data"]["name"]]
+    assert [e["event"] for e in drawn] == ["upstream change", "alarm down"]
+    assert set(_colour_of(rules)) == set(charts.EVENT_COLOURS)  # every event keyed
