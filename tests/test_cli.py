@@ -84,3 +84,10 @@ def test_failed_run_exit_code_and_table_name_the_cause(echo_project: Path, fake:
     with Session(engine) as s:
         assert s.scalars(select(Run.status)).one() == "failed"
     engine.dispose()
+
+
+def test_the_command_list_shows_each_whole_first_sentence() -> None:
+    top = CliRunner().invoke(main, ["--help"]).output
+    commands = " ".join(top[top.index("Commands:"):].split())
+    assert "..." not in commands
+    assert "List configured variants with their fingerprints (what identifies their results)." in commands

@@ -65,6 +65,14 @@ class _Group(click.Group):
         except click.exceptions.NoSuchCommand as exc:  # suggest near names among the commands not loaded yet too
             raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped (click cuts it at the line's width with "...")."""
+        rows = [(name, cmd.get_short_help_str(limit=300)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context):
         # SIGTERM unwinds like Ctrl-C, so managed model servers are stopped, not orphaned
         signal.signal(signal.SIGTERM, _terminate)
@@ -122,8 +130,10 @@ def main() -> None:
 
     \b
     Typical first steps:
-      evalsvc init                 write a starter evalsvc.yaml (--demo: the local SmolLM2 one)
-      evalsvc suites validate      check every suite in suites/
+      evalsvc init --quickstart    two endpoints you have, a SQLite store, a sample suite
+                                   (without it: the production starter; --demo: local SmolLM2)
+      evalsvc suites validate      check every suite, and how many cases a gate needs
+      evalsvc gate --candidate X   measure baseline and candidate now and compare them
       evalsvc run                  all suites x all variants, into the store
       evalsvc results              latest score of each variant on each suite
 
