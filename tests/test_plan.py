@@ -85,3 +85,20 @@ def test_under_every_suite_each_suite_needs_the_cases_on_its_own(two_suites: Pat
     assert "every suite must pass on its own" in out.output
     assert "(in the pool)" not in " ".join(rows["echo"]) and "too few where 5%" in " ".join(rows["echo"])
     assert "(a summary)" in " ".join(rows["pooled"])
+
+
+def test_plan_for_an_imported_variant_measures_nothing_and_says_why(two_suites: Path, fake: FakeEndpoint) -> None:
+    assert CliRunner().invoke(main, ["run", "-c", str(two_suites), "-v", "base", "--no-progress"]).exit_code == 0
+    from sqlalchemy import update
+
+    from evalsvc.store.db import open_engine
+    from evalsvc.store.schema import Run
+
+    engine = open_engine(f"sqlite:///{two_suites.parent / 'store.db'}")
+    with engine.begin() as conn:  # the same runs stored again under a name the config does not know: "imported"
+        conn.execute(update(Run).values(variant_name="imported"))
+    engine.dispose()
+    sent = len(fake.requests)
+    out = CliRunner().invoke(main, ["gate", "-c", str(two_suites), "--candidate", "imported", "--baseline", "base", "--plan"])
+    assert out.exit_code == 2 and "--plan" in out.output and "imported" in out.output, out.output
+    assert len(fake.requests) == sent

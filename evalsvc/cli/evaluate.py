@@ -162,7 +162,7 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     is gated on its latest stored runs: nothing is measured now.
     """
     from evalsvc.config import load_config
-    from evalsvc.errors import EvalsvcError
+    from evalsvc.errors import ConfigError, EvalsvcError
     from evalsvc.service import gate as svc
     from evalsvc.service.runs import choose, log_dir, open_store
 
@@ -172,6 +172,10 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
         stored = not all(svc.configured(cfg, name) for name in (candidate, baseline) if name is not None)  # imported
         if stored:
             _known_variants(cfg, open_store(cfg), candidate=candidate, baseline=baseline)
+            if plan:
+                raise ConfigError("--plan", "it counts the cases of the suites in suites_dir, and an imported variant's "
+                                  "results are gated on the tasks stored with them", "run --plan with the variants "
+                                  "evalsvc.yaml configures, or read the n≈ in the report of a --no-run gate")
         if not stored:
             baseline = svc.baseline_of(cfg, candidate, baseline)
             chosen, _ = choose(cfg, list(suites), [candidate])
