@@ -3,6 +3,7 @@
 Prints Markdown (pasted into docs/drift.md):
 
     OMP_NUM_THREADS=1 python3 bench/simulate_drift.py --reps 50000 --seed 0
+    OMP_NUM_THREADS=1 python3 bench/simulate_drift.py --continuous --reps 50000 --seed 0   # that table alone
 
 Series go through the same vectorised code that `detect` uses (`residuals` then `cusum`);
 tests/test_drift.py checks that `detect` gives the same answers one series at a time.
@@ -20,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalsvc.stats.drift import SdMode, cusum, design_effects, null_max_statistic, residuals, threshold
+from evalsvc.stats.drift import SdMode, case_variances, cusum, design_effects, null_max_statistic, residuals, threshold
 
 WARMUP, LOOKS, ALPHA, SHIFT = 5, 20, 0.05, 1.0
 CHANGE_LOOK = 8  # a step change first visible at look 8 (point index WARMUP + 7)
@@ -136,7 +137,7 @@ def designs(rng: np.random.Generator, reps: int) -> list[str]:
     return lines
 
 
-FAMILY = 50  # series watched together (Holm across them)
+FAMILY = 50  # series watched together (a family: each at alpha / 50)
 
 
 def fixed_cases(rng: np.random.Generator, series: int, drop_at: int | None = None, mix: str = "60/20/20") -> np.ndarray:
@@ -212,7 +213,7 @@ def families(rng: np.random.Generator, reps: int) -> list[str]:
              f"10-point drop (n = 100) in one of them: detected by look {LOOKS}, median runs to alarm |", "|---|---|---|---|"]
     shifted = fixed_cases(rng, fams, drop_at=change)
     for label, model in MODELS:
-        for level_label, level in (("alpha (no correction)", ALPHA), (f"alpha / {FAMILY} (Holm's first step)", ALPHA / FAMILY)):
+        for level_label, level in (("alpha (no correction)", ALPHA), (f"alpha / {FAMILY} (a family of {FAMILY})", ALPHA / FAMILY)):
             any_false = family_false_alarms(rng, fams, model, level)
             caught, delay, _ = power_row(first_alarms(shifted, model, level), change)
             lines.append(f"| {label} | {level_label} | {any_false:.3f} | {caught:.3f}, {delay:g} |")
@@ -224,7 +225,8 @@ def case_mixes(rng: np.random.Generator, reps: int) -> list[str]:
     fams = max(reps // (5 * FAMILY), 200)
     change = WARMUP + CHANGE_LOOK - 1
     lines = [f"| case mix | n | false alarms, one series at alpha: bound / design effect | any false alarm across {FAMILY} "
-             f"at Holm: bound / design effect | 10-point drop at Holm: detected, median runs: bound / design effect |",
+             f"at alpha / {FAMILY}: bound / design effect | 10-point drop at alpha / {FAMILY}: detected, median runs: bound / "
+             "design effect |",
              "|---|---|---|---|---|"]
     for mix in ("iid 0.7", "iid 0.9", "half", "60/20/20", "rare", "near-deterministic"):
         for size in (100, 20):
@@ -238,6 +240,57 @@ def case_mixes(rng: np.random.Generator, reps: int) -> list[str]:
                 caught, delay, _ = power_row(first_alarms(shifted, model, ALPHA / FAMILY), change)
                 cells[2].append(f"{caught:.2f}, {delay:g}")
             lines.append(f"| {mix} | {size} | " + " | ".join(" / ".join(c) for c in cells) + " |")
+    return lines
+
+
+SCORE_MIXES = {  # n fixed cases: the SD of the cases' own levels, and each case's run-to-run noise SD
+    "levels 0.2, noise 0.02 every case": (0.2, lambda n: np.full(n, 0.02)),
+    "levels 0.2, noise 0 or 0.04 (half each)": (0.2, lambda n: np.where(np.arange(n) < n // 2, 0.0, 0.04)),
+    "levels 0.2, noise 0.05 on 5% (near-deterministic)": (0.2, lambda n: np.where(np.arange(n) < max(n // 20, 1), 0.05, 0.0)),
+    "fresh draws: levels 0, noise 0.2": (0.0, lambda n: np.full(n, 0.2)),
+}
+SCORE_MODELS = (("fresh draws (per-case SD; before)", "fresh"), ("the runs' own spread", "own spread"),
+                ("fixed cases (shipped)", "cases"))
+
+
+def score_alarms(rng: np.random.Generator, series: int, mix: str, n: int, model: str, level: float,
+                 drop: float = 0.0) -> np.ndarray:
+    """First alarm per series (-1 none) of a continuous score over n fixed cases re-scored every run, through the
+    detector's own code; from look CHANGE_LOOK on every case loses ``drop`` run-mean SDs (of the fixed-case noise)."""
+    h = threshold(LOOKS, level, SHIFT)
+    spread, noise_of = SCORE_MIXES[mix]
+    noise = noise_of(n)
+    run_sd = np.sqrt(np.sum(noise**2)) / n
+    out = []
+    for lo in range(0, series, 2000):
+        rows = min(2000, series - lo)
+        cases = rng.normal(0.5, spread, (rows, 1, n)) + rng.standard_normal((rows, WARMUP + LOOKS, n)) * noise
+        cases[:, WARMUP + CHANGE_LOOK - 1:, :] -= drop * run_sd
+        values, sds = cases.mean(axis=2), cases.std(axis=2, ddof=1)
+        if model == "own spread":
+            z = residuals(values, np.full(1, float(n)), "estimated", None, WARMUP)
+        else:
+            design, dof = case_variances(cases, WARMUP) if model == "cases" else (None, None)
+            z = residuals(values, np.full(1, float(n)), "known", sds, WARMUP, design, dof)
+        out.append(cusum(z, h, SHIFT / 2, LOOKS)[0])
+    return np.concatenate(out)
+
+
+def continuous_fixed(rng: np.random.Generator, reps: int) -> list[str]:
+    """Continuous scores over fixed cases: false alarms alone and across a family of 50, and a drop of 3 run SDs."""
+    fams = max(reps // (10 * FAMILY), 100)
+    change = WARMUP + CHANGE_LOOK - 1
+    lines = [f"| cases | n | noise model | false alarms, one series at alpha | any "
+             f"false alarm across {FAMILY} at alpha / {FAMILY} | drop of 3 run SDs at alpha / {FAMILY}: detected by "
+             f"look {LOOKS}, median runs |", "|---|---|---|---|---|---|"]
+    for mix in SCORE_MIXES:
+        for n in (100, 20):
+            for label, model in SCORE_MODELS:
+                single = np.mean(score_alarms(rng, fams * 10, mix, n, model, ALPHA) >= 0)
+                family = np.mean((score_alarms(rng, fams * FAMILY, mix, n, model, ALPHA / FAMILY) >= 0)
+                                 .reshape(fams, FAMILY).any(axis=1))
+                caught, delay, _ = power_row(score_alarms(rng, fams * 10, mix, n, model, ALPHA / FAMILY, drop=3.0), change)
+                lines.append(f"| {mix} | {n} | {label} | {single:.3f} | {family:.3f} | {caught:.2f}, {delay:g} |")
     return lines
 
 
@@ -267,11 +320,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=50_000, help="simulated series per cell (default 50000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="print H_TABLE instead (use --reps 4000000 --seed 1)")
+    parser.add_argument("--continuous", action="store_true", help="print only the continuous fixed-case table")
     args = parser.parse_args()
     if args.table:
         table(args.reps, args.seed)
         return
     rng = np.random.default_rng(args.seed)
+    if args.continuous:
+        started = time.perf_counter()
+        print(f"{max(args.reps // (10 * FAMILY), 100)} families of {FAMILY} and {10 * max(args.reps // (10 * FAMILY), 100)} "
+              f"single series per row, seed {args.seed}\n")
+        print("\n".join(continuous_fixed(rng, args.reps)))
+        print(f"\n_{time.perf_counter() - started:.0f} s_")
+        return
     started = time.perf_counter()
     se = np.sqrt(0.05 * 0.95 / args.reps)
     print(f"Defaults: warm-up {WARMUP}, {LOOKS} looks, alpha {ALPHA}, shift {SHIFT} SE, h = {threshold(LOOKS, ALPHA, SHIFT):.3f}; "
@@ -284,6 +345,8 @@ def main() -> None:
     print("\n".join(families(rng, args.reps)))
     print(f"\n### The fixed-case noise model across case mixes ({max(args.reps // (5 * FAMILY), 200)} families of {FAMILY})\n")
     print("\n".join(case_mixes(rng, args.reps)))
+    print(f"\n### Continuous scores over fixed cases ({max(args.reps // (10 * FAMILY), 100)} families of {FAMILY})\n")
+    print("\n".join(continuous_fixed(rng, args.reps)))
     print("\n### Design choice: reference frozen after the warm-up vs self-starting (normal theory)\n")
     print("\n".join(designs(rng, args.reps)))
     print(f"\n_{time.perf_counter() - started:.0f} s_")

@@ -239,28 +239,29 @@ def _exit_with(result: Any) -> NoReturn:
 @CONFIG_OPTION
 @click.option("--suite", "-s", "suites", multiple=True, help="Only these suites.")
 @click.option("--variant", "-v", "variants", multiple=True, help="Only these variants.")
-@click.option("--metric", "-m", "metrics", multiple=True, default=("pass",), show_default=True,
-              help="Metrics to watch ('all' for every metric).")
-@click.option("--warmup", type=int, default=None, help="Runs that set a series' own reference level (default: drift.warmup, 5).")
-@click.option("--alpha", type=float, default=None,
-              help="Chance of any false alarm over 20 looks across every series listed, Holm (default: drift.alpha, 0.05).")
+@click.option("--metric", "-m", "metrics", multiple=True,
+              help="Only these of the watched metrics (default, or 'all': every one; drift.metrics and drift.speed_metrics "
+              "in evalsvc.yaml set them).")
 @click.pass_context
 def drift_cmd(ctx: click.Context, config_path: str, suites: tuple[str, ...], variants: tuple[str, ...],
-              metrics: tuple[str, ...], warmup: int | None, alpha: float | None) -> None:
+              metrics: tuple[str, ...]) -> None:
     """Has a variant drifted from its own history? (CUSUM on each series, calibrated for repeated looks.)
 
     \b
     A series is one variant fingerprint x suite version x metric: a new checkpoint or an
-    edited suite starts a new one. The detector restarts at each alarm, so a rise and a later
-    drop are both reported. Exit code 1 when a series' last alarm is down (worse) and nobody
-    has acknowledged it:  evalsvc drift ack VARIANT/SUITE[/METRIC] --note "why"
+    edited suite starts a new one. The watched series and their level are evalsvc.yaml's
+    (drift:), the same as the service's; each alarm is stored when raised, and the detector
+    restarts there, so a rise and a later drop are both reported. Exit code 1 when a series'
+    last alarm is down (worse) and nobody has acknowledged it:
+      evalsvc drift ack VARIANT/SUITE[/METRIC] --note "why"
     """
-    ctx.ensure_object(dict).update(config_path=config_path, warmup=warmup, alpha=alpha)
+    ctx.ensure_object(dict).update(config_path=config_path)
     if ctx.invoked_subcommand is not None:
         return
     from evalsvc.cli.tables import drift_table
     from evalsvc.config import load_config
     from evalsvc.service.drift import check_drift
+    from evalsvc.service.drift_family import families
     from evalsvc.service.runs import open_store
     from evalsvc.service.selection import check_stored
 
@@ -268,8 +269,7 @@ def drift_cmd(ctx: click.Context, config_path: str, suites: tuple[str, ...], var
     engine = open_store(cfg)
     check_stored(engine, suites, variants, metrics)
     metrics = () if "all" in metrics else metrics  # every metric
-    findings = check_drift(engine, list(suites) or None, list(variants) or None, list(metrics) or None,
-                           warmup=cfg.drift.warmup if warmup is None else warmup, alpha=cfg.drift.alpha if alpha is None else alpha)
+    findings = check_drift(engine, families(cfg, engine), list(suites) or None, list(variants) or None, list(metrics) or None)
     if not findings:
         click.echo("no metric series yet: run `evalsvc run` on a schedule")
         return
@@ -292,17 +292,17 @@ def drift_ack(ctx: click.Context, series: str, config_path: str | None, note: st
     """Acknowledge a series' last drift alarm (who, when, why), or pin where its reference starts.
 
     \b
-    SERIES is VARIANT/SUITE[/METRIC] (metric: pass), as `evalsvc drift` lists it. An
-    acknowledged alarm stops alerting; a new alarm after it alerts again.
+    SERIES is VARIANT/SUITE[/METRIC] (metric: pass), as `evalsvc drift` lists it. The
+    acknowledgement names the alarm's run: that alarm stops alerting; a new alarm after it
+    alerts again.
     """
     import getpass
 
     from evalsvc.config import load_config
     from evalsvc.service.drift import acknowledge
+    from evalsvc.service.drift_family import families
     from evalsvc.service.runs import open_store
 
-    opts = ctx.obj
-    cfg = load_config(config_path or opts["config_path"])
-    warmup = cfg.drift.warmup if opts["warmup"] is None else opts["warmup"]
-    alpha = cfg.drift.alpha if opts["alpha"] is None else opts["alpha"]
-    click.echo(acknowledge(open_store(cfg), series, by or getpass.getuser(), note, reference, warmup, alpha))
+    cfg = load_config(config_path or ctx.obj["config_path"])
+    engine = open_store(cfg)
+    click.echo(acknowledge(engine, families(cfg, engine), series, by or getpass.getuser(), note, reference))

@@ -128,32 +128,38 @@ def tradeoff(engine: Engine, quality: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def drift_findings(engine: Engine, suite: str | None, warmup: int, alpha: float) -> pd.DataFrame:
-    """Every live series of a suite (or of all) with its drift state, as `evalsvc drift -m` over all metrics shows it."""
+def drift_findings(engine: Engine, suite: str | None, watching: Any) -> pd.DataFrame:
+    """Every watched series of a suite (or of all) with its drift state, as `evalsvc drift` shows it: ``watching``
+    (`drift_family.spec` of the dashboard's evalsvc.yaml) fixes the families and each series' level; nothing is
+    written."""
     from evalsvc.service.drift import check_drift
+    from evalsvc.service.drift_family import build
 
-    rows = [vars(f) for f in check_drift(engine, [suite] if suite else None, None, None, warmup, alpha)]
+    rows = [vars(f) for f in check_drift(engine, build(watching, engine), [suite] if suite else None, store=False)]
     return pd.DataFrame(rows)
 
 
-def drift_series(engine: Engine, suite: str, variant: str, metric: str, warmup: int, alpha: float) -> dict[str, pd.DataFrame]:
+def drift_series(engine: Engine, suite: str, variant: str, metric: str, watching: Any) -> dict[str, pd.DataFrame]:
     """One live series: its points with the detector's statistic and threshold at each (the scan restarts at each
-    alarm: a new regime), and its events (alarms, acknowledgements, pinned references, upstream flags)."""
+    alarm: a new regime), and its events (alarms, acknowledgements, pinned references, upstream flags), scanned at
+    its watched family's level, as `drift_findings` lists it."""
     from evalsvc.service.drift import check_drift, watched
+    from evalsvc.service.drift_family import build
     from evalsvc.stats import drift as drift_mod
     from evalsvc.verdicts import series as series_mod
 
-    found = watched(engine, [suite], [variant], [metric], warmup, alpha)
+    families = [f for f in build(watching, engine) if f.of(variant, suite, metric)]
+    found = watched(engine, families, [suite], [variant], [metric], store=False) if families else []
     if not found:
         return {"points": pd.DataFrame(), "events": pd.DataFrame()}
     w = found[0]
     live, scan = w.series, w.scan
-    finding = check_drift(engine, [suite], [variant], [metric], warmup, alpha)[0]
+    finding = check_drift(engine, families, [suite], [variant], [metric], store=False)[0]
     with Session(engine) as s:
         flags = s.execute(select(Run.created_at, Run.upstream_change).where(
             Run.variant_fingerprint == live.fingerprint, Run.suite_version == live.suite_version,
             Run.upstream_change.is_not(None))).all()
-    stats_at = series_mod.statistic_path(live, scan, warmup, w.level)
+    stats_at = series_mod.statistic_path(live, scan, w.warmup, w.level)
     threshold = drift_mod.threshold(20, w.level, 1.0)
     points = pd.DataFrame([{"run_ts": p.run_ts, "run_id": p.run_id, "value": p.value, "ci_low": p.ci_low, "ci_high": p.ci_high,
                             "statistic": st_, "threshold": threshold} for p, st_ in zip(live.points, stats_at, strict=True)])

@@ -1,12 +1,15 @@
-"""The drift state of each live metric series (a variant fingerprint x suite version x metric), and marks on it.
+"""The drift state of each watched series (a variant fingerprint x suite version x metric), and marks on it.
 
-A series' state is its last alarm (``drift.scan`` restarts at each): down is a regression until a later alarm up
-says it recovered, or a person acknowledges it (``acknowledge``: who, when, why). A pinned reference window makes
-the earlier runs history: the detector starts there.
+Which series are watched, and at what level, is fixed by evalsvc.yaml (`drift_family`): the same for `evalsvc drift`,
+the service and the dashboard. A series' state is its last alarm: each is stored when first raised and the detector
+restarts there (``drift.scan``), so later checks never move or erase it. Down is a regression until a later alarm up
+says it recovered, or a person acknowledges that alarm (``acknowledge``: who, when, why, and the alarm's run). A pinned
+reference window makes the earlier runs history: the detector starts there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,8 +18,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from evalsvc.errors import ConfigError
+from evalsvc.service import drift_family
+from evalsvc.service.drift_family import Family, utc
 from evalsvc.stats import drift
-from evalsvc.store.schema import DriftMark
+from evalsvc.store.schema import DriftAlarm, DriftMark
 from evalsvc.verdicts import series as series_mod
 
 
@@ -35,6 +40,9 @@ class DriftFinding:
     fingerprint: str = ""
     suite_version: str = ""
     alarm_at: datetime | None = None  # run time of the last alarm
+    alarm_run: int | None = None  # the run at which the last alarm fired (what an acknowledgement names)
+    family: str = ""  # quality | speed
+    level: float = 0.0  # the family's alpha / size, which the series is scanned at
 
 
 def _newest(engine: Engine, suites: list[str] | None, variants: list[str] | None,
@@ -51,86 +59,114 @@ def _marks(engine: Engine) -> dict[tuple[str, str, str], list[Any]]:
     out: dict[tuple[str, str, str], list[Any]] = {}
     with Session(engine) as s:
         for m in s.execute(select(DriftMark.fingerprint, DriftMark.suite_version, DriftMark.metric, DriftMark.kind,
-                                  DriftMark.at, DriftMark.by, DriftMark.note).order_by(DriftMark.id)):
+                                  DriftMark.at, DriftMark.by, DriftMark.note, DriftMark.run_id).order_by(DriftMark.id)):
             out.setdefault((m.fingerprint, m.suite_version, m.metric), []).append(m)
     return out
 
 
-def _utc(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def _holm(live: list[tuple[series_mod.Series, int]], warmup: int, alpha: float) -> list[tuple[drift.Scan, float]]:
-    """Each series scanned at its Holm level across the family [holm1979], with each series' p-value the chance that an
-    unchanged series alarms at that level: alpha / m for all first; every series that alarms (a rejection) leaves the
-    family, and the rest are scanned again at alpha / (m - rejected), until no new series alarms. A series' level only
-    grows as others are rejected and its alarms only grow with its level, so this is Holm's step-down, and the chance
-    of any false alarm over a block of looks across all the series stays <= alpha."""
-    m = len(live)
-    level = {i: alpha / max(m, 1) for i in range(m)}
-    rejected: set[int] = set()
-    scans = {i: series_mod.check(s, warmup=warmup, alpha=level[i], start=start) for i, (s, start) in enumerate(live)}
-    while True:
-        new = {i for i, sc in scans.items() if sc.alarms and i not in rejected}
-        if not new:
-            return [(scans[i], level[i]) for i in range(m)]
-        rejected |= new
-        wider = alpha / max(m - len(rejected), 1)
-        for i, (s, start) in enumerate(live):
-            if i not in rejected:
-                level[i] = wider
-                scans[i] = series_mod.check(s, warmup=warmup, alpha=wider, start=start)
-
-
 @dataclass(frozen=True)
 class Watched:
-    """One live series as the detector sees it: where its reference starts, the marks on it, its scan and level."""
+    """One watched series as the detector sees it: where its reference starts, the marks on it, its alarms (stored
+    ones, then any raised now) with the current regime, and the level it is scanned at."""
 
     series: series_mod.Series
     start: int  # the pinned reference's position (0 without one)
     marks: tuple[Any, ...]  # its acknowledgements and pinned references, oldest first
     scan: drift.Scan
-    level: float  # the Holm level it was scanned at
+    level: float  # its family's alpha / size
+    family: str = "quality"
+    alarm_runs: tuple[int, ...] = ()  # the run id of each of scan.alarms
+    warmup: int = 5
 
 
-def watched(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
-            metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[Watched]:
-    """Every live series (the newest of each variant x suite x metric; older ones are history), scanned together."""
+def _check(s: series_mod.Series, fam: Family, start: int, stored: list[DriftAlarm]) -> tuple[drift.Scan, list[DriftAlarm]]:
+    """The series' alarms from ``start`` on: the stored ones as they were raised, then a scan from the last of them at
+    the family's level; returns the whole scan and the alarms raised now (not stored yet)."""
+    at = {p.run_id: i for i, p in enumerate(s.points)}
+    kept = [(at[a.run_id], a) for a in stored if a.run_id in at and at[a.run_id] > start]  # a pin makes earlier ones history
+    since = kept[-1][0] if kept else start
+    fresh = series_mod.check(s, warmup=fam.warmup, alpha=fam.level, start=since)
+    raised = [DriftAlarm(family_id=fam.id or 0, fingerprint=s.fingerprint, suite_version=s.suite_version, metric=s.metric,
+                         run_id=s.points[a.index].run_id, run_ts=s.points[a.index].run_ts, direction=a.direction,
+                         statistic=a.statistic, threshold=fresh.current.threshold, level=fam.level,
+                         reference_mean=a.reference_mean) for a in fresh.alarms]
+    old = tuple(drift.Alarm(i, a.direction, a.statistic, a.reference_mean) for i, a in kept)  # type: ignore[arg-type]
+    return drift.Scan(old + fresh.alarms, fresh.current, fresh.since, start), raised
+
+
+def _in_family(fams: Sequence[Family], metrics: list[str] | None) -> None:
+    watched_metrics = sorted({m for f in fams for _, _, m in f.members})
+    for m in metrics or []:
+        if m not in watched_metrics:
+            raise ConfigError(f"--metric {m}", "no series of this metric is watched",
+                              f"pick one of {', '.join(watched_metrics) or 'none'}, or add it to drift.metrics "
+                              "(quality) or drift.speed_metrics in evalsvc.yaml")
+
+
+def watched(engine: Engine, fams: Sequence[Family], suites: list[str] | None = None, variants: list[str] | None = None,
+            metrics: list[str] | None = None, *, store: bool = True) -> list[Watched]:
+    """Every watched series (the newest of each member of ``fams``; older ones are history), each at its family's
+    level. ``store``: store the families and the alarms raised now (the dashboard, which only reads, passes False)."""
+    _in_family(fams, metrics)
+    if store:
+        fams = drift_family.register(engine, fams)
+    wanted = sorted({m for f in fams for _, _, m in f.members if not metrics or m in metrics})
+    if not wanted:
+        return []
+    chosen = [(s, f) for s in _newest(engine, suites, variants, wanted).values() for f in fams if f.of(s.variant, s.suite, s.metric)]
     marks = _marks(engine)
-    live = []
-    for s in series_mod.with_cases(engine, list(_newest(engine, suites, variants, metrics).values())):
-        own = marks.get((s.fingerprint, s.suite_version, s.metric), [])
-        pins = [_utc(m.at) for m in own if m.kind == "reference"]
-        live.append((s, next((i for i, p in enumerate(s.points) if _utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0))
-    return [Watched(s, start, tuple(marks.get((s.fingerprint, s.suite_version, s.metric), [])), scan, level)
-            for (s, start), (scan, level) in zip(live, _holm(live, warmup, alpha), strict=True)]
+    stored = drift_family.alarms(engine, [(s.fingerprint, s.suite_version, s.metric) for s, _ in chosen])
+    out, raised = [], []
+    family_of = {(s.variant, s.suite, s.metric): f for s, f in chosen}
+    for s in series_mod.with_cases(engine, [s for s, _ in chosen]):
+        fam = family_of[(s.variant, s.suite, s.metric)]
+        key = (s.fingerprint, s.suite_version, s.metric)
+        own = marks.get(key, [])
+        pins = [utc(m.at) for m in own if m.kind == "reference"]
+        start = next((i for i, p in enumerate(s.points) if utc(p.run_ts) >= pins[-1]), len(s.points)) if pins else 0
+        scan, new = _check(s, fam, start, stored.get(key, []))
+        raised += new
+        runs = tuple(s.points[a.index].run_id for a in scan.alarms)
+        out.append(Watched(s, start, tuple(own), scan, fam.level, fam.name, runs, fam.warmup))
+    if store:
+        drift_family.save(engine, raised)
+    return out
 
 
-def check_drift(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
-                metrics: list[str] | None = None, warmup: int = 5, alpha: float = 0.05) -> list[DriftFinding]:
-    """One finding per live series, decided together: alpha is the chance of any false alarm over a block of 20 looks
-    across all of them (Holm)."""
+def _acked(marks: Sequence[Any], run_id: int | None, at: datetime | None) -> Any:
+    """The acknowledgement of the alarm raised at run ``run_id``; marks stored before they named the run match by its
+    time."""
+    if run_id is None or at is None:
+        return None
+    return next((m for m in reversed(marks) if m.kind == "ack" and (
+        m.run_id == run_id if m.run_id is not None else utc(m.at) == utc(at))), None)
+
+
+def check_drift(engine: Engine, fams: Sequence[Family], suites: list[str] | None = None, variants: list[str] | None = None,
+                metrics: list[str] | None = None, *, store: bool = True) -> list[DriftFinding]:
+    """One finding per watched series: alpha is the chance of any false alarm over a block of 20 looks across its
+    family, whichever of them a query names."""
     findings = []
-    for w in watched(engine, suites, variants, metrics, warmup, alpha):
+    for w in watched(engine, fams, suites, variants, metrics, store=store):
         s, start, found = w.series, w.start, w.scan
         r, last = found.current, found.last
         alarm_at = s.points[last.index].run_ts if last is not None else None
-        acked = next((m for m in reversed(w.marks) if m.kind == "ack" and alarm_at is not None
-                      and _utc(m.at) == _utc(alarm_at)), None)
+        alarm_run = w.alarm_runs[-1] if last is not None else None
+        acked = _acked(w.marks, alarm_run, alarm_at)
         if last is not None:
             earlier = "; ".join(f"{a.direction} {s.points[a.index].run_ts:%Y-%m-%d}" for a in found.alarms[:-1])
             state = f"ALARM {last.direction} since {alarm_at:%Y-%m-%d %H:%M}" + (f" (earlier: {earlier})" if earlier else "")
             if acked is not None:
                 state = f"acknowledged by {acked.by}: {acked.note or 'no note'} ({state})"
-        elif len(s.points) - start <= warmup:
-            state = f"warming up ({len(s.points) - start}/{warmup + 1})"
+        elif len(s.points) - start <= w.warmup:
+            state = f"warming up ({len(s.points) - start}/{w.warmup + 1})"
         else:
             state = "in control"
         reference = last.reference_mean if last is not None else r.reference_mean
         findings.append(DriftFinding(s.variant, s.suite, s.metric, len(s.points), s.points[-1].value, reference,
                                      r.statistic, r.threshold, state,
                                      bool(last is not None and last.direction == "down" and acked is None),
-                                     s.fingerprint, s.suite_version, alarm_at))
+                                     s.fingerprint, s.suite_version, alarm_at, alarm_run, w.family, w.level))
     return findings
 
 
@@ -143,26 +179,33 @@ def parse_series(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else "pass"
 
 
-def acknowledge(engine: Engine, series: str, by: str, note: str | None, reference: str | None = None,
-                warmup: int = 5, alpha: float = 0.05) -> str:
-    """Store an acknowledgement of the series' last alarm, or (``reference``: a run id or a date) pin its reference."""
+def acknowledge(engine: Engine, fams: Sequence[Family], series: str, by: str, note: str | None,
+                reference: str | None = None) -> str:
+    """Store an acknowledgement of the series' last alarm (naming its run), or (``reference``: a run id or a date) pin
+    its reference."""
     variant, suite, metric = parse_series(series)
-    found = check_drift(engine, [suite], [variant], [metric], warmup, alpha)
+    if not any(f.of(variant, suite, metric) for f in fams):
+        raise ConfigError(f"series {series}", "no such series in the watched families",
+                          "pick one that `evalsvc drift` lists (drift.metrics and drift.speed_metrics in evalsvc.yaml "
+                          "set what is watched)")
+    found = check_drift(engine, fams, [suite], [variant], [metric])
     if not found:
-        raise ConfigError(f"series {series}", "no such series in the store", "pick one that `evalsvc drift -m METRIC` lists")
+        raise ConfigError(f"series {series}", "no such series in the store", "run it first (`evalsvc run`), or pick one "
+                          "that `evalsvc drift` lists")
     f = found[0]
+    run_id: int | None = None
     if reference is not None:
         at, kind = _reference_time(engine, f, reference), "reference"
     elif f.alarm_at is None:
         raise ConfigError(f"series {series}", f"it has no alarm to acknowledge ({f.state})",
                           "acknowledge an alarm that `evalsvc drift` shows, or pin a reference with --reference")
     else:
-        at, kind = f.alarm_at, "ack"
+        at, kind, run_id = f.alarm_at, "ack", f.alarm_run
     with Session(engine) as s, s.begin():
         s.add(DriftMark(fingerprint=f.fingerprint, suite_version=f.suite_version, metric=metric, kind=kind, at=at,
-                        by=by, note=note))
+                        by=by, note=note, run_id=run_id))
     return (f"{series}: reference pinned at {at:%Y-%m-%d %H:%M}" if kind == "reference"
-            else f"{series}: alarm of {at:%Y-%m-%d %H:%M} acknowledged by {by}")
+            else f"{series}: alarm of {at:%Y-%m-%d %H:%M} (run {run_id}) acknowledged by {by}")
 
 
 def _reference_time(engine: Engine, f: DriftFinding, reference: str) -> datetime:

@@ -19,6 +19,7 @@ from evalsvc.engine.finish import Outcome
 from evalsvc.engine.runner import Runner
 from evalsvc.errors import StoreError
 from evalsvc.service.drift import check_drift, judge_findings
+from evalsvc.service.drift_family import families
 from evalsvc.service.runs import choose, log_dir, open_store
 from evalsvc.service.schedule_state import close_abandoned_runs
 from evalsvc.store.locks import RunLocks
@@ -123,10 +124,9 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
             if cfg.baselines.get(v.family) in names and cfg.baselines.get(v.family) != v.name:
                 add(f"comparing {v.name} with {cfg.baselines[v.family]}", lambda v=v: _regressions(engine, cfg, chosen,
                                                                                                    v, dash, made))
-    if cfg.drift.alerts:  # every series the firing touched, decided together (Holm across them)
-        add("the drift check", lambda: alerts.drift_conditions(check_drift(
-            engine, sorted({o.suite for o in outcomes}), sorted({o.variant for o in outcomes}), cfg.drift.metrics,
-            cfg.drift.warmup, cfg.drift.alpha), dash))
+    if cfg.drift.alerts:  # every watched series the firing touched
+        add("the drift check", lambda: alerts.drift_conditions(check_drift(  # each series at its family's level
+            engine, families(cfg, engine), sorted({o.suite for o in outcomes}), sorted({o.variant for o in outcomes})), dash))
         add("the judge check", lambda: alerts.judge_conditions(judge_findings(engine, cfg.drift.warmup, cfg.drift.alpha),
                                                                dash))
     alerter = alerts.Alerter(engine, alerts.build_sinks(cfg.alerts))

@@ -33,6 +33,7 @@ class Aggregate:
     n: int
     ci_low: float | None
     ci_high: float | None
+    sd: float | None = None  # per-case SD (continuous metrics, n >= 2): drift reads it as stored, not from the interval
 
 
 def wilson_interval(successes: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -104,9 +105,11 @@ def aggregate(specs: Mapping[str, MetricKind], score_rows: Iterable[dict[str, fl
         spec = specs[name]
         n = len(values)
         mean = sum(values) / n
+        sd = None
         if spec.kind == "binary":
             lo, hi = wilson_interval(sum(values), n)
         else:
             lo, hi = t_interval(values)
-        out.append(Aggregate(name, spec.kind, spec.higher_is_better, mean, n, lo, hi))
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+        out.append(Aggregate(name, spec.kind, spec.higher_is_better, mean, n, lo, hi, sd))
     return out

@@ -24,7 +24,9 @@ Method (docs/drift.md has the derivation, the alternatives tried and the simulat
      suite that always passes needs no pseudo-count, and it keeps the false-alarm rate near alpha at
      rates where sqrt(p(1-p)/n) does not (p=0.9, n=50: 0.053 against 0.059; p=0.97, n=100: 0.047
      against 0.067; docs/drift.md).
-   - continuous with each point's per-case ``sd``: the pooled SD of the earlier points, taken as known.
+   - continuous with each point's per-case ``sd``: the pooled SD of the earlier points, taken as known; where each
+     run's case values are given, each case's own run-to-run variance instead (`case_variances`): a series re-runs
+     fixed cases, and its mean moves only by that.
    - continuous without ``sd``: the SD estimated from the spread of the earlier run means, and the
      Student-t residual mapped to N(0, 1) through its CDF (Hawkins 1987). Exact, but with few points
      the t tails cost power; the spread includes any extra run-to-run variance, which is the point.
@@ -48,11 +50,11 @@ from typing import Literal
 
 import numpy as np
 
-from evalsvc.stats.drift_residuals import SdMode, cusum, design_effects, residuals
+from evalsvc.stats.drift_residuals import SdMode, case_variances, cusum, design_effects, residuals
 
 Kind = Literal["binary", "continuous"]
-__all__ = ["H_TABLE", "Alarm", "DriftResult", "Point", "Scan", "SdMode", "calibrate_h", "cusum", "design_effects", "detect",
-           "null_max_statistic", "residuals", "scan", "threshold"]
+__all__ = ["H_TABLE", "Alarm", "DriftResult", "Point", "Scan", "SdMode", "calibrate_h", "case_variances", "cusum",
+           "design_effects", "detect", "null_max_statistic", "residuals", "scan", "threshold"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class Point:
     n: int  # cases behind it
     kind: Kind = "binary"
     sd: float | None = None  # per-case SD for continuous metrics, if known (ignored for binary)
-    # binary: each ok case's value in this run (1 passed, 0 failed, or the share of its samples that passed); given on
-    # every point, the pass rate's variance is read from the cases' own run-to-run spread (`design_effects`)
+    # each ok case's value in this run (1 passed, 0 failed, the share of its samples that passed, or its score); given
+    # on every point, the mean's variance is read from the cases' own run-to-run spread (`design_effects`,
+    # `case_variances`)
     cases: Mapping[str, float] | None = field(default=None, compare=False)
 
 
@@ -202,14 +205,17 @@ def detect(
 
     A pass-rate series whose every usable point has ``cases`` is read with the fixed-case noise model (its design
     effect, `design_effects`); otherwise with the binomial variance, an upper bound for fixed cases.
-    A continuous series uses the pooled per-case SD only if every usable point has ``sd``; otherwise
-    it estimates the spread from the run means (needs ``warmup`` >= 2). Points with n = 0 are skipped;
+    A continuous series whose every usable point has ``cases`` is read with the fixed-case noise model too (each case's
+    run-to-run variance, `case_variances`); otherwise it uses the pooled per-case SD if every usable point has ``sd``,
+    and else estimates the spread from the run means (needs ``warmup`` >= 2). Points with n = 0 are skipped;
     invalid points (n < 0, a non-finite value, a pass rate outside [0, 1], mixed kinds) raise ValueError.
     """
     usable = _check(series, warmup, looks, alpha, shift)
     points = [series[i] for i in usable]
     kind = points[0].kind if points else "binary"
-    mode: SdMode = "binary" if kind == "binary" else "known" if all(p.sd is not None for p in points) else "estimated"
+    fixed = bool(points) and all(p.cases is not None for p in points)  # each run's case values: the fixed-case model
+    mode: SdMode = ("binary" if kind == "binary" else "known" if fixed or all(p.sd is not None for p in points)
+                    else "estimated")
     if mode == "estimated" and warmup < 2:
         raise ValueError("a continuous metric without per-case sd needs warmup >= 2 to estimate the spread")
     h = threshold(looks, alpha, shift)
@@ -219,16 +225,18 @@ def detect(
         return DriftResult(False, None, None, 0.0, h, level, f"warming up ({len(points)} of {warmup} points)")
     values = np.array([p.value for p in points])
     ns = np.array([float(p.n) for p in points])
-    sds = np.array([p.sd for p in points], dtype=float) if mode == "known" else None
-    design = _design(points, warmup) if mode == "binary" and all(p.cases is not None for p in points) else None
-    z = residuals(values, ns, mode, sds, warmup, design)
+    sds = np.array([p.sd if p.sd is not None else np.nan for p in points], dtype=float) if mode == "known" else None
+    design, design_df = _design(points, warmup, mode) if fixed else (None, None)
+    z = residuals(values, ns, mode, sds, warmup, design, design_df)
     first, sign, stat = cusum(z, h, shift / 2, looks)
     at = int(first[0]) if first[0] >= 0 else len(points) - 1
     level = float(np.dot(values[:at], ns[:at]) / ns[:at].sum())
     on = {"binary": "Anscombe-transformed pass rates", "known": "run means (pooled per-case SD)",
           "estimated": "run means (SD from the runs' spread, t to normal)"}[mode]
-    if design is not None:
+    if design is not None and mode == "binary":
         on += f", variance scaled by the fixed cases' design effect ({design[0, at]:.2f} there)"
+    elif design is not None:
+        on = f"run means over fixed cases (each case's run-to-run SD, {math.sqrt(max(design[0, at], 0.0)):.3g} there)"
     method = (f"self-starting two-sided CUSUM (Page 1954; Hawkins 1987) on {on}, k={shift / 2:g}, "
               f"h={h:.3f} for P(any false alarm in {looks} looks)={alpha:g}")
     if first[0] < 0:
@@ -238,14 +246,14 @@ def detect(
     return DriftResult(True, direction, usable[at], float(stat[0]), h, level, method)
 
 
-def _design(points: Sequence[Point], warmup: int) -> np.ndarray:
+def _design(points: Sequence[Point], warmup: int, mode: SdMode) -> tuple[np.ndarray, np.ndarray | None]:
     ids = sorted({case for p in points for case in (p.cases or {})})
     column = {case: j for j, case in enumerate(ids)}
     cases = np.full((1, len(points), len(ids)), np.nan)
     for t, p in enumerate(points):
         for case, value in (p.cases or {}).items():
             cases[0, t, column[case]] = value
-    return design_effects(cases, warmup)
+    return (design_effects(cases, warmup), None) if mode == "binary" else case_variances(cases, warmup)
 
 
 @dataclass(frozen=True)

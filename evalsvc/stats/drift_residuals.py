@@ -1,8 +1,9 @@
 """The drift detector's residuals and CUSUM, vectorised over many series (the detector and its simulations share them).
 
 Self-starting residuals (Hawkins 1987; Quesenberry 1991) of pass rates (Anscombe's transform, scaled by the fixed
-cases' design effect where case results are given), of continuous means with a known or an estimated SD, and the
-two-sided CUSUM over them (Page 1954). `evalsvc.stats.drift` documents the method; docs/drift.md derives and simulates it.
+cases' design effect where case results are given), of continuous means with a known SD (the cases' own run-to-run
+variance where case results are given) or an estimated SD, and the two-sided CUSUM over them (Page 1954).
+`evalsvc.stats.drift` documents the method; docs/drift.md derives and simulates it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,30 @@ def _unseen_flip_variance(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def _case_moments(cases: np.ndarray, warmup: int):  # type: ignore[no-untyped-def]
+    """Each look t >= warmup of series re-running one fixed case set, with every case's running moments over the runs
+    before it: yields (t, use, seen, mean, spread), ``use`` the cases ok now and seen before, ``spread`` each case's
+    unbiased variance over its earlier runs (West 1979's running update; 0 before a second run)."""
+    rows, count, width = cases.shape
+    seen = np.zeros((rows, width))
+    mean = np.zeros((rows, width))
+    sum_sq = np.zeros((rows, width))
+    for t in range(count):
+        x = cases[:, t, :]
+        here = ~np.isnan(x)
+        if t >= warmup:
+            yield t, here & (seen >= 1), seen, mean, np.where(seen >= 2, sum_sq / np.maximum(seen - 1, 1), 0.0)
+        value = np.where(here, x, 0.0)
+        grown = seen + here
+        delta = np.where(here, value - mean, 0.0)
+        mean = mean + np.where(here, delta / np.maximum(grown, 1), 0.0)
+        sum_sq = sum_sq + np.where(here, delta * (value - mean), 0.0)
+        seen = grown
+
+
 def design_effects(cases: np.ndarray, warmup: int = 5) -> np.ndarray:
-    """The design effect of each look of series that re-run one fixed case set: shape (series, points), 1 during warm-up.
+    """The design effect of each look of pass-rate series that re-run one fixed case set: shape (series, points), 1
+    during warm-up.
 
     ``cases`` is shaped (series, points, cases): each case's value in each run (a pass, or the share of its samples
     that passed), NaN where it was not an ``ok`` case. A pass rate over fixed cases varies from run to run only through
@@ -43,37 +66,55 @@ def design_effects(cases: np.ndarray, warmup: int = 5) -> np.ndarray:
     variance by it; docs/drift.md simulates the false-alarm rate it keeps and the delay it saves.
     """
     cases = np.asarray(cases, dtype=float)
-    rows, count, width = cases.shape
-    out = np.ones((rows, count))
-    seen = np.zeros((rows, width))
-    mean = np.zeros((rows, width))
-    sum_sq = np.zeros((rows, width))
+    out = np.ones(cases.shape[:2])
     with np.errstate(divide="ignore", invalid="ignore"):
-        for t in range(count):
-            x = cases[:, t, :]
-            here = ~np.isnan(x)
-            if t >= warmup:
-                use = here & (seen >= 1)
-                spread = np.where(seen >= 2, sum_sq / np.maximum(seen - 1, 1), 0.0)
-                own = np.maximum(spread, _unseen_flip_variance(seen)) * (1 + 1 / np.maximum(seen, 1))
-                weight = np.where(use, 1 + 1 / np.maximum(seen, 1), 0.0)
-                n = use.sum(axis=1)
-                level = np.where(use, mean, 0.0).sum(axis=1) / np.maximum(n, 1)
-                bound = level * (1 - level) * weight.sum(axis=1)
-                ratio = np.where(use, own, 0.0).sum(axis=1) / bound
-                out[:, t] = np.where((n > 0) & (bound > 0), np.minimum(ratio, 1.0), 1.0)
-            value = np.where(here, x, 0.0)
-            grown = seen + here
-            delta = np.where(here, value - mean, 0.0)
-            mean = mean + np.where(here, delta / np.maximum(grown, 1), 0.0)
-            sum_sq = sum_sq + np.where(here, delta * (value - mean), 0.0)
-            seen = grown
+        for t, use, seen, mean, spread in _case_moments(cases, warmup):
+            own = np.maximum(spread, _unseen_flip_variance(seen)) * (1 + 1 / np.maximum(seen, 1))
+            weight = np.where(use, 1 + 1 / np.maximum(seen, 1), 0.0)
+            n = use.sum(axis=1)
+            level = np.where(use, mean, 0.0).sum(axis=1) / np.maximum(n, 1)
+            bound = level * (1 - level) * weight.sum(axis=1)
+            ratio = np.where(use, own, 0.0).sum(axis=1) / bound
+            out[:, t] = np.where((n > 0) & (bound > 0), np.minimum(ratio, 1.0), 1.0)
     return out
+
+
+def case_variances(cases: np.ndarray, warmup: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The run-to-run variance of one case's score at each look of series that re-run one fixed case set: shape
+    (series, points), NaN during warm-up.
+
+    ``cases`` as for `design_effects`, continuous scores. A mean over fixed cases moves from run to run only by each
+    case's own noise: its variance is sum v_i / n^2 with v_i case i's run-to-run variance, not the between-case
+    variance over n that a fresh draw of cases would have. v_i is estimated at look t as case i's unbiased variance
+    over its earlier runs, but at least a floor for a case not yet seen to move: 4 `_unseen_flip_variance` (0.28 after
+    5 runs, 0.09 after 20) times the typical v_i of the cases that did move (the spread of the cases' own levels while
+    none has): the same share of a moving case's variance that the pass-rate floor is of a coin flip's. Each includes
+    the reference's own error (1 + 1/m_i); the result is their weighted mean, which `residuals` uses as sigma^2. It is
+    0 only where no case ever moved and all cases score alike (then any move is a real change). Returned with its
+    degrees of freedom, sum (m_i - 1): the residual is a t statistic on them, mapped to the normal score (Hawkins
+    1987), so the estimate's own error does not raise the false-alarm rate at a family's small level.
+    """
+    cases = np.asarray(cases, dtype=float)
+    out = np.full(cases.shape[:2], np.nan)
+    dof = np.full(cases.shape[:2], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for t, use, seen, mean, spread in _case_moments(cases, warmup):
+            n = use.sum(axis=1)
+            level = np.where(use, mean, 0.0).sum(axis=1) / np.maximum(n, 1)
+            levels = np.where(use, (mean - level[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n - 1, 1)
+            moved = use & (spread > 0)
+            typical = np.where(moved.any(axis=1), np.where(moved, spread, 0.0).sum(axis=1) / np.maximum(moved.sum(axis=1), 1),
+                               levels)
+            weight = np.where(use, 1 + 1 / np.maximum(seen, 1), 0.0)
+            own = np.maximum(spread, 4 * _unseen_flip_variance(seen) * typical[:, None]) * weight
+            out[:, t] = np.where(n > 0, np.where(use, own, 0.0).sum(axis=1) / np.maximum(weight.sum(axis=1), 1e-300), np.nan)
+            dof[:, t] = np.where(use, np.maximum(seen - 1, 0), 0).sum(axis=1)
+    return out, dof
 
 
 def residuals(
     values: np.ndarray, ns: np.ndarray, mode: SdMode, sds: np.ndarray | None = None, warmup: int = 5,
-    design: np.ndarray | None = None,
+    design: np.ndarray | None = None, design_df: np.ndarray | None = None,
 ) -> np.ndarray:
     """Self-starting residuals of many series at once: shape (series, points), NaN during warm-up.
 
@@ -81,8 +122,10 @@ def residuals(
     "Updating mean and variance estimates: an improved method", CACM 22:532, for the weighted running
     mean and sum of squares). ``ns`` (and ``sds`` for mode "known") broadcast against ``values``.
     A zero SD with an unchanged value gives 0, with a changed value +-inf: no noise, so a real change.
-    ``design`` (binary only, shaped like ``values``): each look's design effect from `design_effects`; the binomial
-    variance is scaled by it.
+    ``design`` (shaped like ``values``): for mode "binary", each look's design effect from `design_effects`, which
+    scales the binomial variance; for mode "known", each look's run-to-run variance of one case from
+    `case_variances`, used as sigma^2 in place of the pooled per-case SD (fixed cases), with ``design_df`` its degrees
+    of freedom (the t residual is mapped to the normal score).
     """
     values = np.atleast_2d(np.asarray(values, dtype=float))
     ns = np.broadcast_to(np.asarray(ns, dtype=float), values.shape)
@@ -111,7 +154,11 @@ def residuals(
                     z[:, t] = diff / scale if design is None else diff / (scale * np.sqrt(design[:, t]))
                 elif mode == "known":
                     sigma = np.sqrt(np.where(pooled_df > 0, pooled_ss / pooled_df, 0.0))
-                    z[:, t] = _ratio(diff, sigma * scale, mean)
+                    if design is None:
+                        z[:, t] = _ratio(diff, sigma * scale, mean)
+                    else:
+                        ratio = _ratio(diff, np.sqrt(design[:, t]) * scale, mean)
+                        z[:, t] = ratio if design_df is None else _t_to_normal(ratio, np.maximum(design_df[:, t], 1))
                 else:
                     sigma = np.sqrt(np.maximum(sum_sq, 0.0) / (t - 1))
                     z[:, t] = _t_to_normal(_ratio(diff, sigma * scale, mean), t - 1)
@@ -136,7 +183,7 @@ def _ratio(diff: np.ndarray, se: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.where(np.abs(diff) <= tiny, 0.0, np.where(se <= tiny, np.sign(diff) * np.inf, diff / se))
 
 
-def _t_to_normal(t: np.ndarray, df: int) -> np.ndarray:
+def _t_to_normal(t: np.ndarray, df: int | np.ndarray) -> np.ndarray:
     """The normal score with the same tail probability as Student t on ``df`` (Hawkins 1987), computed from the far tail."""
     out: np.ndarray = np.sign(t) * -ndtri(stdtr(df, -np.abs(t)))
     return out

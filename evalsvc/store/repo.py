@@ -231,4 +231,4 @@ def write_metric_points(session: Session, run: Run, aggregates: list[Aggregate])
                                   suite_version=run.suite_version, variant_name=run.variant_name,
                                   variant_fingerprint=run.variant_fingerprint, kind=a.kind,
                                   higher_is_better=a.higher_is_better, value=a.value, n=a.n,
-                                  ci_low=a.ci_low, ci_high=a.ci_high))
+                                  ci_low=a.ci_low, ci_high=a.ci_high, sd=a.sd))

@@ -118,6 +118,7 @@ class MetricPoint(Base):
     n: Mapped[int]
     ci_low: Mapped[float | None] = mapped_column(Float)
     ci_high: Mapped[float | None] = mapped_column(Float)
+    sd: Mapped[float | None] = mapped_column(Float)  # per-case SD of a continuous metric (None: binary, or older rows)
 
 
 class BattleRecord(Base):
@@ -252,8 +253,9 @@ class VerdictRecord(Base):
 class DriftMark(Base):
     """A person's word on one drift series: an acknowledged alarm, or a pinned reference window.
 
-    ``kind`` "ack": the alarm at run time ``at`` is known (who, why); it no longer alerts. "reference": the series'
-    reference starts at ``at`` (earlier runs are history). A series is fingerprint x suite version x metric.
+    ``kind`` "ack": the alarm raised at run ``run_id`` (at run time ``at``) is known (who, why); it no longer alerts.
+    "reference": the series' reference starts at ``at`` (earlier runs are history). A series is fingerprint x suite
+    version x metric.
     """
 
     __tablename__ = "drift_marks"
@@ -266,4 +268,38 @@ class DriftMark(Base):
     at: Mapped[datetime]
     by: Mapped[str] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(Integer)  # the acknowledged alarm's run (None: a pinned reference)
+
+
+class DriftFamily(Base):
+    """A watched family of drift series as evalsvc.yaml set it (one row per change): every series in it is scanned at
+    alpha / size, so each alarm keeps the level it was raised at however the family changes later."""
+
+    __tablename__ = "drift_families"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(16))  # quality | speed
+    members: Mapped[list[str]] = mapped_column(JSON)  # "variant/suite/metric", sorted
+    alpha: Mapped[float] = mapped_column(Float)
+    warmup: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DriftAlarm(Base):
+    """A drift alarm, stored when first raised and never recomputed: the detector's next regime starts at its run."""
+
+    __tablename__ = "drift_alarms"
+    __table_args__ = (UniqueConstraint("fingerprint", "suite_version", "metric", "run_id", name="uq_drift_alarm"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("drift_families.id"))
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    suite_version: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[int]  # the run at which it fired
+    run_ts: Mapped[datetime]
+    direction: Mapped[str] = mapped_column(String(8))  # down (worse) | up, in quality terms
+    statistic: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    level: Mapped[float] = mapped_column(Float)  # the family's alpha / size when it was raised
+    reference_mean: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
