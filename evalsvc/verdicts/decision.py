@@ -4,7 +4,9 @@ The pooled rule (``gate.decide: pooled``, the default), for each primary metric:
 
 - **pass** needs (a) the metric pooled over the cases of every gated suite shown non-inferior at its margin
   (one-sided alpha), (b) no suite *shown worse* than the baseline (its own interval entirely below 0; Holm
-  across the suites [holm1979]) and (c) every ``critical`` suite non-inferior on its own at alpha. A false pass
+  across the suites [holm1979]) and (c) every ``critical`` suite non-inferior on its own at alpha. A metric that
+  one suite alone measures is decided by that suite as by the fixed non-inferiority test (nothing pools with it,
+  so nothing can hide a loss in it). A false pass
   needs (a) to be false, so its rate stays <= alpha whatever (b) and (c) add (an intersection-union test
   [berger1982]: every extra condition only removes passes).
 - **regression**: the pooled interval entirely below -m, or a suite's below its own margin. Both kinds of claim
@@ -113,8 +115,9 @@ def decide_gate(pooled: Sequence[Scoped], suites: Sequence[Scoped], strict: Sequ
     pooled_d = [(n, at_level(c, level("pooled", i, c))) for i, (n, c) in enumerate(pooled)]
     suites_d = [(n, at_level(c, level("suite", i, c))) for i, (n, c) in enumerate(suites)]
     strict_d = [(n, at_level(c, level("strict", i, c))) for i, (n, c) in enumerate(strict)]
-    worse_at = _worse_levels(suites, alpha, [gate.suite(n).weight for n, _ in suites]) if suites else []
-    worse = [f"{n}/{c.metric}" for (n, c), lv in zip(suites, worse_at, strict=True) if _p_worse(c) < lv]
+    pooled_parts = [(n, c) for n, c in suites if c.metric not in alone]  # a suite alone has no pool to hide in
+    worse_at = _worse_levels(pooled_parts, alpha, [gate.suite(n).weight for n, _ in pooled_parts]) if pooled_parts else []
+    worse = [f"{n}/{c.metric}" for (n, c), lv in zip(pooled_parts, worse_at, strict=True) if _p_worse(c) < lv]
     deciding = [(n, c) for n, c in pooled_d if c.metric not in alone]
     decision = _verdict("pooled", deciding, suites_d, strict_d, worse, undecided, gate, alone)
     return pooled_d, suites_d, strict_d, decision
