@@ -250,3 +250,14 @@ def test_cases_are_listed_in_natural_order(tmp_path: Path, fake: FakeEndpoint) -
     assert [r["case_id"] for r in shown] == [f"c{i}" for i in range(12)]  # c2 before c10, not c10 after c1
     both = _json(str(cfg), "cases", "--run", "1", "--vs", "1")
     assert [r["case_id"] for r in both] == [f"c{i}" for i in range(12)]
+
+
+def test_wide_prints_errors_and_outputs_whole(echo_project: Path, fake: FakeEndpoint) -> None:
+    cfg = str(echo_project / "evalsvc.yaml")
+    reason = "invalid api key: " + "x" * 120 + " END"
+    fake.behaviour = lambda n, body: (401, {}, json.dumps({"error": reason}).encode())
+    assert CliRunner().invoke(main, ["run", "-c", cfg, "--no-progress"]).exit_code == 2
+    for argv in (["runs", "list"], ["cases", "--run", "1"]):
+        cut, whole = _cli(cfg, *argv), _cli(cfg, *argv, "--wide")
+        assert cut.exit_code == whole.exit_code == 0, whole.output
+        assert "END" not in cut.output and "END" in whole.output, (argv, whole.output)

@@ -12,6 +12,7 @@ import click
 from evalsvc.cli.options import CONFIG_OPTION
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+WIDE_OPTION = click.option("--wide", is_flag=True, help="Print inputs, outputs and errors whole (one line each), not cut.")
 
 
 def _store(config_path: str) -> Any:
@@ -25,11 +26,12 @@ def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _short(text: Any, width: int = 60) -> str:
+def _short(text: Any, width: int | None = 60) -> str:
+    """One line of ``text``, cut to ``width`` characters (None: whole, for --wide)."""
     if text is None:
         return "-"
     one = str(text).replace("\n", "\\n")
-    return one if len(one) <= width else one[:width - 1] + "…"
+    return one if width is None or len(one) <= width else one[:width - 1] + "…"
 
 
 def _took(run: dict[str, Any]) -> str:
@@ -65,7 +67,9 @@ def runs_group() -> None:
               help="Only runs in this state.")
 @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1), help="The newest N runs.")
 @JSON_OPTION
-def runs_list(config_path: str, suite: str | None, variant: str | None, status: str | None, limit: int, as_json: bool) -> None:
+@WIDE_OPTION
+def runs_list(config_path: str, suite: str | None, variant: str | None, status: str | None, limit: int, as_json: bool,
+              wide: bool) -> None:
     """Runs, newest first: id, suite, variant, status, when, how long, cases ok/errored, error."""
     from evalsvc.cli.tables import table
     from evalsvc.service.results import list_runs
@@ -80,7 +84,7 @@ def runs_list(config_path: str, suite: str | None, variant: str | None, status: 
         return click.echo("no runs match: `evalsvc run` makes them")
     click.echo(table(["id", "suite", "variant", "status", "created", "took", "ok/cases", "errored", "error"],
                      [[str(r["id"]), r["suite_name"], r["variant_name"], r["status"], r["created_at"][:19], _took(r),
-                       f"{r['n_ok']}/{r['n_cases']}", str(r["n_errored"]), _short(r["error"], 80)] for r in rows]))
+                       f"{r['n_ok']}/{r['n_cases']}", str(r["n_errored"]), _short(r["error"], None if wide else 80)] for r in rows]))
 
 
 @runs_group.command("show")
@@ -114,7 +118,8 @@ def runs_show(config_path: str, run_id: int, as_json: bool) -> None:
               "the cases side by side by case id, as the dashboard's Compare page pairs them.")
 @click.option("--flipped", is_flag=True, help="With --vs: only the cases whose pass differs (ok in both runs).")
 @JSON_OPTION
-def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as_json: bool) -> None:
+@WIDE_OPTION
+def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as_json: bool, wide: bool) -> None:
     """A run's case results (each sample, with the case's input and expected values), or two runs' cases side by side.
 
     \b
@@ -132,14 +137,18 @@ def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as
         raise click.UsageError("--flipped needs --vs RUN (the run to compare with)")
     cfg = load_config(config_path)
     engine = open_store(cfg)
+
+    def cut(text: Any, width: int = 60) -> str:
+        return _short(text, None if wide else width)
+
     if other_id is None:
         rows = svc.run_cases(engine, run_id)
         if as_json:
             return _echo_json(rows)
         return click.echo(table(["case", "sample", "status", "pass", "latency ms", "input", "expected", "output", "error"],
                                 [[r["case_id"], str(r["sample_index"]), r["status"], _pass((r["scores"] or {}).get("pass")),
-                                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}", _short(r["input"], 40),
-                                  _short(r["expected"], 30), _short(r["output"]), _short(r["error"], 40)] for r in rows]))
+                                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}", cut(r["input"], 40),
+                                  cut(r["expected"], 30), cut(r["output"]), cut(r["error"], 40)] for r in rows]))
     rows = svc.side_by_side(engine, run_id, other_id, cfg.gate.samples_pass, flipped)
     if as_json:
         return _echo_json(rows)
@@ -148,7 +157,7 @@ def cases(config_path: str, run_id: int, other_id: int | None, flipped: bool, as
     click.echo(table(["case", f"run {run_id}", f"run {other_id}", "pass", "flip", "expected", f"output {run_id}",
                       f"output {other_id}"],
                      [[r["case_id"], r["status_a"] or "-", r["status_b"] or "-", f"{_pass(r['pass_a'])} -> {_pass(r['pass_b'])}",
-                       r["flip"] or "", _short(r["expected"], 30), _short(r["output_a"], 40), _short(r["output_b"], 40)]
+                       r["flip"] or "", cut(r["expected"], 30), cut(r["output_a"], 40), cut(r["output_b"], 40)]
                       for r in rows]))
 
 
