@@ -339,3 +339,21 @@ def test_the_drift_config_watches_fixed_families_and_refuses_what_is_not_a_varia
         DriftConfig.model_validate({"metrics": None})
     with pytest.raises(ValidationError):
         DriftConfig(speed_metrics=["rougeL"])
+
+
+def test_the_watched_family_holds_every_suite_a_schedule_runs(tmp_path) -> None:
+    """A schedule may run a suite that `suites:` (the default of `evalsvc run`) leaves out: its series are the
+    service's to watch, so the family counts them and the level is alpha over all of them."""
+    from evalsvc.config import Config
+    from evalsvc.service.drift_family import build, spec
+    from tests.conftest import echo_cases, write_suite
+
+    for name in ("a", "b"):
+        write_suite(tmp_path / "suites", name, echo_cases(2))
+    cfg = Config.model_validate({
+        "suites_dir": str(tmp_path / "suites"), "suites": ["a"],
+        "variants": [{"name": "v", "family": "f", "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}],
+        "schedules": [{"name": "nightly", "cron": "0 3 * * *", "suites": ["a", "b"]}]})
+    quality, speed = build(spec(cfg))
+    assert quality.members == {("v", "a", "pass"), ("v", "b", "pass")} and quality.level == pytest.approx(0.025)
+    assert {s for _, s, _ in speed.members} == {"a", "b"}

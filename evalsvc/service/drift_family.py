@@ -46,12 +46,13 @@ Spec = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...],
 
 def spec(cfg: Config) -> Spec:
     """What evalsvc.yaml says is watched, as plain values (the dashboard caches on them): its variants, its suites
-    (`suites:`, else every suite in suites_dir; empty where that folder is not here), drift.metrics,
-    drift.speed_metrics, alpha and warmup."""
+    (`suites:`, else every suite in suites_dir; empty where that folder is not here; and every suite a schedule
+    runs), drift.metrics, drift.speed_metrics, alpha and warmup."""
     from evalsvc.suites import discover, load_suite
 
     found = discover(cfg.suites_dir) if cfg.suites_dir.is_dir() else {}
-    suites = [load_suite(n).name if n not in found and Path(n).is_file() else n for n in cfg.suites or found]
+    named = [*(cfg.suites or found), *(n for sched in cfg.schedules for n in sched.suites or ())]
+    suites = dict.fromkeys(load_suite(n).name if n not in found and Path(n).is_file() else n for n in named)
     return (tuple(v.name for v in cfg.variants), tuple(suites), tuple(cfg.drift.metrics), tuple(cfg.drift.speed_metrics),
             cfg.drift.alpha, cfg.drift.warmup)
 
