@@ -182,7 +182,7 @@ def test_an_infeasible_variant_fails_validation_naming_it_and_nothing_is_written
         tmp_path: Path, head: rc.Head, store: str) -> None:
     log = tmp_path / "servers.jsonl"
     variants = rc.stand_in("w8a8", 2, log) + rc.stand_in("llama-70b-tp8", 8, log)
-    config = rc.project(tmp_path, store, head.address, variants)
+    config = rc.project(tmp_path, store, head.address, variants, executor=", fit_wait_s: 0")  # no node comes back
     done = rc.fire(config)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "variant 'llama-70b-tp8' needs 1 CPU, 8 GPU on one node" in done.stderr, done.stderr

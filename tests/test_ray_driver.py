@@ -14,7 +14,7 @@ import pytest
 
 from evalsvc.cluster.capacity import Waiting
 from evalsvc.cluster.resources import demand, max_calls
-from evalsvc.cluster.validate import check_engine_args
+from evalsvc.cluster.validate import check_engine_args, wait_for_fit
 from evalsvc.config import load_config
 from evalsvc.errors import ConfigError
 from tests.conftest import write_config
@@ -119,3 +119,22 @@ def test_a_gpu_task_gets_a_fresh_worker_and_a_cpu_task_may_reuse_one(tmp_path: P
     assert max_calls(v, cfg.executor) == 1  # no CUDA context left on GPUs Ray counts as free
     api = v.model_copy(update={"local": None, "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}})
     assert max_calls(api, cfg.executor) == 0
+
+
+def test_a_gpu_node_being_replaced_at_fire_time_is_waited_for_then_the_firing_goes_on(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    head = {"Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}}
+    gpu = {"Alive": True, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 8.0, "GPU": 4.0}}
+    reads = iter([[head], [head, {**gpu, "Alive": False}], [head, gpu]])  # the GPU pod is replaced, then back
+    slept: list[float] = []
+    assert wait_for_fit(cfg.variants, cfg.executor, lambda: next(reads), slept.append) == [head, gpu]
+    assert len(slept) == 2
+
+
+def test_a_variant_no_node_takes_within_fit_wait_s_is_refused(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    head = {"Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}}
+    slept: list[float] = []
+    with pytest.raises(ConfigError, match="variant 'tp4' needs 1 CPU, 4 GPU on one node"):
+        wait_for_fit(cfg.variants, cfg.executor, lambda: [head], slept.append)
+    assert sum(slept) == cfg.executor.fit_wait_s

@@ -87,10 +87,9 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     executor = cfg.executor
     assert isinstance(executor, RayExecutor)
     ray = connect(executor)
-    nodes = ray.nodes()
-    validate.check_store(cfg.store_url(), nodes, ray.util.get_node_ip_address(), executor.address)
     validate.check_engine_args(variants)
-    validate.check_fit(variants, executor, nodes)
+    nodes = validate.wait_for_fit(variants, executor, ray.nodes)
+    validate.check_store(cfg.store_url(), nodes, ray.util.get_node_ip_address(), executor.address)
     versions = {s.name: s.version for s in suites}
     expected = {v.name: {"fingerprint": cfg.fingerprint(v.name), "identity": serving_identity(v)} for v in variants}
     board = _board(ray)

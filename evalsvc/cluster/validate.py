@@ -1,12 +1,15 @@
 """Checks made before a firing is handed to Ray: Ray itself would leave an unsatisfiable task pending forever.
 
 - the store: every worker writes to it, so it is PostgreSQL (SQLite only on a one-node cluster, this machine);
-- each variant's request (resources.demand, and its accelerator type) fits at least one node of the cluster.
+- each variant's request (resources.demand, and its accelerator type) fits at least one live node of the cluster
+  (read again for up to ``fit_wait_s`` while one does not: a node being replaced comes back).
 The suites are checked again inside each task (task.py): a node with other suite files refuses to run.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from evalsvc.cluster.resources import accelerator, demand
@@ -75,3 +78,20 @@ def check_fit(variants: list[VariantConfig], executor: RayExecutor, nodes: list[
                           "Ray would leave such a task pending forever",
                           "add a worker group with enough GPUs (or the accelerator type), lower tensor_parallel_size / "
                           "data_parallel_size / n_threads, or leave the variant out of the schedule")
+
+
+def wait_for_fit(variants: list[VariantConfig], executor: RayExecutor, read_nodes: Callable[[], list[dict[str, Any]]],
+                 sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    """``check_fit`` against the live nodes, read again every 5 s for up to ``fit_wait_s`` while a variant fits none (a
+    GPU pod being replaced, a worker group scaling up from its last node); the nodes it fitted, or its ConfigError."""
+    waited = 0.0
+    while True:
+        nodes = read_nodes()
+        try:
+            check_fit(variants, executor, nodes)
+            return nodes
+        except ConfigError:
+            if waited >= executor.fit_wait_s:
+                raise
+        sleep(5.0)
+        waited += 5.0

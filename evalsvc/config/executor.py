@@ -42,6 +42,8 @@ class RayExecutor(Strict):
                                       "cluster's room is taken by other tasks does not count")
     run_timeout_s: float = Field(86400.0, gt=0, description="a variant's task still running after this long is "
                                  "cancelled and its unfinished runs fail (resumable: the next firing of the slot resumes)")
+    fit_wait_s: float = Field(120.0, ge=0, description="a variant no live node of the cluster can take is waited for this "
+                              "long (a GPU pod being replaced) before the firing is refused as a configuration error")
     endpoint_cpus: float = Field(0.25, gt=0, description="CPU share of a task that only sends requests to an endpoint")
 
 

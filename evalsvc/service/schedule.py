@@ -17,7 +17,7 @@ from evalsvc import alerts
 from evalsvc.config import Config, ScheduleSpec
 from evalsvc.engine.finish import Outcome
 from evalsvc.engine.runner import Runner
-from evalsvc.errors import StoreError
+from evalsvc.errors import ConfigError, StoreError
 from evalsvc.service.drift import check_drift, judge_findings
 from evalsvc.service.drift_family import families
 from evalsvc.service.runs import choose, log_dir, open_store
@@ -92,6 +92,8 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
 
         try:
             outcomes = run_on_ray(cfg, engine, chosen, variants, slot, logs)
+        except ConfigError:  # refused before any task ran (the cluster, the store, a variant no node takes): a
+            raise  # configuration error of the firing, not an endpoint problem of each variant
         except Exception as exc:
             for v in variants:
                 outcomes += _failed(engine, chosen, v.name, slot, exc, problems)
