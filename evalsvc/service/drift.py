@@ -90,7 +90,7 @@ def _check(s: series_mod.Series, fam: Family, start: int, stored: list[DriftAlar
                          run_id=s.points[a.index].run_id, run_ts=s.points[a.index].run_ts, direction=a.direction,
                          statistic=a.statistic, threshold=fresh.current.threshold, level=fam.level,
                          reference_mean=a.reference_mean) for a in fresh.alarms]
-    old = tuple(drift.Alarm(i, a.direction, a.statistic, a.reference_mean) for i, a in kept)  # type: ignore[arg-type]
+    old = tuple(drift.Alarm(i, "down" if a.direction == "down" else "up", a.statistic, a.reference_mean) for i, a in kept)
     return drift.Scan(old + fresh.alarms, fresh.current, fresh.since, start), raised
 
 

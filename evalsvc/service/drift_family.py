@@ -78,7 +78,8 @@ def families(cfg: Config, engine: Engine | None = None) -> list[Family]:
 
 
 def _row(f: DriftFamily) -> Family:
-    return Family(f.name, frozenset(tuple(m.split("/", 2)) for m in f.members), f.alpha, f.warmup, f.id)  # type: ignore[misc]
+    members = frozenset((v, s, m) for v, s, m in (member.split("/", 2) for member in f.members))
+    return Family(f.name, members, f.alpha, f.warmup, f.id)
 
 
 def register(engine: Engine, wanted: Sequence[Family]) -> list[Family]:

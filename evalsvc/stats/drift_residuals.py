@@ -8,6 +8,7 @@ variance where case results are given) or an estimated SD, and the two-sided CUS
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -29,7 +30,7 @@ def _unseen_flip_variance(m: np.ndarray) -> np.ndarray:
     return out
 
 
-def _case_moments(cases: np.ndarray, warmup: int):  # type: ignore[no-untyped-def]
+def _case_moments(cases: np.ndarray, warmup: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Each look t >= warmup of series re-running one fixed case set, with every case's running moments over the runs
     before it: yields (t, use, seen, mean, spread), ``use`` the cases ok now and seen before, ``spread`` each case's
     unbiased variance over its earlier runs (West 1979's running update; 0 before a second run)."""
