@@ -229,3 +229,21 @@ def test_a_small_drop_in_a_score_over_fixed_cases_is_read_with_each_cases_run_to
     with Session(open_store(load_config(cfg))) as session:
         sds = session.scalars(select(MetricPoint.sd).where(MetricPoint.metric == "rouge1")).all()
     assert len(sds) == 11 and all(sd is not None and 0.05 < sd < 0.2 for sd in sds)
+
+
+def test_an_acknowledgement_stored_before_it_named_the_run_still_matches_its_alarm_by_time(tmp_path: Path) -> None:
+    """Marks written before acknowledgements named the alarm's run (run_id empty) match the alarm by its run time."""
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from evalsvc.config import load_config
+    from evalsvc.service.runs import open_store
+    from evalsvc.store.schema import DriftMark
+
+    cfg = _nights(tmp_path, [0.9] * 6 + [0.6] * 4)
+    acked = CliRunner().invoke(main, ["drift", "ack", "v/s", "-c", cfg, "--note", "known", "--by", "ana"])
+    with Session(open_store(load_config(cfg))) as s, s.begin():
+        s.execute(update(DriftMark).values(run_id=None))
+    after = CliRunner().invoke(main, ["drift", "-c", cfg, "-m", "pass"])
+    assert acked.exit_code == 0 and "(run " in acked.output, acked.output
+    assert after.exit_code == 0 and "acknowledged by ana: known (ALARM down since 2026-11-07" in after.output, after.output
