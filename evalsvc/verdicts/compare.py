@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from evalsvc.config import Config, GateConfig
@@ -24,10 +24,10 @@ from evalsvc.stats.comparison import Comparison, Verdict, margin_from
 from evalsvc.stats.multiplicity import decide
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
-from evalsvc.store.schema import Alert
 from evalsvc.suites import Suite
 from evalsvc.verdicts import health, timing
 from evalsvc.verdicts.decision import Decision, decide_gate
+from evalsvc.verdicts.judges import canaries, drifting_judges, judge_ids
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
 POOLED = "all suites"  # the scope of the pooled summary
@@ -129,7 +129,7 @@ def per_case(session: Session, run_id: int, samples_pass: str = "mean") -> dict[
             if "pass" in scores and samples_pass != "mean":
                 passes = [(r.scores or {})["pass"] for r in group]
                 scores["pass"] = float(max(passes) if samples_pass == "any" else sum(passes) > len(passes) / 2)
-        out[cid] = _Case(scores, _judge_ids(first.judge))
+        out[cid] = _Case(scores, judge_ids(first.judge))
     return out
 
 
@@ -139,10 +139,6 @@ def flip(base: _Case, cand: _Case) -> Literal["down", "up"] | None:
     if bp is None or cp is None or bp == cp:
         return None
     return "down" if cp < bp else "up"
-
-
-def _judge_ids(judge: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
-    return {label: (d.get("fingerprint"), d.get("template")) for label, d in (judge or {}).items()}
 
 
 def compare(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, candidate: str) -> Report:
@@ -165,7 +161,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     suites. The primary metrics pooled over all suites are a summary (``Report.pooled``), never the decision.
     """
     notes = list(notes or [])
-    drifting = _drifting_judges(s)
+    drifting = drifting_judges(s)
     pooled = _Pairs()
     per_suite: dict[str, _Pairs] = {}
     states: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
@@ -195,7 +191,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         pairs = per_suite.setdefault(suite_name, _Pairs())
         mismatched: set[str] = set()
         untrusted: set[str] = set()
-        fooled = _canaries(s, suite_name, base_run.id, cand_run.id, gate.max_canary_failure_rate, notes)
+        fooled = canaries(s, suite_name, base_run.id, cand_run.id, gate.max_canary_failure_rate, notes)
         flipped: list[tuple[str, str]] = []
         for cid in shared:  # judge identities first: a label judged differently on any case is left out on every case
             ids_b, ids_c = base_rows[cid].judges, cand_rows[cid].judges
@@ -328,28 +324,6 @@ def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str]
     summary, decided, _, decision = decide_gate(summary, found, [], gate)
     pooled_rows = [(n, c) for n, c in summary if c.metric not in decision.alone] if gate.decide == "pooled" else []
     return [*pooled_rows, *decided], decision
-
-
-def _canaries(s: Session, suite: str, base_run: int, cand_run: int, limit: float, notes: list[str]) -> set[str]:
-    """The judge canary rate of both runs, in the report wherever a suite is judged; the judge labels over the limit."""
-    base, cand = queries.canary_rates(s, base_run), queries.canary_rates(s, cand_run)
-    over = set()
-    for label in sorted(base.keys() | cand.keys()):
-        shown = []
-        for who, rates in (("baseline", base), ("candidate", cand)):
-            if label in rates:
-                value, n = rates[label]
-                shown.append(f"{round(value * n)} of {n} ({value:.0%}) in the {who} run")
-                over |= {label} if value > limit else set()
-        notes.append(f"{suite}: judge canaries ({label}): answers written to manipulate the judge that it let through: "
-                     + ", ".join(shown))
-    return over
-
-
-def _drifting_judges(s: Session) -> set[str]:
-    """Fingerprints of judges with an open judge alert (their canary failure rate rose): their verdicts decide nothing."""
-    return {str((a.detail or {}).get("fingerprint")) for a in s.scalars(select(Alert).where(Alert.kind == "judge",
-                                                                                          Alert.status == "open"))}
 
 
 def _unscaled(pairs: _Pairs, metric: str, gate: GateConfig) -> bool:
