@@ -201,3 +201,24 @@ def test_the_migration_merges_battles_stored_in_both_orders(tmp_path: Path) -> N
     assert (rows["c1"].outcome, rows["c1"].verdict_ab) == (1.0, "A")
     c2 = rows["c2"]
     assert (c2.outcome, c2.verdict_ab, c2.verdict_ba, c2.len_a, c2.len_b) == (0.5, "A", "B", 10, 1)  # x first: x won
+
+
+def test_battles_are_judged_again_when_an_endpoint_answers_differently_under_one_fingerprint(tmp_path: Path) -> None:
+    """The checkpoint behind `bad`'s URL is swapped for a good one (same fingerprint: an endpoint's is its URL and
+    model) and a new run stores its new answers: the arena judges those (ties now), not the old battles again."""
+    state = {"reply": "nonsense"}
+    with FakeEndpoint(reply=lambda b: "a correct answer") as good, FakeEndpoint(reply=lambda b: state["reply"]) as bad, \
+            FakeEndpoint(reply=_prefers_correct) as judge:
+        project = _project(tmp_path, good, bad, judge)
+        arena = ["arena", "-c", str(project / "evalsvc.yaml"), "-s", "qa", "-v", "good", "-v", "bad", "-j", "judge"]
+        first = CliRunner().invoke(main, arena, catch_exceptions=False)
+        state["reply"] = "a correct answer"
+        rerun = CliRunner().invoke(main, ["run", "-c", str(project / "evalsvc.yaml"), "-s", "qa", "-v", "bad"],
+                                   catch_exceptions=False)
+        second = CliRunner().invoke(main, arena, catch_exceptions=False)
+        assert len(judge.requests) == 24  # the 6 battles judged again on the new answers
+    assert first.exit_code == 0 and rerun.exit_code == 0 and second.exit_code == 0, second.output
+    assert "6 battles judged by 'judge', 0 ties" in first.output and "6 battles judged by 'judge', 6 ties" in second.output
+    with Session(open_engine(f"sqlite:///{project / 'store.db'}")) as s:
+        rows = s.scalars(select(BattleRecord)).all()
+    assert len(rows) == 6 and {r.outcome for r in rows} == {0.5}

@@ -69,6 +69,12 @@ def latest_answers(engine: Engine, suite: Suite, variant: str, fp: str) -> Answe
         return Answers(variant, fp, {cid: out or "" for cid, out, _ in rows}, {cid: sc or {} for cid, _, sc in rows})
 
 
+def answers_hash(a: Answers, b: Answers, case_id: str) -> str:
+    """The two answers a battle judges: an endpoint's answers can change under one fingerprint (a checkpoint swapped
+    behind its URL), and a battle judged on the old ones says nothing of the new."""
+    return content_hash({"a": a.by_case[case_id], "b": b.by_case[case_id]}, 16)
+
+
 def canonical(answers: Answers) -> tuple[str, str]:
     """The order a pair is judged and stored in: by fingerprint (then name), so a pair is one battle per case whatever
     the order the variants were named in (the store's unique key is on the ordered pair)."""
@@ -120,31 +126,34 @@ class Arena:
             if todo:
                 with serve(judge_variant, self.log_dir) as served:
                     asyncio.run(self._judge_all(served, judge_variant, suite, todo, rubric, tmpl))
-        return self.stored(suite, [a.fingerprint for a in answers], judge_fp, tmpl, case_ids)
+        return self.stored(suite, answers, judge_fp, tmpl, case_ids)
 
     def _store(self, suite: Suite, case_id: str, a: Answers, b: Answers, judge_name: str, judge_fp: str, tmpl: str,
                ab: str, ba: str, outcome: float | None) -> None:
         out_a, out_b = a.by_case[case_id], b.by_case[case_id]
         with Session(self.engine) as s, s.begin():
-            s.execute(delete(BattleRecord).where(  # a battle the judge failed on before is asked again, and replaced
+            s.execute(delete(BattleRecord).where(  # a battle the judge failed on, or on other answers: asked again, replaced
                 BattleRecord.suite_version == suite.version, BattleRecord.case_id == case_id,
                 BattleRecord.fingerprint_a == a.fingerprint, BattleRecord.fingerprint_b == b.fingerprint,
-                BattleRecord.judge_fingerprint == judge_fp, BattleRecord.template_hash == tmpl, BattleRecord.outcome.is_(None)))
+                BattleRecord.judge_fingerprint == judge_fp, BattleRecord.template_hash == tmpl))
             s.add(BattleRecord(suite_name=suite.name, suite_version=suite.version, case_id=case_id, variant_a=a.variant,
                                fingerprint_a=a.fingerprint, variant_b=b.variant, fingerprint_b=b.fingerprint,
                                judge_name=judge_name, judge_fingerprint=judge_fp, template_hash=tmpl, verdict_ab=ab,
-                               verdict_ba=ba, outcome=outcome, len_a=len(out_a.split()), len_b=len(out_b.split())))
+                               verdict_ba=ba, outcome=outcome, len_a=len(out_a.split()), len_b=len(out_b.split()),
+                               answers_hash=answers_hash(a, b, case_id)))
 
     def _missing(self, suite: Suite, answers: list[Answers], judge_fp: str, tmpl: str,
                  case_ids: list[str]) -> list[tuple[str, Answers, Answers]]:
         with Session(self.engine) as s:
-            done = set(s.execute(select(BattleRecord.case_id, BattleRecord.fingerprint_a, BattleRecord.fingerprint_b).where(
+            done = set(s.execute(select(BattleRecord.case_id, BattleRecord.fingerprint_a, BattleRecord.fingerprint_b,
+                                        BattleRecord.answers_hash).where(
                 BattleRecord.suite_version == suite.version, BattleRecord.judge_fingerprint == judge_fp,
                 BattleRecord.template_hash == tmpl, BattleRecord.outcome.is_not(None))).all())  # failed ones: asked again
         todo = []
         for a, b in itertools.combinations(sorted(answers, key=canonical), 2):  # each pair in one order, whatever -v's
             for cid in case_ids:
-                if cid in a.by_case and cid in b.by_case and (cid, a.fingerprint, b.fingerprint) not in done:
+                if (cid in a.by_case and cid in b.by_case
+                        and (cid, a.fingerprint, b.fingerprint, answers_hash(a, b, cid)) not in done):
                     todo.append((cid, a, b))
         return todo
 
@@ -176,15 +185,26 @@ class Arena:
         finally:
             await client.aclose()
 
-    def stored(self, suite: Suite, fingerprints: list[str], judge_fp: str, tmpl: str,
+    def stored(self, suite: Suite, answers: list[Answers], judge_fp: str, tmpl: str,
                case_ids: list[str]) -> list[ratings.Battle]:
+        """The battles of these variants' current answers (one judged on answers they no longer give is left out)."""
+        fingerprints = [a.fingerprint for a in answers]
+        by_fp = {a.fingerprint: a for a in answers}
         with Session(self.engine) as s:
             rows = s.execute(select(BattleRecord.variant_a, BattleRecord.variant_b, BattleRecord.outcome, BattleRecord.len_a,
-                                    BattleRecord.len_b, BattleRecord.case_id).where(
+                                    BattleRecord.len_b, BattleRecord.case_id, BattleRecord.fingerprint_a,
+                                    BattleRecord.fingerprint_b, BattleRecord.answers_hash).where(
                 BattleRecord.suite_version == suite.version, BattleRecord.judge_fingerprint == judge_fp,
                 BattleRecord.template_hash == tmpl, BattleRecord.fingerprint_a.in_(fingerprints),
                 BattleRecord.fingerprint_b.in_(fingerprints), BattleRecord.outcome.is_not(None),
                 BattleRecord.case_id.in_(case_ids))).all()
         return [ratings.Battle(r.variant_a, r.variant_b, r.outcome, r.len_a, r.len_b, r.case_id)
-                for r in rows if r.outcome is not None]
+                for r in rows if r.outcome is not None and _current(r, by_fp)]
 
+
+def _current(row: object, by_fp: dict[str, Answers]) -> bool:
+    """Whether a stored battle judged the answers its two variants give now."""
+    a, b = by_fp.get(row.fingerprint_a), by_fp.get(row.fingerprint_b)  # type: ignore[attr-defined]
+    cid = row.case_id  # type: ignore[attr-defined]
+    return (a is not None and b is not None and cid in a.by_case and cid in b.by_case
+            and row.answers_hash == answers_hash(a, b, cid))  # type: ignore[attr-defined]

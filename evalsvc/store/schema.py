@@ -144,6 +144,7 @@ class BattleRecord(Base):
     outcome: Mapped[float | None] = mapped_column(Float)  # 1 a won, 0 b won, 0.5 tie; None when the judge failed
     len_a: Mapped[int]
     len_b: Mapped[int]
+    answers_hash: Mapped[str | None] = mapped_column(String(16))  # the two answers judged: new answers, a new battle
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
