@@ -503,3 +503,14 @@ def test_a_drift_alarm_is_drawn_over_an_upstream_flag_at_the_same_run() -> None:
     drawn = spec["datasets"][rules["data"]["name"]]
     assert [e["event"] for e in drawn] == ["upstream change", "alarm down"]
     assert set(_colour_of(rules)) == set(charts.EVENT_COLOURS)  # every event keyed
+
+
+def test_the_drift_page_shows_one_threshold_for_a_series(pair: Path, monkeypatch) -> None:
+    """The table's threshold h, the chart's h line and its caption give one number for a series: the h of its watched
+    family's share of alpha, as `evalsvc drift` scans it."""
+    at = _page("drift", pair, monkeypatch, suite="echo", variant="smollm2-q4_0", metric="pass")
+    table = at.dataframe[0].value
+    h = table[(table["variant"] == "smollm2-q4_0") & (table["metric"] == "pass")]["h"].iloc[0]
+    _, (_, (curve,)) = _charts(at)[:2]
+    assert list(curve["threshold"].unique()) == [pytest.approx(h)]
+    assert str(round(h, 2)) in " ".join(c.value for c in at.caption)

@@ -124,3 +124,18 @@ def test_trends_read_with_two_variants(app: str, browser) -> None:  # noqa: F811
     texts = _chart_texts(page, 0)
     page.close()
     assert {"smollm2-f16", "smollm2-q4_0"} <= {t["text"] for t in texts if t["inside"]}, texts
+
+
+def test_drift_charts_share_one_time_axis_with_the_series_across_it(app: str, browser) -> None:  # noqa: F811
+    """The series and its CUSUM statistic are drawn on one time axis: the same tick labels in both charts, and the
+    ten nightly points spread across the width (an explicit domain in another time unit once piled them at one edge)."""
+    page = _open(browser, f"{app}/drift?suite=echo&variant=smollm2-q4_0&metric=pass", "The detector's statistic",
+                 "pair-drift.png", charts=2)
+    ticks = [[t["text"] for t in _chart_texts(page, i) if t["text"].startswith("20")] for i in (0, 1)]
+    spread = page.locator("svg.marks").first.evaluate("""svg => {
+        const xs = [...svg.querySelectorAll('g.mark-symbol path')].map(p => p.getBoundingClientRect().x);
+        return [Math.max(...xs) - Math.min(...xs), svg.getBoundingClientRect().width];
+    }""")
+    page.close()
+    assert ticks[0] and ticks[0] == ticks[1], ticks
+    assert spread[0] > spread[1] / 2, spread

@@ -141,8 +141,10 @@ def drift_findings(engine: Engine, suite: str | None, watching: Any) -> pd.DataF
 
 def drift_series(engine: Engine, suite: str, variant: str, metric: str, watching: Any) -> dict[str, pd.DataFrame]:
     """One live series: its points with the detector's statistic and threshold at each (the scan restarts at each
-    alarm: a new regime), and its events (alarms, acknowledgements, pinned references, upstream flags), scanned at
-    its watched family's level, as `drift_findings` lists it."""
+    alarm: a new regime), and its events (alarms, acknowledgements, pinned references, upstream flags).
+
+    Scanned at its watched family's level, as `drift_findings` lists it, so the chart's threshold, its alarms and the
+    state are the ones in the page's table: one threshold per series."""
     from evalsvc.service.drift import check_drift, watched
     from evalsvc.service.drift_family import build
     from evalsvc.stats import drift as drift_mod
@@ -169,7 +171,8 @@ def drift_series(engine: Engine, suite: str, variant: str, metric: str, watching
     events += [{"run_ts": m.at, "event": "acknowledged" if m.kind == "ack" else "reference pinned",
                 "detail": f"{m.by}: {m.note or ''}"} for m in w.marks]
     events += [{"run_ts": t, "event": "upstream change", "detail": msg} for t, msg in flags]
-    return {"points": points, "events": pd.DataFrame(events), "state": pd.DataFrame([{"state": finding.state}])}
+    return {"points": points, "events": pd.DataFrame(events),
+            "state": pd.DataFrame([{"state": finding.state, "threshold": threshold}])}
 
 
 def series(engine: Engine, suite: str, metric: str, variants: list[str] | None = None,
