@@ -11,6 +11,7 @@
 - ``ratings``: arena battles (Bradley-Terry with a cluster bootstrap, win rates).
 - ``group_sequential``: boundaries for looks at information fractions (Lan-DeMets spending, Armitage-McPherson-Rowe).
 - ``sequential``: a paired comparison decided at group-sequential looks, with repeated confidence intervals.
+- ``divergence``: top-k KL lower bound, same output and first divergence of a candidate's answers from its baseline's.
 - ``betting``: anytime-valid betting e-processes and confidence sequences on paired differences (Waudby-Smith, Ramdas).
 
 The decisions built on these (which comparisons decide a gate, how suites combine) live in ``evalsvc.verdicts``.

@@ -1,0 +1,103 @@
+"""How far a candidate's next-token distributions move from its baseline's, from top-k log-probabilities.
+
+At temperature 0 a candidate and its baseline predict each token from the same context until their answers first
+differ. There, per position, the KL divergence KL(P ‖ Q) of the baseline's distribution P from the candidate's Q is a
+label-free damage signal (the quantity llama.cpp's ``perplexity --kl-divergence`` reports, in the same direction;
+Dutta et al. 2024, "Accuracy is Not All You Need", arXiv 2407.09141, pair it with answer flips).
+
+An OpenAI-compatible server returns only each generated token's top-k alternatives, so the full KL cannot be had.
+:func:`topk_kl` groups the vocabulary into P's top-k tokens, each alone, and one tail bucket holding the rest
+(p_tail = 1 − Σ top-k p, q_tail = 1 − Σ q over the same tokens), and returns the KL of those grouped distributions.
+By the log-sum inequality (Cover and Thomas, *Elements of Information Theory*, 2nd ed., Theorem 2.7.1: merging
+outcomes never increases a KL divergence) it is a **lower bound** of the true KL, equal to it when k covers the
+vocabulary. So truncation alone can never raise a false alarm; a small value does not prove the distributions close.
+
+A token of P's top-k that Q does not list has q at most Q's smallest listed value. Its q is then taken as the value
+in that range that makes the grouped KL smallest (water-filling the unlisted mass between those tokens and the tail),
+so the result stays a lower bound whatever the unlisted q were.
+
+Everything is in nats; log-probabilities are natural logarithms, as the OpenAI API returns them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+MIN_MASS = 1e-12  # a bucket whose listed complement rounds to 0 or below: float error in the sums, not a certainty
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token: the token chosen, its log-probability and the top-k alternatives (token -> logprob)."""
+
+    token: str
+    logprob: float
+    top: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class CaseDivergence:
+    """One case's candidate answer against the baseline's answer to it.
+
+    ``kld``: mean per-position top-k lower bound of KL(baseline ‖ candidate) over the positions predicted from a shared
+    context (None when there is none); ``same_output``: 1 if the answers are the same tokens; ``first_divergence``:
+    tokens before the first differing one (censored at the answers' length when none differs); ``delta_p``: mean change
+    in the probability of the baseline's chosen token before the first difference (candidate − baseline);
+    ``positions``: how many positions ``kld`` averages.
+    """
+
+    kld: float | None
+    same_output: int
+    first_divergence: int
+    delta_p: float | None
+    positions: int
+
+
+def topk_kl(p_top: Mapping[str, float], q_top: Mapping[str, float]) -> float:
+    """Lower bound of KL(P ‖ Q) in nats from P's and Q's top-k log-probabilities, with one tail bucket (see module)."""
+    p = {t: math.exp(lp) for t, lp in p_top.items()}
+    q_listed = {t: math.exp(lp) for t, lp in q_top.items()}
+    known = [t for t in p if t in q_listed]
+    missing = sorted((p[t] for t in p if t not in q_listed), reverse=True)
+    p_tail = max(0.0, 1.0 - sum(p.values()))
+    q_rest = max(MIN_MASS, 1.0 - sum(q_listed[t] for t in known))  # Q's mass outside the tokens both list
+    kl = sum(p[t] * math.log(p[t] / max(q_listed[t], MIN_MASS)) for t in known)
+    if not missing:
+        return kl + _term(p_tail, q_rest)
+    cap = min(q_listed.values()) if q_listed else q_rest
+    # minimise Σ p_i log(p_i/x_i) + p_tail log(p_tail/(q_rest − Σ x_i)) over 0 < x_i ≤ cap: at the optimum every
+    # uncapped x_i and the tail share one ratio x/p = λ (KKT); the largest p_i are capped first
+    capped = 0
+    while True:
+        free = sum(missing[capped:]) + p_tail
+        lam = (q_rest - capped * cap) / free if free > 0 else math.inf
+        if capped < len(missing) and lam * missing[capped] > cap:
+            capped += 1
+            continue
+        break
+    xs = [cap] * capped + [lam * m for m in missing[capped:]]
+    tail = max(MIN_MASS, q_rest - sum(xs))
+    return max(0.0, kl + sum(_term(m, x) for m, x in zip(missing, xs, strict=True)) + _term(p_tail, tail))
+
+
+def _term(p: float, q: float) -> float:
+    return p * math.log(p / max(q, MIN_MASS)) if p > 0 else 0.0
+
+
+def compare_answers(base: Sequence[Token], cand: Sequence[Token]) -> CaseDivergence:
+    """Compare one case's two answers, token by token.
+
+    Positions up to and including the first differing token are predicted from the same context (the answers
+    agree before it), so ``kld`` averages over them; after it the contexts differ and the distributions are not
+    comparable. An answer that ends first diverges where it ends (its end-of-text token is not returned).
+    """
+    first = next((i for i, (b, c) in enumerate(zip(base, cand, strict=False)) if b.token != c.token),
+                 min(len(base), len(cand)))
+    same = int(len(base) == len(cand) and first == len(base))
+    positions = min(first + 1, len(base), len(cand))
+    kls = [topk_kl(base[i].top, cand[i].top) for i in range(positions)]
+    dps = [math.exp(cand[i].logprob) - math.exp(base[i].logprob) for i in range(first)]
+    return CaseDivergence(kld=sum(kls) / len(kls) if kls else None, same_output=same, first_divergence=first,
+                          delta_p=sum(dps) / len(dps) if dps else None, positions=positions)
