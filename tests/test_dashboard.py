@@ -196,8 +196,8 @@ def test_compare_opens_from_the_alert_link_with_deltas_flips_and_the_cases_side_
     pooled = deltas[(deltas["scope"] == "all suites") & (deltas["metric"] == "pass")].iloc[0]
     assert pooled["verdict"] == "regression" and pooled["ci_high"] < -pooled["margin"]
     flips = at.dataframe[1].value
-    assert len(flips) > 0 and set(flips["direction"]) <= {"down", "up"}
-    first_down = flips[flips["direction"] == "down"].iloc[0]
+    assert len(flips) > 0 and set(flips["direction"]) <= {"pass → fail", "fail → pass"}  # in words, not down/up
+    first_down = flips[flips["direction"] == "pass → fail"].iloc[0]
     assert at.selectbox(key="pick_case").value == first_down["case_id"]  # flipped cases come first
     shown = " ".join(h.proto.body for h in at.get("html"))
     assert "(wrong)" in shown and CHANGED.format(" (wrong)") in shown  # the candidate's extra words highlighted
@@ -323,7 +323,7 @@ def test_overview_of_real_runs_through_evalsvc_run(tmp_path: Path, monkeypatch) 
     assert [e.value.split("**")[1] for e in at.error] == ["Regression: cand vs base"]
     at = _page("compare", config, monkeypatch, candidate="cand")
     assert at.selectbox(key="pick_baseline").value == "base"  # the family's baseline by default
-    assert (at.dataframe[1].value["direction"] == "down").sum() == 20
+    assert (at.dataframe[1].value["direction"] == "pass → fail").sum() == 20
 
 
 def test_quality_vs_speed_places_each_candidate_by_its_paired_delta_and_speed_ratio(tmp_path: Path, monkeypatch) -> None:

@@ -40,7 +40,7 @@ st.caption("Role, as `evalsvc gate --json` names it: *decides* (this row's verdi
            "*informational* (shown, never decides).")
 
 st.subheader(f"Flips ({(flips['direction'] == 'down').sum()} pass → fail, {(flips['direction'] == 'up').sum()} fail → pass)")
-ui.table(flips)
+ui.table(flips.assign(direction=flips["direction"].map({"down": "pass → fail", "up": "fail → pass"})))
 
 st.subheader("Case by case")
 suite = st.selectbox("Suite", list(result["runs"]), index=list(result["runs"]).index(st.query_params["case_suite"])
