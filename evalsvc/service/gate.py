@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from evalsvc.config import Config, VariantConfig
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError, EvalsvcError
+from evalsvc.service.schedule_state import close_abandoned_runs
 from evalsvc.stats import speed
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_pairs, runs_by_id
@@ -103,6 +104,9 @@ def _stored_family(engine: Engine, name: str) -> str:
     return family
 
 
+GATE_GONE = "its gate was stopped before it finished (a gate's slot is never measured again; the next gate measures anew)"
+
+
 def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, *, reuse: bool = False,
              run_missing: bool = True, max_age: timedelta | None = None, baseline_runs: tuple[int, ...] = (),
              fail_on_inconclusive: bool | None = None, markdown_path: Path | None = None, junit_path: Path | None = None,
@@ -112,6 +116,7 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
     Could not evaluate (exit 2: a run failed, or an error was raised) still writes the files asked for, saying why
     and which runs were made (``could_not_evaluate``), so a CI job has a report to upload."""
     made: list[Outcome] = []
+    close_abandoned_runs(engine, GATE_GONE, slot_prefix="gate:")  # a killed gate's runs: its slot is never used again
     try:
         result = _gate(cfg, engine, suites, candidate, baseline, made, reuse=reuse, run_missing=run_missing, max_age=max_age,
                        baseline_runs=baseline_runs, fail_on_inconclusive=fail_on_inconclusive, markdown_path=markdown_path,

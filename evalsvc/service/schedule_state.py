@@ -125,12 +125,15 @@ def close_firing(engine: Engine, firing_id: int, status: str, error: str) -> Non
 
 
 def close_abandoned_runs(engine: Engine, why: str, status: str = "cancelled", slot: str | None = None,
-                         variant: str | None = None) -> list[int]:
+                         variant: str | None = None, slot_prefix: str | None = None) -> list[int]:
     """Mark runs left ``running`` whose run lock is free (their process is gone, or gave up on them) as ``status``;
-    the ids. Narrowed to one slot and variant when given. Re-invoking the run key resumes such a run."""
+    the ids. Narrowed to one slot (or slots starting with ``slot_prefix``) and variant when given. Re-invoking the
+    run key resumes such a run."""
     q = select(Run.id).where(Run.status == "running")
     if slot is not None:
         q = q.where(Run.slot == slot)
+    if slot_prefix is not None:
+        q = q.where(Run.slot.startswith(slot_prefix, autoescape=True))
     if variant is not None:
         q = q.where(Run.variant_name == variant)
     with Session(engine) as s:
