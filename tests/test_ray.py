@@ -170,7 +170,7 @@ def test_a_second_task_on_a_locked_run_key_waits_lock_wait_s_then_stands_back(tm
         before = len(endpoint.requests)
         held.set()
         holder.join()
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr  # the run is busy elsewhere: not evaluated here
     assert "running  being executed by another evalsvc process right now (waited 3 s for it)" in done.stdout, done.stdout
     assert waited >= 3, waited
     assert before == 1 and len(endpoint.requests) == 6  # the task stood back: every case was asked once, by the holder
@@ -417,7 +417,8 @@ def test_a_node_whose_store_differs_from_the_drivers_refuses_rather_than_write_e
     config = rc.project(tmp_path, f"sqlite:///{tmp_path / 'yaml.db'}", head.address, rc.stand_in("w8a8", 1, log))
     driver_store = f"sqlite:///{tmp_path / 'driver.db'}"  # the driver's EVALSVC_STORE; the nodes have none
     done = rc.fire(config, extra_env={"EVALSVC_STORE": driver_store})
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"its store is sqlite:///{tmp_path / 'yaml.db'}, the driver's {driver_store}" in done.stdout, done.stdout
+    assert done.returncode == 2, done.stdout + done.stderr  # its run failed: could not evaluate
+    # with EVALSVC_STORE set, the driver's config leaves `store:` unread: a node without it has the default store
+    assert f"its store is sqlite:///{tmp_path / 'evalsvc.db'}, the driver's {driver_store}" in done.stdout, done.stdout
     assert "give every node of the cluster the same EVALSVC_STORE" in done.stdout
-    assert not log.exists() and not (tmp_path / "yaml.db").exists()  # nothing served, nothing written elsewhere
+    assert not log.exists() and not (tmp_path / "evalsvc.db").exists()  # nothing served, nothing written elsewhere
