@@ -118,6 +118,7 @@ def test_trends_draw_bands_the_dashed_baseline_and_event_markers(project: Path, 
     assert len(series[series["variant"] == "smollm2-q2_k"]) == 10
     events = at.dataframe[0].value
     found = {(r.event, r.variant) for r in events.itertuples()}
+    assert set(events[events["event"] == "regression"]["detail"]) == {"vs smollm2-f16"}  # against whom it regressed
     assert {("regression", "smollm2-q2_k"), ("upstream change", "smollm2-q8_0"), ("new checkpoint", "smollm2-q4_0")} <= found
     assert points["encoding"]["shape"]["field"] == "event"
 

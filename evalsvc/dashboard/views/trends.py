@@ -35,4 +35,6 @@ st.caption(f"{metric} on {suite}, {'higher' if higher else 'lower'} is better; b
 st.altair_chart(charts.trend(points, marks, metric, baselines, colours), width="stretch")
 if not marks.empty:
     st.subheader("Events")
-    ui.table(marks, ["run_ts", "event", "variant", "detail"], detail="large")
+    against = marks["event"] == "regression"  # a regression's detail is the baseline it was compared with
+    ui.table(marks.assign(detail=marks["detail"].where(~against, "vs " + marks["detail"].astype(str))),
+             ["run_ts", "event", "variant", "detail"], detail="large")
