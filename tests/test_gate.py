@@ -168,10 +168,12 @@ def test_run_compares_with_the_baseline_and_stores_every_verdict(tmp_path: Path)
     with Session(open_engine(f"sqlite:///{project / 'store.db'}")) as s:
         rows = s.scalars(select(VerdictRecord)).all()
         newest_cand = s.scalars(select(Run.id).where(Run.variant_name == "cand").order_by(Run.id.desc())).first()
-    # contains is the same number as pass on every case of a one-check suite: decided once, as pass
+    # contains is the same number as pass on every case of a one-check suite: decided once, as pass; with one suite
+    # the pool is that suite, so only the suite's row is stored as deciding (primary)
     speed = {"latency_p50", "latency_p95", "tokens_per_s", "output_tokens"}  # stored too, deciding nothing
     assert {(r.scope, r.metric, r.verdict, r.primary) for r in rows if r.metric not in speed} == {
-        ("all suites", "pass", "regression", True), ("echo", "pass", "regression", True)}
+        ("all suites", "pass", "regression", False), ("echo", "pass", "regression", True)}
+    assert not any(r.primary for r in rows if r.metric in speed)
     assert {(r.scope, r.metric) for r in rows if r.metric in speed} == {(sc, m) for sc in ("all suites", "echo") for m in speed}
     echo = next(r for r in rows if r.scope == "echo" and r.metric == "pass")
     assert echo.candidate_run_id == newest_cand and echo.flips_down == N // 3 and echo.overall == "regression"
@@ -242,7 +244,8 @@ def test_a_second_gate_after_a_bad_deploy_measures_again_and_exits_1(tmp_path: P
 
 
 def test_a_collapsing_small_suite_is_not_hidden_by_a_large_unchanged_one(tmp_path: Path) -> None:
-    """140 unchanged cases and a 15-case suite going 15/15 -> 8/15: pooled it is inconclusive; every suite decides."""
+    """140 unchanged cases and a 15-case suite going 15/15 -> 8/15: pooled it is inconclusive, but the suite vetoes: a
+    regression that names it."""
     big = "\n".join(f'{{"id": "b{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(140))
     small = "\n".join(f'{{"id": "s{i}", "input": "say {1000 + i}", "checks": [{{"type": "contains", "value": "{1000 + i}"}}]}}'
                       for i in range(15))
@@ -258,12 +261,12 @@ def test_a_collapsing_small_suite_is_not_hidden_by_a_large_unchanged_one(tmp_pat
     pooled = next(line for line in out.output.splitlines() if line.startswith("| all suites | pass | 155 |"))
     assert "inconclusive" in pooled  # the pool alone would have hidden it
 
-    cfg = project / "evalsvc.yaml"  # a suite weight from evalsvc.yaml reaches the Holm family: 3 of 4 shares of alpha
+    cfg = project / "evalsvc.yaml"  # a suite weight reaches the Holm family (pooled 1, big 1, small 3): 3 of 5 shares
     cfg.write_text(cfg.read_text().replace("baselines:", "gate: {suites: {small: {weight: 3}}}\nbaselines:", 1))
     weighted = _gate(project, "--reuse", "--no-run", "--json", str(tmp_path / "gate.json"))
     alphas = {r["scope"]: r["alpha"] for r in json.loads((tmp_path / "gate.json").read_text())["comparisons"]
-              if r["role"] == "decides"}
-    assert weighted.exit_code == 1 and alphas["small"] == pytest.approx(0.05 * 3 / 4)
+              if r["role"] == "veto"}
+    assert weighted.exit_code == 1 and alphas["small"] == pytest.approx(0.05 * 3 / 5)
 
 
 def test_reuse_refuses_runs_older_than_max_age_and_a_pinned_baseline_run_is_used(tmp_path: Path) -> None:

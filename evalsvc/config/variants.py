@@ -28,8 +28,8 @@ class Generation(Strict):
     max_tokens: int = Field(128, ge=1, le=32768)
     seed: int | None = 0
     stop: list[str] = Field(default_factory=list)
-    samples: int = Field(1, ge=1, le=100, description="responses per case, each with seed + its index (temperature > 0 "
-                         "only); a case is reduced to one value before any statistics, so n counts cases")
+    samples: int = Field(1, ge=1, le=100, description="responses per case, each with seed + its index + a per-case offset "
+                         "(temperature > 0 only); a case is reduced to one value before any statistics, so n counts cases")
 
 
 class EndpointSpec(Strict):

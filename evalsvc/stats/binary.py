@@ -18,6 +18,7 @@ from scipy.special import bdtr, chdtrc, ndtri  # scipy.stats costs seconds to im
 from evalsvc.stats.comparison import Comparison, at_level, check_args, paired_arrays, phi, undecided
 from evalsvc.stats.power import n_for_noninferiority
 
+
 def mcnemar(b: int, c: int) -> float:
     """Two-sided McNemar p-value for delta = 0 from the discordant counts [mcnemar1947].
 

@@ -13,6 +13,7 @@ from scipy.special import ndtri  # scipy.stats costs seconds to import
 
 from evalsvc.stats.comparison import POWER
 
+
 def n_for_noninferiority(margin: float, alpha: float = 0.05, power: float = POWER, *, discordance: float | None = None,
                          sd: float | None = None, delta: float = 0.0) -> int | None:
     """Paired n giving ``power`` to decide against the margin if the true delta is ``delta``.

@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 def record(engine: Engine, report: Report) -> str:
     """Write one row per (scope, metric) of the report; returns the report id that groups them."""
     report_id = uuid.uuid4().hex
-    primary = {c.metric for _, c in report.primary}
+    pooled_rule = report.decision is not None and report.decision.rule == "pooled"
+    alone = set(report.decision.alone) if report.decision else set()
+    pooled = [c for _, c in report.pooled if pooled_rule and c.metric not in alone]
+    deciding = {id(c) for c in [*(c for _, c in report.primary), *pooled]}  # the rows that decide or can veto
     rows = []
     served = [(HEALTH, report.health)] if report.health is not None else []
     for scope, c in [*report.pooled, *report.primary, *report.secondary, *served, *report.speed]:
@@ -34,7 +37,7 @@ def record(engine: Engine, report: Report) -> str:
             report_id=report_id, baseline=report.baseline, candidate=report.candidate, scope=scope,
             baseline_run_id=base_run.id if base_run else None, candidate_run_id=cand_run.id if cand_run else None,
             candidate_run_ts=cand_run.created_at if cand_run else None, metric=c.metric, kind=c.kind,
-            primary=c.metric in primary, lower_is_better=lower, n=c.n, baseline_mean=base, candidate_mean=cand,
+            primary=id(c) in deciding, lower_is_better=lower, n=c.n, baseline_mean=base, candidate_mean=cand,
             delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high, margin=c.margin, verdict=c.verdict,
             flips_down=c.flips_down, flips_up=c.flips_up, n_needed=c.n_needed, overall=report.verdict))
     with Session(engine) as s, s.begin():
