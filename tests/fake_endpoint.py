@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import socket
 import struct
 import threading
@@ -76,11 +77,22 @@ def answer_from_prompt(body: dict[str, Any]) -> str:
     return "echo: " + body["messages"][-1]["content"]
 
 
+def word_logprobs(body: dict[str, Any], text: str, sureness: float = 0.8) -> dict[str, Any]:
+    """Chat log-probabilities for an answer whose tokens are its words: each word chosen with probability
+    ``sureness``, the alternatives "x" and "y" sharing half the rest (the tail holds the other half)."""
+    k = int(body.get("top_logprobs", 2))
+    chosen, alt = math.log(sureness), math.log((1 - sureness) / 4)
+    return {"content": [{"token": w, "logprob": chosen,
+                         "top_logprobs": [{"token": w, "logprob": chosen}, {"token": "x", "logprob": alt},
+                                          {"token": "y", "logprob": alt}][:k]} for w in text.split(" ")]}
+
+
 class FakeEndpoint:
     def __init__(self, reply: Callable[[dict[str, Any]], str] = answer_from_prompt, delay_s: float = 0.0) -> None:
         self.reply = reply
         self.delay_s = delay_s
         self.behaviour: Behaviour | None = None  # (request number, body) -> override response or None
+        self.logprobs: Callable[[dict[str, Any], str], dict[str, Any]] | None = None  # (body, text) -> choice logprobs
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         outer = self
@@ -118,6 +130,8 @@ class FakeEndpoint:
                            "choices": [{"index": 0, "finish_reason": "stop",
                                         "message": {"role": "assistant", "content": text}}],
                            "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split())}}
+                if outer.logprobs is not None and body.get("logprobs"):
+                    payload["choices"][0]["logprobs"] = outer.logprobs(body, text)
                 self._send(200, {}, json.dumps(payload).encode())
 
             def _send(self, status: int, headers: dict[str, str], data: bytes, cut: int | None = None) -> None:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import entropy
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from evalsvc.stats.divergence import Token, compare_answers, topk_kl
+from evalsvc.config import load_config
+from evalsvc.config.divergence import DivergenceConfig
+from evalsvc.engine.runner import Runner
+from evalsvc.errors import MalformedResponseError
+from evalsvc.identity import content_hash
+from evalsvc.serving.logprobs import compact, request_params
+from evalsvc.stats.divergence import Token, compare_answers, from_stored, topk_kl
+from evalsvc.store.db import open_engine
+from evalsvc.store.schema import CachedResponse, CaseResult
+from evalsvc.suites import resolve
+from tests.fake_endpoint import FakeEndpoint, word_logprobs
 
 VOCAB = [f"t{i}" for i in range(12)]
 
@@ -108,3 +121,91 @@ def test_mean_kld_over_the_shared_positions_is_the_mean_of_per_token_bounds() ->
 def test_empty_answers_have_no_kld() -> None:
     d = compare_answers([], [])
     assert (d.same_output, d.first_divergence, d.kld, d.delta_p) == (1, 0, None, None)
+
+
+# -- asking for log-probabilities and storing them ---------------------------------------------------------------------
+
+
+
+def _run(project: Path, top_logprobs: int | None = None):
+    path = project / "evalsvc.yaml"
+    if top_logprobs is not None:
+        path.write_text(path.read_text() + f"divergence: {{top_logprobs: {top_logprobs}}}\n")
+    cfg = load_config(path)
+    engine = open_engine(cfg.store_url())
+    suite = resolve(cfg.suites_dir, ["echo"])[0]
+    return Runner(cfg, engine, progress=False).run(suite, cfg.variants[0]), engine, cfg
+
+
+def _rows(engine) -> list[CaseResult]:
+    with Session(engine) as s:
+        return list(s.scalars(select(CaseResult).order_by(CaseResult.case_id)))
+
+
+def test_divergence_config_defaults_to_top_5_and_forbids_unknown_keys() -> None:
+    assert DivergenceConfig().top_logprobs == 5
+    with pytest.raises(ValueError):
+        DivergenceConfig(top_k=3)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        DivergenceConfig(top_logprobs=21)
+
+
+def test_request_params_by_api() -> None:
+    assert request_params("chat", 5) == {"logprobs": True, "top_logprobs": 5}
+    assert request_params("completions", 3) == {"logprobs": 3}
+    assert request_params("chat", 0) == {}
+
+
+def test_compact_reads_chat_and_completions_logprobs_alike() -> None:
+    chat = {"content": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+                         "top_logprobs": [{"token": "Hi", "logprob": -0.25}, {"token": "Hey", "logprob": -1.5}]}]}
+    completions = {"tokens": ["Hi"], "token_logprobs": [-0.25], "top_logprobs": [{"Hi": -0.25, "Hey": -1.5}]}
+    expected = [["Hi", -0.25, [["Hi", -0.25], ["Hey", -1.5]]]]
+    assert compact(chat, "chat") == compact(completions, "completions") == expected
+    assert from_stored(expected) == [Token("Hi", -0.25, {"Hi": -0.25, "Hey": -1.5})]
+
+
+def test_compact_names_a_malformed_entry() -> None:
+    with pytest.raises(MalformedResponseError, match=r"logprobs\.content\[0\]"):
+        compact({"content": [{"token": "Hi", "logprob": "high"}]}, "chat")
+
+
+def test_a_run_asks_for_top_logprobs_and_stores_them_per_case(echo_project: Path, fake: FakeEndpoint) -> None:
+    fake.logprobs = word_logprobs
+    outcome, engine, _ = _run(echo_project)
+    assert outcome.status == "succeeded"
+    assert all(b["logprobs"] is True and b["top_logprobs"] == 5 for b in fake.requests)
+    row = _rows(engine)[0]
+    assert row.logprobs == compact(word_logprobs(fake.requests[0], row.output), "chat")
+    assert [t.token for t in from_stored(row.logprobs)] == row.output.split(" ")
+
+
+def test_an_endpoint_refusing_logprobs_is_found_out_once_and_its_answers_kept(
+        echo_project: Path, fake: FakeEndpoint, caplog: pytest.LogCaptureFixture) -> None:
+    fake.behaviour = lambda n, body: ((400, {}, b'{"error": "logprobs are not supported"}') if "logprobs" in body
+                                      else None)
+    outcome, engine, _ = _run(echo_project)
+    assert outcome.status == "succeeded"
+    assert sum("logprobs" in b for b in fake.requests) == 1 and len(fake.requests) == 7
+    assert all(r.status == "ok" and r.logprobs is None for r in _rows(engine))
+    assert any("log-probabilities" in r.getMessage() for r in caplog.records)
+
+
+def test_top_logprobs_0_asks_for_none_and_keeps_the_cache_key(echo_project: Path, fake: FakeEndpoint) -> None:
+    path = echo_project / "evalsvc.yaml"
+    path.write_text(path.read_text().replace("    family: fake\n", "    family: fake\n    cache: true\n"))
+    outcome, engine, cfg = _run(echo_project, top_logprobs=0)
+    assert outcome.status == "succeeded"
+    assert not any("logprobs" in b or "top_logprobs" in b for b in fake.requests)
+    body = fake.requests[0]
+    request = {"messages": body["messages"], **{k: v for k, v in body.items() if k not in ("model", "messages")}}
+    key = content_hash({"fp": cfg.fingerprint("fake"), "request": request, "sample": 0}, 64)
+    with Session(engine) as s:
+        assert s.get(CachedResponse, key) is not None
+
+
+def test_top_logprobs_is_outside_the_variant_fingerprint(echo_project: Path) -> None:
+    path = echo_project / "evalsvc.yaml"
+    before = load_config(path).fingerprint("fake")
+    path.write_text(path.read_text() + "divergence: {top_logprobs: 20}\n")
+    assert load_config(path).fingerprint("fake") == before

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from evalsvc.config.alerts import AlertsConfig
 from evalsvc.config.base import Strict
 from evalsvc.config.dashboard import DashboardConfig, url_without_password
+from evalsvc.config.divergence import DivergenceConfig
 from evalsvc.config.drift import DriftConfig
 from evalsvc.config.executor import Executor, LocalExecutor
 from evalsvc.config.gate import GateConfig
@@ -47,6 +48,8 @@ class Config(Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     alerts: AlertsConfig | None = None
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    divergence: DivergenceConfig = Field(default_factory=DivergenceConfig, description="top log-probabilities asked "
+                                         "with each answer, for its divergence from the baseline (docs/divergence.md)")
     schedules: list[ScheduleSpec] = Field(default_factory=list, description="what `evalsvc serve` runs, and when")
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     executor: Executor = Field(default_factory=LocalExecutor, description="where runs execute: local (default) or a "

@@ -23,9 +23,9 @@ from evalsvc.config import Config, VariantConfig
 from evalsvc.engine import harness
 from evalsvc.engine.plan import Item, Job, Planner
 from evalsvc.engine.progress import RunBar
-from evalsvc.errors import EndpointError
-from evalsvc.serving import Served
-from evalsvc.serving.endpoint import EndpointClient, storable
+from evalsvc.errors import EndpointError, FatalEndpointError
+from evalsvc.serving import Served, logprobs
+from evalsvc.serving.endpoint import Completion, EndpointClient, storable
 from evalsvc.store import repo
 from evalsvc.store.schema import CaseResult, Run, utcnow
 from evalsvc.suites.lm_eval_samples import SampleError
@@ -170,11 +170,13 @@ class Generator:
         """Send one request and record its answer, or its case as errored with the cause (a run sends every
         request through this, and so does each arm of an interleaved gate: ``engine.interleave``)."""
         try:
-            c = await client.complete(client.body(item.messages, item.params))
+            c = await self._complete(client, job, client.body(item.messages, item.params))
             if job.store_lost:
                 return
             resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+            if job.logprobs:
+                resp["logprobs"] = logprobs.compact(c.raw["choices"][0].get("logprobs"), client.api)
             row = self.planner.ok_row(job, item, resp, cached=False)
         except Exception as exc:  # an endpoint error, or one nothing foresaw: the case is errored with it
             if job.store_lost:
@@ -187,6 +189,36 @@ class Generator:
         job.consecutive_errors = 0
         writer.add(row, (item.cache_key, fp, resp) if variant.use_cache else None)
         bar.done()
+
+    async def _complete(self, client: EndpointClient, job: Job, body: dict[str, Any]) -> Completion:
+        """Send ``body`` asking for the top log-probabilities too (``divergence.top_logprobs``), where the endpoint
+        gives them. Whether it does is found out once per run, as the judge client does: until the first answer
+        settles it, requests wait; a 400 naming logprobs, then an answer without them, means they are refused (noted,
+        never an error). A 400 both ways is this request's fault: it is raised, and settles nothing."""
+        asked = logprobs.request_params(client.api, job.top_logprobs)
+        if not asked:
+            job.logprobs = False
+            return await client.complete(body)
+        if job.logprobs is None:
+            async with job.finding_out:
+                if job.logprobs is None:
+                    try:
+                        c = await client.complete({**body, **asked})
+                    except FatalEndpointError as exc:
+                        if not logprobs.refuses(exc):
+                            raise
+                        try:
+                            c = await client.complete(body)
+                        except FatalEndpointError:
+                            raise exc from None
+                        job.logprobs = False
+                        log.warning("run %s (%s): the endpoint refuses log-probabilities (%s); its answers are "
+                                    "stored without them, and its divergence from the baseline is not measured",
+                                    job.run_id, job.suite.name, str(exc)[:200])
+                        return c
+                    job.logprobs = True
+                    return c
+        return await client.complete({**body, **asked} if job.logprobs else body)
 
     def _record_error(self, job: Job, item: Item, exc: Exception, served: Served, writer: Writer) -> None:
         job.consecutive_errors += 1

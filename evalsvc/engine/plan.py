@@ -6,6 +6,7 @@ nothing. What a run still lacks is listed a batch of cases at a time, never all 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
@@ -66,6 +67,9 @@ class Job:
     store_lost: SQLAlchemyError | None = None  # a write failed: stop sending, raise once the requests in flight end
     extra: list[aggregate.Aggregate] = field(default_factory=list)  # run-level metrics (judge canary rates)
     harness_metrics: list[str] = field(default_factory=list)  # metric names an lm-eval task reported
+    top_logprobs: int = 0  # alternatives asked per generated token (config divergence.top_logprobs; 0: none asked)
+    logprobs: bool | None = None  # does the endpoint give them? found out by the run's first answer
+    finding_out: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     @property
     def needs_server(self) -> bool:
@@ -138,7 +142,8 @@ class Planner:
                     run = repo.claim_run(session, suite.version, suite.name, fp, variant.name,
                                          len(suite.cases) * params.samples, slot,
                                          timedelta(hours=self.cfg.resume_within_h))
-                    job = Job(suite, run.id, run.created_at, request_params, params.samples)
+                    job = Job(suite, run.id, run.created_at, request_params, params.samples,
+                              top_logprobs=self.cfg.divergence.top_logprobs)
                     claimed = run.status
                 break
             except IntegrityError:
@@ -180,6 +185,8 @@ class Planner:
                     if (case.id, s) not in done:
                         params = sample_params(job.params, s, case.id)
                         request = {"messages": messages, **params}
+                        if job.top_logprobs:  # 0 keeps the key of a run that never asked for log-probabilities
+                            request["top_logprobs"] = job.top_logprobs
                         sample = s if params.get("temperature", 0.0) > 0 else 0
                         key = content_hash({"fp": fp, "request": request, "sample": sample}, 64)
                         yield Item(case, s, messages, key, params)
@@ -201,6 +208,6 @@ class Planner:
         return CaseResult(run_id=job.run_id, case_id=item.case.id, sample_index=item.sample, run_ts=job.run_ts,
                           status=status, output=resp["text"], error=None, latency_ms=resp["latency_ms"],
                           prompt_tokens=resp["prompt_tokens"], completion_tokens=resp["completion_tokens"],
-                          finish_reason=resp["finish_reason"],
+                          finish_reason=resp["finish_reason"], logprobs=resp.get("logprobs"),
                           scores=score_output(list(item.case.checks), resp["text"], item.case),
                           cached=cached, created_at=utcnow())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 MIN_MASS = 1e-12  # a bucket whose listed complement rounds to 0 or below: float error in the sums, not a certainty
 
@@ -53,6 +54,12 @@ class CaseDivergence:
     first_divergence: int
     delta_p: float | None
     positions: int
+
+
+def from_stored(stored: Sequence[Sequence[Any]]) -> list[Token]:
+    """Tokens from an answer's stored log-probabilities (``[token, logprob, [[alternative, logprob], ...]]`` each,
+    ``serving/logprobs.py``)."""
+    return [Token(str(t), float(lp), {str(a): float(v) for a, v in alts}) for t, lp, alts in stored]
 
 
 def topk_kl(p_top: Mapping[str, float], q_top: Mapping[str, float]) -> float:

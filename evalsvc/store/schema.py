@@ -96,6 +96,8 @@ class CaseResult(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     scores: Mapped[dict[str, Any] | None]
     judge: Mapped[dict[str, Any] | None]  # per judge check: judge name, fingerprint, template hash, verdict, reply
+    # per generated token [token, logprob, [[alternative, logprob], ...]] (serving/logprobs.py); None: not asked or refused
+    logprobs: Mapped[list[Any] | None] = mapped_column(JSON)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

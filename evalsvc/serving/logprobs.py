@@ -1,0 +1,85 @@
+"""Generated tokens' top log-probabilities: how a run asks for them, and the compact form each answer stores.
+
+The stored form (``case_results.logprobs``, read back by ``stats.divergence.from_stored``) is one list per generated
+token, ``[token, logprob, [[alternative, logprob], ...]]``, log-probabilities rounded to ``DIGITS`` decimals (a KL
+moves by less than 1e-4 nats). The chat API returns ``choices[0].logprobs.content``, the completions API
+``tokens`` / ``token_logprobs`` / ``top_logprobs``: both compact alike. Only generated tokens are asked for: prompt
+(echo) log-probabilities are wrong on llama.cpp's server and absent from chat APIs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from evalsvc.errors import FatalEndpointError, MalformedResponseError
+
+DIGITS = 4
+FLOOR = -100.0  # a -inf or -9999 "impossible" log-probability: e^-100 is 0 for any sum, and JSON holds it
+
+
+def request_params(api: str, k: int) -> dict[str, Any]:
+    """What a request adds to ask for ``k`` alternatives per generated token (nothing for k = 0)."""
+    if k <= 0:
+        return {}
+    return {"logprobs": True, "top_logprobs": k} if api == "chat" else {"logprobs": k}
+
+
+def refuses(exc: BaseException) -> bool:
+    """A 400 that names logprobs: the endpoint does not give log-probabilities (not the request's fault)."""
+    return isinstance(exc, FatalEndpointError) and exc.status == 400 and "logprob" in str(exc).lower()
+
+
+def _lp(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedResponseError(f"unexpected response shape: {field} is {type(value).__name__} {value!r:.80}, "
+                                     "not a number (the OpenAI response schema)")
+    lp = float(value)
+    return FLOOR if math.isnan(lp) else round(min(0.0, max(FLOOR, lp)), DIGITS)
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedResponseError(f"unexpected response shape: {field} is {type(value).__name__} {value!r:.80}, "
+                                     "not text (the OpenAI response schema)")
+    return value
+
+
+def compact(logprobs: object, api: str) -> list[list[Any]] | None:
+    """The stored form of ``choices[0].logprobs`` (None when the answer has none); a malformed entry is named."""
+    if not isinstance(logprobs, dict):
+        return None
+    out: list[list[Any]] = []
+    if api == "chat":
+        content = logprobs.get("content")
+        if content is None:
+            return None
+        if not isinstance(content, list):
+            raise MalformedResponseError("unexpected response shape: choices[0].logprobs.content is not a list")
+        for i, entry in enumerate(content):
+            field = f"choices[0].logprobs.content[{i}]"
+            if not isinstance(entry, dict):
+                raise MalformedResponseError(f"unexpected response shape: {field} is not an object")
+            alts = entry.get("top_logprobs") or []
+            if not isinstance(alts, list):
+                raise MalformedResponseError(f"unexpected response shape: {field}.top_logprobs is not a list")
+            out.append([_text(entry.get("token"), f"{field}.token"), _lp(entry.get("logprob"), f"{field}.logprob"),
+                        [[_text(a.get("token") if isinstance(a, dict) else a, f"{field}.top_logprobs[{j}].token"),
+                          _lp(a.get("logprob"), f"{field}.top_logprobs[{j}].logprob")] for j, a in enumerate(alts)]])
+        return out
+    tokens, chosen, tops = logprobs.get("tokens"), logprobs.get("token_logprobs"), logprobs.get("top_logprobs") or []
+    if tokens is None:
+        return None
+    if not (isinstance(tokens, list) and isinstance(chosen, list) and isinstance(tops, list)
+            and len(chosen) == len(tokens) and len(tops) in (0, len(tokens))):
+        raise MalformedResponseError("unexpected response shape: choices[0].logprobs tokens, token_logprobs and "
+                                     "top_logprobs are not lists of one length")
+    for i, token in enumerate(tokens):
+        field = f"choices[0].logprobs.top_logprobs[{i}]"
+        alts = tops[i] if tops else {}
+        if not isinstance(alts, dict):
+            raise MalformedResponseError(f"unexpected response shape: {field} is not an object")
+        out.append([_text(token, f"choices[0].logprobs.tokens[{i}]"),
+                    _lp(chosen[i], f"choices[0].logprobs.token_logprobs[{i}]"),
+                    [[_text(t, field), _lp(v, f"{field}[{t!r}]")] for t, v in alts.items()]])
+    return out
