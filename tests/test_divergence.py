@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy.stats import entropy
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from evalsvc.cli import main
 from evalsvc.config import load_config
 from evalsvc.config.divergence import DivergenceConfig
 from evalsvc.engine.runner import Runner
 from evalsvc.errors import MalformedResponseError
 from evalsvc.identity import content_hash
 from evalsvc.serving.logprobs import compact, request_params
-from evalsvc.stats.divergence import Token, compare_answers, from_stored, topk_kl
+from evalsvc.stats.divergence import CaseDivergence, Token, compare_answers, from_stored, summarise, topk_kl
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import CachedResponse, CaseResult
 from evalsvc.suites import resolve
+from tests.conftest import write_config, write_suite
 from tests.fake_endpoint import FakeEndpoint, word_logprobs
 
 VOCAB = [f"t{i}" for i in range(12)]
@@ -209,3 +215,61 @@ def test_top_logprobs_is_outside_the_variant_fingerprint(echo_project: Path) -> 
     before = load_config(path).fingerprint("fake")
     path.write_text(path.read_text() + "divergence: {top_logprobs: 20}\n")
     assert load_config(path).fingerprint("fake") == before
+
+
+# -- the gate's informational divergence rows --------------------------------------------------------------------------
+
+
+def _gate_project(tmp_path: Path, base: FakeEndpoint, cand: FakeEndpoint, n: int = 12) -> Path:
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(n))
+    write_suite(tmp_path / "suites", "echo", cases)
+    write_config(tmp_path, f"""\
+        store: sqlite:///store.db
+        max_retries: 0
+        baselines: {{f: base}}
+        variants:
+          - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+          - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+        """)
+    return tmp_path
+
+
+def _gate_json(project: Path) -> tuple[dict[str, Any], str]:
+    out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", "--allow-inconclusive",
+                                    "--json", str(project / "gate.json")], catch_exceptions=False)
+    return json.loads((project / "gate.json").read_text()), out.output
+
+
+def test_the_gate_shows_a_candidate_with_a_known_kl_from_its_baseline(tmp_path: Path) -> None:
+    """The candidate says the same words less surely: P = (0.8, 0.05, 0.05 | tail 0.1), Q = (0.6, 0.1, 0.1 | tail 0.2)
+    at every token, so every case's kld is that KL, the answers are all the same, and they never diverge."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        base.logprobs = word_logprobs
+        cand.logprobs = functools.partial(word_logprobs, sureness=0.6)
+        report, text = _gate_json(_gate_project(tmp_path, base, cand))
+    expected = 0.8 * math.log(0.8 / 0.6) + 0.1 * math.log(0.05 / 0.1) + 0.1 * math.log(0.1 / 0.2)
+    rows = {r["metric"]: r for r in report["divergence"]}
+    assert rows["kld"]["estimate"] == pytest.approx(expected, rel=1e-3) and rows["kld"]["n"] == 12
+    assert rows["kld"]["ci_low"] <= rows["kld"]["estimate"] <= rows["kld"]["ci_high"]
+    assert rows["same_output"]["estimate"] == 1.0
+    assert rows["first_divergence_median"]["estimate"] == 3.0  # "echo: say N": three tokens, censored at the end
+    assert "Divergence from the baseline" in text
+    assert report["verdict"] == "pass" or report["verdict"] == "inconclusive"  # never decided by the divergence rows
+
+
+def test_the_gate_shows_no_divergence_rows_without_logprobs(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        cand.logprobs = word_logprobs
+        report, text = _gate_json(_gate_project(tmp_path, base, cand))
+    assert report["divergence"] == [] and "Divergence from the baseline" not in text
+
+
+def test_summaries_bootstrap_each_statistic_over_cases() -> None:
+    cases = [CaseDivergence(kld=k, same_output=s, first_divergence=f, delta_p=None, positions=f + 1)
+             for k, s, f in [(0.1, 1, 10), (0.3, 0, 2), (0.2, 0, 4), (0.0, 1, 8), (0.4, 0, 1)]]
+    rows = {r.metric: r for r in summarise(cases, alpha=0.05)}
+    assert rows["kld"].estimate == pytest.approx(0.2)
+    assert rows["same_output"].estimate == pytest.approx(0.4)
+    assert rows["first_divergence_median"].estimate == 4.0
+    assert all(r.ci_low <= r.estimate <= r.ci_high and r.n == 5 for r in rows.values())

@@ -108,3 +108,47 @@ def compare_answers(base: Sequence[Token], cand: Sequence[Token]) -> CaseDiverge
     dps = [math.exp(cand[i].logprob) - math.exp(base[i].logprob) for i in range(first)]
     return CaseDivergence(kld=sum(kls) / len(kls) if kls else None, same_output=same, first_divergence=first,
                           delta_p=sum(dps) / len(dps) if dps else None, positions=positions)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One divergence statistic over a suite's paired cases, with a case-resampling bootstrap interval."""
+
+    metric: str  # kld (mean), same_output (share), first_divergence_median
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n: int
+    method: str
+
+
+def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int = 4000, seed: int = 0) -> list[Summary]:
+    """Mean ``kld``, the share of ``same_output`` and the median ``first_divergence`` over cases, each with a two-sided
+    (1 − 2 alpha) interval that resamples cases (a case's tokens are not independent draws; the case is the unit).
+
+    The mean and the share reuse the gate's paired BCa bootstrap (``bootstrap.compare_continuous``, Efron and
+    Tibshirani 1993, ch. 14) against the baseline's own values (a KL of 0 from itself, always the same output), so the
+    difference is the statistic itself; the median takes the percentile bootstrap (Efron and Tibshirani 1993, ch. 13).
+    Shown only: none of these decides a verdict.
+    """
+    import numpy as np
+
+    from evalsvc.stats.bootstrap import compare_continuous
+
+    out: list[Summary] = []
+    kld = np.array([c.kld for c in cases if c.kld is not None], dtype=float)
+    same = np.array([c.same_output for c in cases], dtype=float)
+    for metric, values, baseline in (("kld", kld, 0.0), ("same_output", same, 1.0)):
+        if len(values) == 0:
+            continue
+        c = compare_continuous(metric, np.full(len(values), baseline), values, 0.0, alpha, n_boot=n_boot, seed=seed)
+        out.append(Summary(metric, baseline + c.delta, baseline + c.ci_low, baseline + c.ci_high, len(values), c.method))
+    first = np.array([c.first_divergence for c in cases], dtype=float)
+    if len(first):
+        rng = np.random.default_rng(seed)
+        medians = np.median(first[rng.integers(0, len(first), (n_boot, len(first)))], axis=1)
+        lo, hi = np.quantile(medians, [alpha, 1 - alpha])
+        out.append(Summary("first_divergence_median", float(np.median(first)), float(lo), float(hi), len(first),
+                           f"percentile bootstrap of the median over cases [efron-tibshirani1993], {n_boot} resamples "
+                           f"(seed {seed}); censored at the answer's length where the answers never differ"))
+    return out

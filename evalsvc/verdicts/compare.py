@@ -21,12 +21,14 @@ from evalsvc.stats import speed
 from evalsvc.stats.binary import compare_binary
 from evalsvc.stats.bootstrap import compare_continuous
 from evalsvc.stats.comparison import Comparison, Verdict, margin_from
+from evalsvc.stats.divergence import Summary
 from evalsvc.stats.multiplicity import decide
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
 from evalsvc.suites import Suite
 from evalsvc.verdicts import health, timing
 from evalsvc.verdicts.decision import Decision, decide_gate
+from evalsvc.verdicts.divergence import divergence_rows
 from evalsvc.verdicts.judges import canaries, drifting_judges, judge_ids
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
@@ -60,6 +62,7 @@ class Report:
     speed: list[tuple[str, Comparison]] = field(default_factory=list)  # speed metrics without a margin: shown only
     decision: Decision | None = None  # which rule decided quality, and why (verdicts/decision.py)
     bound_decision: Decision | None = None  # the same rule on the worst-case bounds
+    divergence: list[tuple[str, Summary]] = field(default_factory=list)  # per suite, shown only (verdicts/divergence.py)
 
     def measured_means(self, c: Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -289,7 +292,8 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
                      f"a case answered in one run only counted as a failure of the candidate (or a pass of the baseline), "
                      f"{hiding}")
     return Report(baseline, candidate, primary, secondary, verdict, flips, notes, lower, dict(runs), summary, bounds=bounds,
-                  health=served, speed=shown_speed, decision=decision, bound_decision=bound_decision)
+                  health=served, speed=shown_speed, decision=decision, bound_decision=bound_decision,
+                  divergence=divergence_rows(s, runs, gate.alpha))
 
 
 def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str], dict[str, str]]],

@@ -97,6 +97,12 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
     if report.secondary:
         lines += ["", "<details><summary>Other metrics per suite (informational; Holm-adjusted among themselves)</summary>",
                   "", HEADER, *(_row(scope, c, report) for scope, c in report.secondary), "", "</details>"]
+    if report.divergence:
+        lines += ["", "Divergence from the baseline (informational, never deciding; docs/divergence.md): kld is the mean "
+                  "per-token KL(baseline ‖ candidate) over each case's shared prefix, a top-k lower bound, in nats:", "",
+                  "| suite | statistic | value | CI | n |", "|---|---|---|---|---|",
+                  *(f"| {scope} | {r.metric} | {r.estimate:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.n} |"
+                    for scope, r in report.divergence)]
     down = [f for f in report.flips if f.direction == "down"][:top_flips]
     if down:
         lines += ["", f"Top cases that flipped pass → fail ({sum(f.direction == 'down' for f in report.flips)} in all):", "",
@@ -192,6 +198,8 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
         "exit_code": exit_code(report, fail_on_inconclusive), "alpha": alpha, "decision": decision, "runs": report.provenance,
         "comparisons": [row(role, sc, c) for role, sc, c in _roles(report)],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
+        "divergence": [{"scope": scope, "metric": r.metric, "estimate": _num(r.estimate), "ci_low": _num(r.ci_low),
+                        "ci_high": _num(r.ci_high), "n": r.n, "method": r.method} for scope, r in report.divergence],
         "notes": report.notes}, indent=2, allow_nan=False)
 
 
