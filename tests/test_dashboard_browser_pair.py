@@ -131,11 +131,14 @@ def test_drift_charts_share_one_time_axis_with_the_series_across_it(app: str, br
     ten nightly points spread across the width (an explicit domain in another time unit once piled them at one edge)."""
     page = _open(browser, f"{app}/drift?suite=echo&variant=smollm2-q4_0&metric=pass", "The detector's statistic",
                  "pair-drift.png", charts=2)
-    ticks = [[t["text"] for t in _chart_texts(page, i) if t["text"].startswith("20")] for i in (0, 1)]
+    texts = [[t for t in _chart_texts(page, i) if t["text"].startswith("20")] for i in (0, 1)]
+    ticks = [[t["text"] for t in chart] for chart in texts]
+    lefts = [chart[0]["x"] for chart in texts if chart]
     spread = page.locator("svg.marks").first.evaluate("""svg => {
         const xs = [...svg.querySelectorAll('g.mark-symbol path')].map(p => p.getBoundingClientRect().x);
         return [Math.max(...xs) - Math.min(...xs), svg.getBoundingClientRect().width];
     }""")
     page.close()
     assert ticks[0] and ticks[0] == ticks[1], ticks
+    assert abs(lefts[0] - lefts[1]) <= 1, lefts  # one above the other: the y-axes take the same width
     assert spread[0] > spread[1] / 2, spread

@@ -32,6 +32,7 @@ EVENT_COLOURS = {"alarm down": "#d62728", "alarm up": "#2ca02c", "acknowledged":
                  "upstream change": "#9467bd"}
 TIME_TITLE = "run time (UTC)"
 VERDICT_COLOURS = {k: STATUS_COLOURS[k] for k in ("regression", "inconclusive", "pass", "improvement")}
+Y_AXIS_PX = 48  # the y-axis labels' width in charts drawn one above the other (Drift), so their time axes line up
 ROW_PX = 44  # one row of a heat map or forest plot: room for its label and its interval
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 
@@ -188,8 +189,8 @@ def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str, colour
     points = _when(points)
     span = pd.concat([utc(points["run_ts"]), utc(events["run_ts"])]) if not events.empty else points["run_ts"]
     x = time_x(span, span=span)
-    band = alt.Chart(points).mark_area(opacity=0.15, color=colour).encode(x=x, y=alt.Y("ci_low:Q", title=metric),
-                                                                          y2="ci_high:Q")
+    band = alt.Chart(points).mark_area(opacity=0.15, color=colour).encode(
+        x=x, y=alt.Y("ci_low:Q", title=metric, axis=alt.Axis(minExtent=Y_AXIS_PX)), y2="ci_high:Q")
     line = alt.Chart(points).mark_line(point=alt.OverlayMarkDef(color=colour, filled=True), color=colour).encode(
         x=x, y="value:Q", tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "run_id", "value", "ci_low", "ci_high"])
     layers = [band, line]
@@ -208,7 +209,7 @@ def drift_statistic(points: pd.DataFrame, colour: str = TABLEAU10[0], span: pd.S
     x = time_x(span if span is not None else points["run_ts"], span=span) if not points.empty else alt.X(
         "run_ts:T", title=TIME_TITLE, scale=alt.Scale(type="utc"))
     stat = alt.Chart(points).mark_line(point=alt.OverlayMarkDef(color=colour, filled=True), color=colour).encode(
-        x=x, y=alt.Y("statistic:Q", title="CUSUM statistic"),
+        x=x, y=alt.Y("statistic:Q", title="CUSUM statistic", axis=alt.Axis(minExtent=Y_AXIS_PX)),
         tooltip=[alt.Tooltip("when:N", title=TIME_TITLE), "statistic", "threshold"])
     h = alt.Chart(points).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(threshold):Q")
     return _sized(alt.layer(stat, h), 200)
