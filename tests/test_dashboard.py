@@ -490,6 +490,8 @@ def test_compare_labels_each_row_with_its_role_in_the_gate(pair: Path, monkeypat
     assert role[("all suites", "pass")] == "decides"
     assert role[("echo", "pass")] == role[("numbers", "pass")] == "veto"
     assert role[("echo", "rouge_l")] == "informational"
+    said = " ".join(m.value for m in at.markdown)
+    assert "How the verdict was reached (gate.decide: pooled)" in said  # which rule decided, as the gate's Markdown says
 
 
 def test_a_drift_alarm_is_drawn_over_an_upstream_flag_at_the_same_run() -> None:

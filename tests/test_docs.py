@@ -10,7 +10,7 @@ from evalsvc.config.gate import GateConfig
 from evalsvc.stats.bootstrap import compare_continuous
 from evalsvc.verdicts.compare import Report
 from evalsvc.verdicts.decision import Decision
-from evalsvc.verdicts.gate_report import _fails, _roles
+from evalsvc.verdicts.gate_report import _fails, roles
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -38,12 +38,12 @@ def test_the_gate_doc_names_every_json_role_and_every_junit_row_that_can_fail() 
     decision = Decision("pooled", "regression")
     report = Report("base", "cand", [("s", c)], [("s", c)], "regression", pooled=[("all", c)], bounds=[("s", c)],
                     health=c, speed=[("s", c)], decision=decision, bound_decision=decision)
-    roles = {role for role, _, _ in _roles(report)} | {role for role, _, _ in _roles(replace(report, decision=None))}
+    named = {role for role, _, _ in roles(report)} | {role for role, _, _ in roles(replace(report, decision=None))}
     gate_md = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
     json_part = gate_md[gate_md.index("`--json FILE`"):]
-    assert [r for r in sorted(roles) if f"`{r}`" not in json_part] == []
+    assert [r for r in sorted(named) if f"`{r}`" not in json_part] == []
     phrase = {"decides": "deciding regression", "veto": "suite that regressed or blocks", "bound": "worst-case bound",
               "health": "serving health"}
-    assert {r for r in roles if _fails(r, "s", c, report, True, True)} == set(phrase)
+    assert {r for r in named if _fails(r, "s", c, report, True, True)} == set(phrase)
     junit_part = " ".join(gate_md[gate_md.index("JUnit XML in `--junit FILE`"):].split("never fail")[0].split())
     assert [r for r, words in phrase.items() if words not in junit_part] == []

@@ -20,7 +20,7 @@ from evalsvc.stats import ratings
 from evalsvc.store.latest import BY_NAME, latest_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
 from evalsvc.verdicts.compare import POOLED, NotComparable
-from evalsvc.verdicts.gate_report import _roles as gate_roles
+from evalsvc.verdicts.gate_report import how_decided, roles
 
 SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
 
@@ -365,7 +365,7 @@ def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: s
         return None
     runs = {name: (b.id, c.id) for name, (b, c) in report.runs.items()}
     rows = []
-    role = {id(c): r for r, _, c in gate_roles(report)}  # as the gate's JSON and JUnit name them
+    role = {id(c): r for r, _, c in roles(report)}  # as the gate's JSON and JUnit name them
     for scope, c in [*report.pooled, *report.primary, *report.secondary]:
         base, cand = report.measured_means(c)
         rows.append({"scope": scope, "metric": c.metric, "role": role.get(id(c), "informational"), "n": c.n,
@@ -374,7 +374,9 @@ def comparison(engine: Engine, gate: dict[str, Any], baseline: str, candidate: s
                      "n_needed": c.n_needed, "method": c.method})
     flips = pd.DataFrame([{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
                          columns=["suite", "case_id", "direction"])
-    return {"verdict": report.verdict, "metrics": pd.DataFrame(rows), "flips": flips, "runs": runs, "notes": report.notes}
+    reasons = report.decision.reasons if report.decision else []
+    return {"verdict": report.verdict, "metrics": pd.DataFrame(rows), "flips": flips, "runs": runs, "notes": report.notes,
+            "how": how_decided(report), "reasons": reasons}
 
 
 def shared_cases(engine: Engine, base_run: int, cand_run: int) -> list[str]:

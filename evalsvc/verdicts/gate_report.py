@@ -147,7 +147,7 @@ def junit(report: Report, fail_on_inconclusive: bool) -> str:
     so does a worst-case bound that turns a quality pass inconclusive, and serving health when it regressed;
     the pooled summary and the other metrics are informational and never fail.
     """
-    rows = _roles(report)
+    rows = roles(report)
     quality_good = report.decision is not None and report.decision.verdict in ("pass", "improvement")
     suite = ET.Element("testsuite", name=f"evalsvc gate {report.candidate} vs {report.baseline}", tests=str(len(rows)))
     failures = skipped = 0
@@ -196,7 +196,7 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
     return json.dumps({
         "candidate": report.candidate, "baseline": report.baseline, "verdict": report.verdict,
         "exit_code": exit_code(report, fail_on_inconclusive), "alpha": alpha, "decision": decision, "runs": report.provenance,
-        "comparisons": [row(role, sc, c) for role, sc, c in _roles(report)],
+        "comparisons": [row(role, sc, c) for role, sc, c in roles(report)],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
         "divergence": [{"scope": scope, "metric": r.metric, "estimate": _num(r.estimate), "ci_low": _num(r.ci_low),
                         "ci_high": _num(r.ci_high), "n": r.n, "method": r.method} for scope, r in report.divergence],
@@ -251,7 +251,7 @@ def _fails(role: str, scope: str, c: Comparison, report: Report, quality_good: b
     return False
 
 
-def _roles(report: Report) -> list[tuple[str, str, Comparison]]:
+def roles(report: Report) -> list[tuple[str, str, Comparison]]:
     """Every comparison with its role: decides (the pooled rows under the pooled rule, and the rows that must hold on
     their own: a critical suite's, a suite that decides a metric alone, a speed metric with a margin; under every_suite
     each suite's primary rows), veto (the other suite rows under the pooled rule), bound (worst case), health, summary (pooled,

@@ -29,6 +29,10 @@ verdict, metrics, flips = result["verdict"], result["metrics"], result["flips"]
     f"**{candidate} vs {baseline}: {verdict}** (what `evalsvc gate` decides on their newest shared runs of "
     f"{', '.join(result['runs'])}: gate metrics {', '.join(cfg.gate.primary)}, the 'all suites' rows pooled over the "
     "suites; margins and alpha from evalsvc.yaml)")
+st.markdown(result["how"])
+if result["reasons"]:
+    st.markdown(("**Why:**" if verdict == "regression" else "**What blocked the pass:**") + "\n"
+                + "\n".join(f"- {r}" for r in result["reasons"]))
 for note in result["notes"]:
     st.caption(note)
 st.altair_chart(charts.deltas(metrics), width="stretch")
