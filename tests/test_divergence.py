@@ -273,3 +273,11 @@ def test_summaries_bootstrap_each_statistic_over_cases() -> None:
     assert rows["same_output"].estimate == pytest.approx(0.4)
     assert rows["first_divergence_median"].estimate == 4.0
     assert all(r.ci_low <= r.estimate <= r.ci_high and r.n == 5 for r in rows.values())
+
+
+def test_summary_intervals_stay_inside_what_the_statistic_can_be() -> None:
+    """Every answer differs: no spread to resample, and the bound around a share of 0 must not go below 0."""
+    cases = [CaseDivergence(kld=0.3, same_output=0, first_divergence=0, delta_p=None, positions=1) for _ in range(25)]
+    rows = {r.metric: r for r in summarise(cases)}
+    assert rows["same_output"].estimate == 0.0 and 0.0 <= rows["same_output"].ci_low <= rows["same_output"].ci_high <= 1.0
+    assert rows["kld"].ci_low >= 0.0

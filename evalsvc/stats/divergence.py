@@ -142,7 +142,9 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
         if len(values) == 0:
             continue
         c = compare_continuous(metric, np.full(len(values), baseline), values, 0.0, alpha, n_boot=n_boot, seed=seed)
-        out.append(Summary(metric, baseline + c.delta, baseline + c.ci_low, baseline + c.ci_high, len(values), c.method))
+        top = math.inf if metric == "kld" else 1.0  # an interval past the statistic's range says no more than its end
+        out.append(Summary(metric, float(values.mean()), max(0.0, baseline + c.ci_low), min(top, baseline + c.ci_high),
+                           len(values), c.method))
     first = np.array([c.first_divergence for c in cases], dtype=float)
     if len(first):
         rng = np.random.default_rng(seed)
