@@ -281,3 +281,36 @@ def test_summary_intervals_stay_inside_what_the_statistic_can_be() -> None:
     rows = {r.metric: r for r in summarise(cases)}
     assert rows["same_output"].estimate == 0.0 and 0.0 <= rows["same_output"].ci_low <= rows["same_output"].ci_high <= 1.0
     assert rows["kld"].ci_low >= 0.0
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_real_llama_cpp_variants_store_their_tokens_and_q4_0_diverges_from_f16(tmp_path: Path) -> None:
+    """Measured, not planted: llama.cpp's server returns each generated token with up to 5 alternatives, its tokens spell
+    the answer, and Q4_0 moves far from F16 (docs/divergence.md: 0.28 nats on arithmetic; Q8_0 0.004)."""
+    from evalsvc.local_models import variant_path
+    from tests.conftest import MODELS, ROOT
+
+    paths = {q: variant_path(MODELS, q) for q in ("F16", "Q4_0")}
+    if not all(p.is_file() for p in paths.values()):
+        pytest.skip("local variants not built; run `bash scripts/setup.sh`")
+    write_config(tmp_path, f"""\
+        store: sqlite:///store.db
+        suites_dir: {ROOT / "suites"}
+        concurrency: 1
+        baselines: {{f: f16}}
+        variants:
+          - {{name: f16, family: f, local: {{model_path: {paths["F16"]}, n_threads: 1}}}}
+          - {{name: q4_0, family: f, local: {{model_path: {paths["Q4_0"]}, n_threads: 1}}}}
+        """)
+    out = CliRunner().invoke(main, ["gate", "-c", str(tmp_path / "evalsvc.yaml"), "--candidate", "q4_0", "-s", "arithmetic",
+                                    "--allow-inconclusive", "--no-progress", "--json", str(tmp_path / "gate.json")],
+                             catch_exceptions=False)
+    assert out.exit_code in (0, 1), out.output
+    report = json.loads((tmp_path / "gate.json").read_text())
+    rows = {r["metric"]: r for r in report["divergence"]}
+    assert rows["kld"]["n"] == 25 and rows["kld"]["ci_low"] > 0.05
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    stored = [r for r in _rows(engine) if r.status == "ok"]
+    assert stored and all("".join(t[0] for t in r.logprobs) == r.output and len(r.logprobs) == r.completion_tokens
+                          and all(1 <= len(t[2]) <= 5 for t in r.logprobs) for r in stored)
