@@ -132,11 +132,11 @@ def test_a_latency_series_takes_its_noise_from_run_to_run_spread_not_from_its_in
 
     from evalsvc.verdicts.series import Series, check
 
-    row = namedtuple("row", "run_ts run_id value n ci_low ci_high")
+    row = namedtuple("row", "run_ts run_id value n ci_low ci_high sd")  # sd None: as stored before it was kept
     rng = np.random.default_rng(4)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     values = 1.0 + 0.1 * rng.standard_normal(20)  # 20 nightly runs, no change: 10% run-to-run load noise
-    points = tuple(row(start + timedelta(days=i), i, v, 100, v - 0.01, v + 0.01) for i, v in enumerate(values))
+    points = tuple(row(start + timedelta(days=i), i, v, 100, v - 0.01, v + 0.01, None) for i, v in enumerate(values))
 
     def series(metric: str) -> Series:
         return Series("v", "fp", "s", "sv", metric, "continuous", False, points)
