@@ -44,19 +44,21 @@ def gate(folder: Path, candidate: str) -> tuple[dict, float]:
 
 def row(label: str, report: dict) -> str:
     rows = report["comparisons"]
-    deciding = [r for r in rows if r["role"] == "decides"]
-    regressed = [f"`{r['scope']}` {r['delta']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" for r in deciding
+    suites = [r for r in rows if r["role"] in ("veto", "decides") and r["scope"] != "all suites" and r["metric"] == "pass"]
+    regressed = [f"`{r['scope']}` {r['delta']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" for r in suites
                  if r["verdict"] == "regression"]
-    passed = sum(r["verdict"] in ("pass", "improvement") for r in deciding)
-    suites = (f"regression: {'; '.join(regressed)}" if regressed else f"{passed} of {len(deciding)} suites pass")
-    pooled = next(r for r in rows if r["role"] == "summary" and r["metric"] == "pass")
+    worse = report["decision"]["shown_worse"]
+    vetoes = (f"regression: {'; '.join(regressed)}" if regressed else
+              f"shown worse: {', '.join(worse)}" if worse else f"none of {len(suites)} (no suite shown worse)")
+    pooled = next(r for r in rows if r["scope"] == "all suites" and r["metric"] == "pass" and r["role"] in ("decides", "summary"))
     speed = {r["metric"]: r for r in rows if r["role"] == "speed" and r["scope"] == "all suites"}
     rate = speed.get("tokens_per_s")
     p95 = speed.get("latency_p95")
     ratio = f"{rate['candidate_mean'] / rate['baseline_mean']:.2f}×" if rate else "n/a"
     p95s = f"{p95['baseline_mean']:.2f} → {p95['candidate_mean']:.2f} s" if p95 else "n/a"
-    return (f"| {label} | {suites} | {pooled['delta']:+.3f} [{pooled['ci_low']:+.3f}, {pooled['ci_high']:+.3f}] | "
-            f"{pooled['flips_down']} / {pooled['flips_up']} | {ratio} | {p95s} | {report['verdict']} | {report['exit_code']} |")
+    return (f"| {label} | {pooled['delta']:+.3f} [{pooled['ci_low']:+.3f}, {pooled['ci_high']:+.3f}] {pooled['verdict']} | "
+            f"{vetoes} | {pooled['flips_down']} / {pooled['flips_up']} | {ratio} | {p95s} | {report['verdict']} | "
+            f"{report['exit_code']} |")
 
 
 def main() -> None:
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--out", type=Path, default=Path("/tmp/gate-table"))
     args = parser.parse_args()
-    print("| candidate vs F16 | deciding suites | pooled Δ pass [90% CI] (summary) | flips ↓/↑ | tokens/s ratio | "
+    print("| candidate vs F16 | pooled Δ pass [90% CI] (decides) | suite vetoes | flips ↓/↑ | tokens/s ratio | "
           "p95 latency | verdict | exit |")
     print("|---|---|---|---|---|---|---|---|")
     for quant, label, sampled in (("Q8_0", "Q8_0", False), ("Q4_0", "Q4_0", False), ("Q2_K", "Q2_K", False),

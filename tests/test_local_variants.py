@@ -219,16 +219,17 @@ def _gate(project: Path, candidate: str, *extra: str) -> subprocess.CompletedPro
     return _evalsvc(project, "gate", "--candidate", candidate, "--baseline", "smollm2-f16", *extra)
 
 
-def test_gate_fails_q2_k_naming_the_regressed_suites_and_does_not_pass_q8_0_on_suites_too_small(project: Path) -> None:
+def test_gate_fails_q2_k_naming_the_regressed_suites_and_passes_q8_0_on_the_pooled_cases(project: Path) -> None:
     q8 = _gate(project, "smollm2-q8_0", "--no-run")
-    # Every suite decides: 15-50 cases a suite cannot show Q8_0 within 5 points on each one, so it is not passed
-    # (exit 3), though pooled over the 160 cases it would be (-0.019 [-0.049, +0.006], measured here).
-    assert q8.returncode == 3, q8.stdout + q8.stderr
-    deciding = q8.stdout.split("Pooled over the suites")[0]
-    assert "smollm2-q8_0 vs smollm2-f16: ⚠️ inconclusive" in q8.stdout
+    # The whole decides, every suite can veto: no 15-50 case suite can show Q8_0 within 5 points alone, but pooled over
+    # the 160 cases it is (-0.019 [-0.049, +0.006], measured here) and no suite is shown worse: a pass (it was exit 3
+    # when every suite had to pass alone)
+    assert q8.returncode == 0, q8.stdout + q8.stderr
+    assert "smollm2-q8_0 vs smollm2-f16: ✅ pass" in q8.stdout
+    quality = q8.stdout.split("Serving health")[0]
     # no quality row regresses; the speed rows are wall-clock and move with the machine's load (they inform, never decide)
     speed = ("latency_p50", "latency_p95", "tokens_per_s", "output_tokens")
-    assert not [ln for ln in deciding.splitlines() if "❌" in ln and not any(f"| {m}" in ln for m in speed)], deciding
+    assert not [ln for ln in quality.splitlines() if "❌" in ln and not any(f"| {m}" in ln for m in speed)], quality
     pooled = next(ln for ln in q8.stdout.splitlines() if ln.startswith("| all suites | pass | 160 |"))
     assert "✅ pass" in pooled
     q2 = _gate(project, "smollm2-q2_k", "--no-run", "--junit", str(project / "q2.xml"))
