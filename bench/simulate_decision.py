@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from simulate_gate_exits import paired  # the same paired draws as the one-suite table (run from bench/'s folder)
 
 from evalsvc.config import GateConfig
 from evalsvc.stats.binary import compare_binary
@@ -32,18 +33,6 @@ from evalsvc.verdicts.decision import decide_gate
 
 MARGIN, ALPHA = 0.05, 0.05
 RULES = ("pooled", "every_suite")
-
-
-def paired(rng: np.random.Generator, n: int, psi: float, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline and candidate pass/fail per case with P(down) = psi/2 + |delta|, P(up) = psi/2 (delta <= 0)."""
-    u = rng.random(n)
-    down = u < psi / 2 - delta
-    up = (u >= psi / 2 - delta) & (u < psi - delta)
-    base = np.ones(n)
-    base[up] = 0.0
-    cand = base.copy()
-    cand[down], cand[up] = 0.0, 1.0
-    return base, cand
 
 
 def verdict(suites: Sequence[tuple[np.ndarray, np.ndarray]], gate: GateConfig) -> str:
