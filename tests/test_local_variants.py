@@ -257,7 +257,10 @@ def test_speed_of_the_bundled_variants_is_stored_per_run_and_compared_paired(pro
     assert gate.returncode == 0, gate.stdout + gate.stderr
     rows = [r for r in json.loads((project / "speed.json").read_text())["comparisons"] if r["role"] == "speed"]
     assert {r["metric"] for r in rows} == {"latency_p50", "latency_p95", "tokens_per_s", "output_tokens"}
-    assert all(r["ci_low"] is not None and r["n"] > 1 for r in rows if r["scope"] != "all suites")
+    per_suite = [r for r in rows if r["scope"] != "all suites"]
+    # every row has its interval, but a p95 of a suite with fewer than 100 cases: too few cases beyond it to decide it
+    assert all(r["ci_low"] is not None and r["n"] > 1 for r in per_suite if r["metric"] != "latency_p95")
+    assert all((r["ci_low"] is None) == (r["n"] < 100) for r in per_suite if r["metric"] == "latency_p95")
 
 
 def test_gate_of_f16_against_a_rerun_of_itself_passes(project: Path) -> None:
