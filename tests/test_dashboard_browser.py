@@ -51,10 +51,8 @@ def wait_healthy(proc: subprocess.Popen, base: str, output: Callable[[], str], w
     pytest.fail(f"evalsvc dashboard did not answer its health check within {within_s:g} s: {output()}")
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("browser")
-    config = seeded_project(folder, f"sqlite:///{folder / 'store.db'}")
+def serve_dashboard(config: Path, folder: Path) -> Iterator[str]:
+    """`evalsvc dashboard` on a free port of 127.0.0.1 for this config, until the generator is closed: its base URL."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "dashboard", "-c", str(config), "--port", str(port)],
@@ -64,6 +62,12 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield base
     proc.terminate()
     proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("browser")
+    yield from serve_dashboard(seeded_project(folder, f"sqlite:///{folder / 'store.db'}"), folder)
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,13 @@ are kept as test artifacts (pair-*.png in test-artifacts/, or $EVALSVC_TEST_ARTI
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from itertools import pairwise
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.dashboard_store import seeded_pair_project
-from tests.test_dashboard_browser import ARTIFACTS, _free_port, browser, wait_healthy  # noqa: F401 (browser: a fixture)
+from tests.test_dashboard_browser import ARTIFACTS, browser, serve_dashboard  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -25,16 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("pair")
-    config = seeded_pair_project(folder, f"sqlite:///{folder / 'store.db'}")
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "dashboard", "-c", str(config), "--port", str(port)],
-                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, base, lambda: proc.stdout.read() if proc.stdout else "")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    yield from serve_dashboard(seeded_pair_project(folder, f"sqlite:///{folder / 'store.db'}"), folder)
 
 
 def _open(browser, url: str, ready: str, shot: str, charts: int = 1):  # noqa: F811
