@@ -43,7 +43,7 @@ def decide(data: dict[str, tuple[np.ndarray, np.ndarray]], **gate: Any):
 
 
 def test_300_identical_cases_and_a_12_case_identical_suite_pass_though_the_small_suite_alone_cannot() -> None:
-    pooled, rows, _, decision = decide({"big": pairs(300), "small": pairs(12)})
+    _, rows, _, decision = decide({"big": pairs(300), "small": pairs(12)})
     assert decision.verdict == "pass" and decision.rule == "pooled" and decision.reasons == []
     assert dict((n, c.verdict) for n, c in rows)["small"] == "inconclusive"  # too small to show anything alone
     strict = decide({"big": pairs(300), "small": pairs(12)}, decide="every_suite")[3]
@@ -51,7 +51,7 @@ def test_300_identical_cases_and_a_12_case_identical_suite_pass_though_the_small
 
 
 def test_a_15_case_suite_falling_to_8_of_15_inside_140_unchanged_cases_is_a_regression_naming_it() -> None:
-    pooled, rows, _, decision = decide({"big": pairs(140), "small": pairs(15, down=7)})
+    pooled, _, _, decision = decide({"big": pairs(140), "small": pairs(15, down=7)})
     assert pooled[0][1].verdict != "regression"  # pooled, the loss is inside the margin's reach: the pool alone hides it
     assert decision.verdict == "regression" and [r.split(" ")[0] for r in decision.reasons] == ["small/pass"]
 
