@@ -496,7 +496,7 @@ def test_two_processes_on_different_slots_of_a_fresh_store_both_complete(store_u
         config = _project(tmp_path, fake, n, store=store_url, extra="    cache: true\n")
         procs = [_start(config, "--slot", slot) for slot in ("2026-11-21T06:00Z", "2026-11-21T07:00Z")]
         outs = [p.communicate(timeout=60)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], outs
+        assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(outs)
         rows = _rows(store_url)
         _assert_one_row_per_case(rows, n, runs=2)
         assert all(r.status == "ok" for r in rows)

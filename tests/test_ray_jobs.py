@@ -57,8 +57,9 @@ class JobsApi:
                                            "Please use a different submission_id.")
                 api.jobs[sub] = {"status": "RUNNING", "message": "", "metadata": body["metadata"]}
                 api.posted.append(sub)
+                on_post = api.on_post  # the hook in force when this job was accepted, not one a test sets afterwards
                 self._send(200, json.dumps({"submission_id": sub}))
-                api.on_post(sub, body)
+                on_post(sub, body)
 
             def do_GET(self) -> None:
                 sub = self.path.rstrip("/").split("/")[-1]

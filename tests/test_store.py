@@ -130,3 +130,25 @@ def test_postgresql_sessions_have_keepalives_on_both_ends_so_a_lost_workers_lock
     assert dsn.get("keepalives") == "1" and dsn.get("keepalives_idle") == "10"  # the client's side (libpq)
     with make_engine(url + "?keepalives_idle=30").connect() as conn:  # a URL's own setting wins over the default
         assert conn.connection.dbapi_connection.info.get_parameters().get("keepalives_idle") == "30"
+
+
+def _open_at(url: str, start: float) -> str:
+    import time
+    while time.time() < start:
+        pass
+    try:
+        open_engine(url).dispose()
+        return "ok"
+    except StoreError as exc:
+        return str(exc)
+
+
+def test_processes_opening_a_new_sqlite_store_at_the_same_instant_all_get_it(tmp_path: Path) -> None:
+    """The first connection turns a new file to WAL; two doing it at once got "database is locked" without waiting."""
+    import multiprocessing
+    import time
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        for i in range(8):
+            url, start = f"sqlite:///{tmp_path / f'store{i}.db'}", time.time() + 0.3
+            assert pool.starmap(_open_at, [(url, start)] * 4) == ["ok"] * 4, i

@@ -87,26 +87,27 @@ def head_revision() -> str:
 def open_engine(url: str) -> Engine:
     """An engine on a store whose schema is at head (SQLite is upgraded in place)."""
     engine = make_engine(url)
-    try:
-        rev = current_revision(engine)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot reach the store at {_safe(url)}: {getattr(exc, 'orig', exc)}") from None
+    if engine.dialect.name == "sqlite":
+        # The first connection switches a new file to WAL, which two processes must not do at once (SQLite answers
+        # "database is locked" at once, without waiting): look and migrate under the file lock beside the database.
+        with migration_lock(engine, _safe(url)):
+            if _revision(engine, url) != head_revision():
+                upgrade(url)
+        return engine
+    rev = _revision(engine, url)
     if rev != head_revision():
-        if engine.dialect.name == "sqlite":
-            _upgrade_sqlite(engine, url)
-        else:
-            raise StoreError(
-                f"the store at {_safe(url)} is at schema revision {rev or 'none'}, this evalsvc needs "
-                f"{head_revision()}; run `evalsvc db upgrade` first"
-            )
+        raise StoreError(
+            f"the store at {_safe(url)} is at schema revision {rev or 'none'}, this evalsvc needs "
+            f"{head_revision()}; run `evalsvc db upgrade` first"
+        )
     return engine
 
 
-def _upgrade_sqlite(engine: Engine, url: str) -> None:
-    """Migrate under a file lock beside the database: two processes opening a new store at once must not both migrate."""
-    with migration_lock(engine, _safe(url)):
-        if current_revision(engine) != head_revision():  # the other process may have finished it meanwhile
-            upgrade(url)
+def _revision(engine: Engine, url: str) -> str | None:
+    try:
+        return current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot reach the store at {_safe(url)}: {getattr(exc, 'orig', exc)}") from None
 
 
 def _safe(url: str) -> str:

@@ -62,6 +62,9 @@ def migration_lock(engine: Engine, url_shown: str) -> Iterator[None]:
     if path is None:
         yield
         return
+    if not path.parent.is_dir():  # SQLite would not create it either: say so rather than make it
+        raise StoreError(f"cannot reach the store at {url_shown}: the folder {path.parent} does not exist; "
+                         "create it, or point `store:` at a file in an existing folder")
     try:
         cm = _flock(path, wait=True)
         cm.__enter__()
