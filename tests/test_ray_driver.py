@@ -138,3 +138,106 @@ def test_a_variant_no_node_takes_within_fit_wait_s_is_refused(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="variant 'tp4' needs 1 CPU, 4 GPU on one node"):
         wait_for_fit(cfg.variants, cfg.executor, lambda: [head], slept.append)
     assert sum(slept) == cfg.executor.fit_wait_s
+
+
+class _FakeRay:
+    """Ray as the driver sees it, on a clock: a GPU node "a" beside a GPU-less head; the task starts on "a" at
+    ``start_at`` and "a" is lost at ``lost_at``, after which Ray's rerun of the task never starts."""
+
+    def __init__(self, start_at: float, lost_at: float, made: dict[str, Any] | None = None) -> None:
+        self.now, self.start_at, self.lost_at, self.made = 0.0, start_at, lost_at, made  # made: what the task returns
+        self.cancelled: list[tuple[float, bool]] = []
+        self.sent: list[tuple[Any, ...]] = []
+        self.util = type("util", (), {"get_node_ip_address": staticmethod(lambda: "127.0.0.1")})
+
+    def time(self) -> float:
+        return self.now
+
+    def nodes(self) -> list[dict[str, Any]]:
+        head = {"NodeID": "h", "Alive": True, "NodeManagerAddress": "127.0.0.1", "Resources": {"CPU": 4.0}}
+        a = {"NodeID": "a", "Alive": self.now < self.lost_at, "NodeManagerAddress": "127.0.0.1",
+             "Resources": {"CPU": 4.0, "GPU": 4.0}}
+        return [head, a]
+
+    def free(self) -> dict[str, dict[str, float]]:  # "a" is busy with the task while it is up
+        return {"h": {"CPU": 4.0}, "a": {"CPU": 3.0, "GPU": 0.0}}
+
+    def starts(self, *_: Any) -> dict[str, list[tuple[float, str, str]]]:
+        return {"tp4": [(self.start_at, "a", "0,1,2,3")]} if self.now >= self.start_at else {}
+
+    def remote(self, **_: Any) -> Any:
+        task = type("task", (), {})()
+        task.options = lambda **kw: task
+        task.remote = lambda *args: self.sent.append(args) or "ref"
+        return lambda fn: task
+
+    def wait(self, refs: list[Any], num_returns: int, timeout: float) -> tuple[list[Any], list[Any]]:
+        self.now += 1.0
+        assert self.now < 1000, "the driver never gave up on the rerun"
+        return (refs, []) if self.made else ([], refs)
+
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        return self.made
+
+    def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
+        self.cancelled.append((self.now, force))
+
+
+def _driven(monkeypatch: pytest.MonkeyPatch, ray: _FakeRay) -> tuple[Any, list[tuple[str, str, str]]]:
+    """The driver module, on ``ray`` and its clock; the runs it ends are recorded, not written."""
+    pytest.importorskip("ray")
+    from ray._private import state
+
+    from evalsvc.cluster import executor
+
+    ended: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(executor, "connect", lambda ex: ray)
+    monkeypatch.setattr(executor, "time", ray)
+    monkeypatch.setattr(executor, "_board", lambda r: None)
+    monkeypatch.setattr(executor, "_snapshot", lambda r, board, last: ray.starts())
+    monkeypatch.setattr(executor.validate, "check_store", lambda *a, **k: None)
+    monkeypatch.setattr(state, "available_resources_per_node", ray.free)
+    monkeypatch.setattr(executor, "fail_runs", lambda engine, suites, variant, slot, why, status="failed", **kw:
+                        ended.append((variant, why, status)) or [status])
+    return executor, ended
+
+
+def test_a_task_rerun_after_its_node_was_lost_is_timed_from_then_not_from_its_first_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(tmp_path, timeout=60)
+    ray = _FakeRay(start_at=5.0, lost_at=100.0)
+    executor, ended = _driven(monkeypatch, ray)
+    assert executor.run_on_ray(cfg, None, [], cfg.variants, "slot", tmp_path) == ["cancelled"]
+    ((when, force),) = ray.cancelled
+    assert 100 + 60 < when < 100 + 60 + 5 and not force  # the pending rerun, 60 s after the loss was seen
+    ((variant, why, status),) = ended
+    assert variant == "tp4" and status == "cancelled"
+    assert why.startswith("capacity: variant tp4's task (rerun: the node it started on was lost) was not started within "
+                          "schedule_timeout_s (60 s; it needs 1 CPU, 4 GPU): no live node of the Ray cluster can hold it"), why
+
+
+def test_a_variant_whose_fingerprint_the_driver_cannot_compute_takes_its_tasks_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    write_config(tmp_path, """\
+executor: {type: ray}
+variants:
+  - name: tp4
+    family: f
+    local: {engine: vllm, model_path: m, tensor_parallel_size: 4, python: /only/on/the/gpu/pods/bin/python}
+""")
+    cfg = load_config(tmp_path / "evalsvc.yaml")
+    with pytest.raises(ConfigError):  # the driver's node has no such interpreter
+        cfg.fingerprint("tp4")
+    made = {"fingerprint": "f" * 64, "node": "gpu-pod-1",
+            "outcomes": [{"run_id": 7, "suite": "echo", "variant": "tp4", "status": "succeeded", "n_cases": 4, "n_ok": 4}]}
+    ray = _FakeRay(start_at=0.0, lost_at=1e9, made=made)
+    executor, ended = _driven(monkeypatch, ray)
+    with caplog.at_level("WARNING", logger=executor.log.name):
+        (outcome,) = executor.run_on_ray(cfg, None, [], cfg.variants, "slot", tmp_path)
+    assert (outcome.run_id, outcome.status) == (7, "succeeded") and ended == []  # exactly the run the task made
+    assert ray.sent[0][-1] is None  # the task is not asked to match a fingerprint the driver does not have
+    said = caplog.text
+    assert "variant tp4: this node cannot compute its fingerprint" in said and "/only/on/the/gpu/pods/bin/python" in said
+    assert "give this node what the variant needs" in said and "fingerprint ffffffffffff, computed on node gpu-pod-1" in said

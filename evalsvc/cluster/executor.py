@@ -3,7 +3,8 @@
 The tasks write their runs to the store themselves; what comes back is each run's outcome summary (its run id: the
 comparisons pair exactly the runs the tasks made) and the variant fingerprint the task's node computed, which must be
 the driver's (a node on another image, with another vLLM, refuses before it runs). A task not started within
-``schedule_timeout_s`` of a node having room for it (capacity.py) is cancelled as a capacity problem; one still
+``schedule_timeout_s`` of a node having room for it (capacity.py) is cancelled as a capacity problem (so is a rerun
+after its node was lost, timed afresh from when it could be placed again); one still
 running after ``run_timeout_s`` is cancelled and its unfinished runs fail with the reason (they stay resumable: the
 next firing of the slot resumes them). A task whose worker or node dies is rerun by Ray (``task_retries``); a task
 that raised (a node's suites or fingerprint differ) is not; any other Ray error ends that variant's runs, with its
@@ -91,7 +92,7 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
     nodes = validate.wait_for_fit(variants, executor, ray.nodes)
     validate.check_store(cfg.store_url(), nodes, ray.util.get_node_ip_address(), executor.address)
     versions = {s.name: s.version for s in suites}
-    expected = {v.name: {"fingerprint": cfg.fingerprint(v.name), "identity": serving_identity(v)} for v in variants}
+    expected = {v.name: expected_fingerprint(cfg, v) for v in variants}
     board = _board(ray)
     remotes = {n: ray.remote(max_calls=n)(task.evaluate) for n in {max_calls(v, executor) for v in variants}}
     submitted = time.time()
@@ -105,16 +106,19 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
         for ref in ready:
             v = pending.pop(ref)
-            done[v.name] = _collect(ray, ref, v, engine, suites, slot, executor, expected[v.name]["fingerprint"])
+            done[v.name] = _collect(ray, ref, v, engine, suites, slot, executor,
+                                    (expected[v.name] or {}).get("fingerprint"))
         starts = _snapshot(ray, board, starts)
-        unstarted = [v for v in pending.values() if v.name not in starts]
-        if unstarted and time.time() - looked >= LOOK_S:
+        if pending and time.time() - looked >= LOOK_S:  # the live nodes: a started task's node lost, Ray reruns it
             looked = time.time()
-            waiting.update(looked, unstarted, *capacity.look(ray))
+            alive, totals, free = capacity.look(ray)
+            waiting.update(looked, waiting.unplaced(looked, list(pending.values()), starts, alive), totals, free)
         for ref, v in list(pending.items()):
-            why = waiting.overdue(v, time.time()) if v.name not in starts else _overrun(v, starts[v.name], executor)
+            waits = waiting.waits(v.name, starts.get(v.name, []))
+            why = ((waiting.overdue(v, time.time()) if waits else None)
+                   or (_overrun(v, starts[v.name], executor) if v.name in starts else None))
             if why:
-                ray.cancel(ref, force=v.name in starts, recursive=True)
+                ray.cancel(ref, force=not waits, recursive=True)
                 pending.pop(ref)
                 done[v.name] = fail_runs(engine, suites, v.name, slot, why,
                                          status="cancelled" if why.startswith(capacity.CAPACITY) else "failed")
@@ -123,6 +127,20 @@ def run_on_ray(cfg: Config, engine: Engine, suites: list[Suite], variants: list[
             log.info("variant %s started on node %s (devices %s) at %.1f s", v.name, node[:12], devices or "-",
                      when - submitted)
     return [o for v in variants for o in done[v.name]]
+
+
+def expected_fingerprint(cfg: Config, variant: VariantConfig) -> dict[str, Any] | None:
+    """What every node must compute for ``variant``: {"fingerprint", "identity"}; None when the driver cannot compute
+    it here (``local.python`` or the checkpoint only on the GPU nodes). Then the fingerprint its task computes on its
+    node is taken (and logged), unchecked against this node's: the runs are still compared exactly as the task made them."""
+    try:
+        return {"fingerprint": cfg.fingerprint(variant.name), "identity": serving_identity(variant)}
+    except ConfigError as exc:
+        log.warning("variant %s: this node cannot compute its fingerprint (%s); its runs are stored and compared under "
+                    "the fingerprint its task computes on the node it runs on, not checked against this node's. To have "
+                    "every node checked, give this node what the variant needs (its checkpoint, local.python's "
+                    "interpreter with the engine)", variant.name, exc)
+        return None
 
 
 def _board(ray: Any) -> Any:
@@ -154,12 +172,15 @@ def _overrun(variant: VariantConfig, starts: list[tuple[float, str, str]], execu
 
 
 def _collect(ray: Any, ref: Any, variant: VariantConfig, engine: Engine, suites: list[Suite], slot: str,
-             executor: RayExecutor, fingerprint: str) -> list[Outcome]:
+             executor: RayExecutor, fingerprint: str | None) -> list[Outcome]:
     from ray import exceptions as rx
 
     try:
         made = ray.get(ref)
-        if made["fingerprint"] == fingerprint:
+        if fingerprint is None:  # the driver could not compute it: the task's node decided (expected_fingerprint)
+            log.warning("variant %s: its runs were made under fingerprint %s, computed on node %s", variant.name,
+                        made["fingerprint"][:12], made["node"])
+        if fingerprint is None or made["fingerprint"] == fingerprint:
             return [Outcome(**o) for o in made["outcomes"]]
         why = (f"variant {variant.name}'s runs were made under fingerprint {made['fingerprint'][:12]} on node "
                f"{made['node']}, not the driver's {fingerprint[:12]}")
