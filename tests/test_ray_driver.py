@@ -1,4 +1,5 @@
-"""The Ray driver's decisions without a cluster: when a waiting task is out of time, and what each Ray error becomes.
+"""The Ray driver's decisions without a cluster: when a waiting task is out of time, and what each Ray error becomes
+(and, in a task, which GPUs its model server may see).
 
 tests/test_ray.py checks the same on a real local Ray cluster where a cluster can show it (a variant waiting for the
 GPUs of its firing's other variant); here the cases a cluster cannot stage on demand (a node type gone, Ray's memory
@@ -7,6 +8,8 @@ monitor, a lost raylet) are given as Ray would report them.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +244,32 @@ variants:
     said = caplog.text
     assert "variant tp4: this node cannot compute its fingerprint" in said and "/only/on/the/gpu/pods/bin/python" in said
     assert "give this node what the variant needs" in said and "fingerprint ffffffffffff, computed on node gpu-pod-1" in said
+
+
+@pytest.mark.parametrize(("gpu_ids", "given", "seen"), [([], None, ""), ([], "0,1,2,3", ""), ([2, 3], "2,3", "2,3")])
+def test_a_gpu_less_task_and_the_model_server_it_starts_see_no_gpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_ids: list[int], given: str | None, seen: str) -> None:
+    """Ray leaves a task that asked for no GPU the CUDA_VISIBLE_DEVICES its worker had (none: every GPU of the node);
+    the task hides them all, so neither its scorers nor its model server take a GPU Ray gave another task."""
+    from evalsvc.cluster import task
+    from evalsvc.errors import SuiteError
+    from evalsvc.serving.environment import server_env
+    from evalsvc.serving.process import DEVICE_SCOPE_ENV
+
+    for name, value in (("CUDA_VISIBLE_DEVICES", given), (DEVICE_SCOPE_ENV, None)):
+        monkeypatch.setenv(name, "restored after the test")
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+    context = type("context", (), {"get_node_id": lambda self: "node-1"})()
+    fake = type("ray", (), {"get_runtime_context": staticmethod(lambda: context),
+                            "get_gpu_ids": staticmethod(lambda: gpu_ids)})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    told: list[tuple[str, str, str]] = []
+    board = type("board", (), {"started": type("m", (), {"remote": staticmethod(lambda *a: told.append(a))})()})()
+    cfg = _cfg(tmp_path)
+    with pytest.raises(SuiteError, match="no such suite"):  # stops the task right after it set up its devices
+        task.evaluate(cfg, "tp4", {"no-such-suite": "v"}, "slot", str(tmp_path), 0, board)
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == seen and server_env().get("CUDA_VISIBLE_DEVICES") == seen
+    assert told == [("tp4", "node-1", seen)]
