@@ -314,3 +314,96 @@ def test_real_llama_cpp_variants_store_their_tokens_and_q4_0_diverges_from_f16(t
     stored = [r for r in _rows(engine) if r.status == "ok"]
     assert stored and all("".join(t[0] for t in r.logprobs) == r.output and len(r.logprobs) == r.completion_tokens
                           and all(1 <= len(t[2]) <= 5 for t in r.logprobs) for r in stored)
+
+
+# -- gate.margins make a divergence statistic decide -------------------------------------------------------------------
+
+
+def test_a_divergence_bound_is_a_margin_of_its_own_and_other_kinds_are_refused_naming_the_fix() -> None:
+    from evalsvc.config.gate import GateConfig
+
+    gate = GateConfig.model_validate({"margins": {"kld": {"max": 0.05}, "same_output": {"min": 0.9}}})
+    assert gate.margins["kld"].max == 0.05 and gate.margins["same_output"].min == 0.9
+    with pytest.raises(ValueError, match=r"margins\.kld\.absolute[\s\S]*write \{max: 0\.05\}"):
+        GateConfig.model_validate({"margins": {"kld": {"absolute": 0.05}}})
+    with pytest.raises(ValueError, match=r"margins\.pass\.max[\s\S]*for pass write \{absolute: 0\.05\}"):
+        GateConfig.model_validate({"margins": {"pass": {"max": 0.05}}})
+    with pytest.raises(ValueError, match=r"margins\.same_output\.max[\s\S]*\{min: 0\.9\}"):
+        GateConfig.model_validate({"margins": {"same_output": {"max": 0.05}}})
+
+
+def _sure_by_case(base: float, step: float) -> Any:
+    """Log-probabilities whose chosen token's probability depends on the case ("say N"): base + step x (N mod 3), so the
+    per-case kld varies and the bootstrap has spread to resample."""
+    def logprobs(body: dict[str, Any], text: str) -> dict[str, Any]:
+        n = int(body["messages"][-1]["content"].split()[-1])
+        return word_logprobs(body, text, sureness=base + step * (n % 3))
+    return logprobs
+
+
+def _bounded(project: Path, margins: str = "kld: {max: 0.05}, same_output: {min: 0.9}") -> Path:
+    path = project / "evalsvc.yaml"
+    path.write_text(path.read_text() + f"gate: {{margins: {{{margins}}}}}\n")
+    return project
+
+
+def _gate_exit(project: Path) -> tuple[dict[str, Any], int, str]:
+    out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", "--no-progress",
+                                    "--json", str(project / "gate.json")], catch_exceptions=False)
+    return json.loads((project / "gate.json").read_text()), out.exit_code, out.output
+
+
+def test_a_kld_bound_passes_a_candidate_whose_kld_interval_lies_below_it(tmp_path: Path) -> None:
+    """The same answers from nearly the same distributions: kld ~ 0.001 nats on 60 cases, every answer the same; with
+    kld at most 0.05 and same_output at least 0.9 both rows decide (in each suite, on their own) and pass."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        base.logprobs = word_logprobs
+        cand.logprobs = _sure_by_case(0.77, 0.01)
+        report, code, text = _gate_exit(_bounded(_gate_project(tmp_path, base, cand, n=60)))
+    rows = {r["metric"]: r for r in report["comparisons"] if r["scope"] == "echo"}
+    kld = rows["kld"]
+    assert (kld["role"], kld["verdict"], kld["lower_is_better"], kld["margin"]) == ("decides", "pass", True, 0.05)
+    assert kld["baseline_mean"] == 0.0 and 0 < kld["candidate_mean"] < 0.01 and -kld["ci_low"] < 0.05
+    assert (rows["same_output"]["role"], rows["same_output"]["verdict"]) == ("decides", "pass")
+    assert rows["same_output"]["candidate_mean"] == 1.0 and rows["same_output"]["ci_low"] > 0.9 - 1.0
+    assert {r["metric"] for r in report["divergence"]} == {"delta_p", "first_divergence_median"}  # the rest decide above
+    assert (report["verdict"], code) == ("pass", 0)
+    assert "| echo | kld (lower is better) | 60 |" in text
+
+
+def test_a_kld_bound_makes_a_far_candidate_a_regression_naming_it(tmp_path: Path) -> None:
+    """The same words said far less surely (chosen token 0.30-0.40 against 0.80): every answer still passes its check,
+    so accuracy alone passes the candidate; the kld bound makes it a regression (exit 1)."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        base.logprobs = word_logprobs
+        cand.logprobs = _sure_by_case(0.30, 0.05)
+        report, code, _ = _gate_exit(_bounded(_gate_project(tmp_path, base, cand, n=60), "kld: {max: 0.05}"))
+    kld = next(r for r in report["comparisons"] if r["metric"] == "kld")
+    assert kld["verdict"] == "regression" and -kld["ci_high"] > 0.05  # the lower end of the kld interval above the bound
+    assert (report["verdict"], code) == ("regression", 1)
+    assert any(r.startswith("echo/kld regressed") for r in report["decision"]["reasons"])
+    passed = next(r for r in report["comparisons"] if r["metric"] == "pass" and r["scope"] == "all suites")
+    assert passed["verdict"] == "pass"
+
+
+def test_a_kld_bound_without_log_probabilities_vetoes_the_pass(tmp_path: Path) -> None:
+    """The baseline's endpoint returns none: the suite cannot be decided on kld, and says why, never a silent pass."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        cand.logprobs = word_logprobs
+        report, code, _ = _gate_exit(_bounded(_gate_project(tmp_path, base, cand, n=60), "kld: {max: 0.05}"))
+    assert (report["verdict"], code) == ("inconclusive", 3)
+    (undecided,) = report["decision"]["undecided"]
+    assert undecided["suite"] == "echo" and "kld decide (gate.margins)" in undecided["reason"]
+    assert "log-probabilities" in undecided["reason"]
+
+
+def test_the_report_shows_delta_p_the_change_in_the_baselines_chosen_token_probability(tmp_path: Path) -> None:
+    """Every chosen token at 0.8 for the baseline and 0.6 for the candidate: Δp is −0.2 on every case."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        base.logprobs = word_logprobs
+        cand.logprobs = functools.partial(word_logprobs, sureness=0.6)
+        report, text = _gate_json(_gate_project(tmp_path, base, cand))
+    row = next(r for r in report["divergence"] if r["metric"] == "delta_p")
+    assert row["estimate"] == pytest.approx(-0.2, abs=1e-3) and row["n"] == 12
+    assert -1.0 <= row["ci_low"] <= row["estimate"] <= row["ci_high"] <= 1.0
+    assert "| echo | delta_p | -0.2 |" in text and "Δp" in text

@@ -12,18 +12,27 @@ from evalsvc.config.base import Strict
 # evalsvc.stats.speed.METRICS (a sibling of this layer, so named again here; a test keeps the two equal)
 SPEED_METRICS = ("latency_p50", "latency_p95", "tokens_per_s", "output_tokens")
 MIN_SPEED_RECOVERY = 0.5  # a relative speed margin below this allows the candidate to be more than twice as slow
+# divergence statistics a margin can make decide (evalsvc.verdicts.divergence), each with the bound it takes: kld has no
+# loss from the baseline to allow (the baseline's KL from itself is 0), so its margin is its largest value, not a delta
+DIVERGENCE_BOUNDS = {"kld": "max", "same_output": "min"}
 
 
 class Margin(Strict):
-    """Non-inferiority margin: an absolute number of points, or a relative recovery of the baseline."""
+    """Non-inferiority margin: an absolute number of points, or a relative recovery of the baseline; for a divergence
+    statistic (``DIVERGENCE_BOUNDS``) the bound it must be shown to keep: ``kld: {max: 0.05}``, ``same_output: {min: 0.9}``."""
 
     absolute: float | None = Field(None, ge=0, description="e.g. 0.05: the candidate may be at most 5 points worse")
     relative: float | None = Field(None, gt=0, le=1, description="e.g. 0.95: keep at least 95% of the baseline mean")
+    max: float | None = Field(None, gt=0, description="kld only, in nats: a pass needs the upper end of the kld interval "
+                              "below it, a regression the lower end above it (docs/divergence.md)")
+    min: float | None = Field(None, gt=0, le=1, description="same_output only: a pass needs the lower end of the interval "
+                              "of the share of identical answers above it, a regression the upper end below it")
 
     @model_validator(mode="after")
     def _one(self) -> Margin:
-        if (self.absolute is None) == (self.relative is None):
-            raise ValueError("give exactly one of 'absolute' or 'relative'")
+        if sum(v is not None for v in (self.absolute, self.relative, self.max, self.min)) != 1:
+            raise ValueError("give exactly one of 'absolute' or 'relative' (or, for a divergence statistic, 'max' for kld "
+                             "or 'min' for same_output)")
         return self
 
 
@@ -77,11 +86,41 @@ class GateConfig(Strict):
             raise ValidationError.from_exception_data("gate.margins", errors)
         return margins
 
+    @field_validator("margins")
+    @classmethod
+    def _divergence_bounds(cls, margins: dict[str, Margin]) -> dict[str, Margin]:
+        """A divergence statistic takes the bound named in ``DIVERGENCE_BOUNDS`` and nothing else; every other metric
+        takes ``absolute`` or ``relative``, never a bound."""
+        errors = []
+        for name, m in margins.items():
+            given = next(k for k in ("absolute", "relative", "max", "min") if getattr(m, k) is not None)
+            wanted = DIVERGENCE_BOUNDS.get(name)
+            if wanted is not None and given != wanted:
+                errors.append(InitErrorDetails(type=PydanticCustomError("divergence_margin", _bound_message(name, given, wanted)),
+                                               loc=(name, given), input=getattr(m, given)))
+            elif wanted is None and given in ("max", "min"):
+                errors.append(InitErrorDetails(type=PydanticCustomError(
+                    "divergence_margin", f"'{given}' bounds a divergence statistic "
+                    f"({', '.join(f'{k}: {{{v}: ...}}' for k, v in DIVERGENCE_BOUNDS.items())}); for {name} write "
+                    "{absolute: 0.05} (at most 5 points worse) or {relative: 0.95} (keep 95% of the baseline)"),
+                    loc=(name, given), input=getattr(m, given)))
+        if errors:
+            raise ValidationError.from_exception_data("gate.margins", errors)
+        return margins
+
     def suite(self, name: str) -> SuiteGate:
         return self.suites.get(name) or SuiteGate()
 
     def margin_for(self, metric: str) -> Margin:
         return self.margins.get(metric) or self.margins.get("default") or Margin(absolute=0.05)
+
+
+def _bound_message(metric: str, given: str, wanted: str) -> str:
+    """Why a divergence statistic refuses a margin other than its bound, and what to write."""
+    example = "{max: 0.05}: a pass needs the upper end of its interval below 0.05 nats" if wanted == "max" else \
+        "{min: 0.9}: a pass needs the lower end of its interval above 0.9"
+    return (f"{metric} is bounded, not compared with a loss from the baseline (the baseline diverges from itself by "
+            f"nothing), so '{given}' does not apply to it; write {example}")
 
 
 def _speed_message(metric: str, recovery: float) -> str:

@@ -114,7 +114,7 @@ def compare_answers(base: Sequence[Token], cand: Sequence[Token]) -> CaseDiverge
 class Summary:
     """One divergence statistic over a suite's paired cases, with a case-resampling bootstrap interval."""
 
-    metric: str  # kld (mean), same_output (share), first_divergence_median
+    metric: str  # kld (mean), same_output (share), delta_p (mean), first_divergence_median
     estimate: float
     ci_low: float
     ci_high: float
@@ -123,13 +123,14 @@ class Summary:
 
 
 def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int = 4000, seed: int = 0) -> list[Summary]:
-    """Mean ``kld``, the share of ``same_output`` and the median ``first_divergence`` over cases, each with a two-sided
-    (1 − 2 alpha) interval that resamples cases (a case's tokens are not independent draws; the case is the unit).
+    """Mean ``kld``, the share of ``same_output``, mean ``delta_p`` and the median ``first_divergence`` over cases, each
+    with a two-sided (1 − 2 alpha) interval that resamples cases (a case's tokens are not independent draws; the case
+    is the unit).
 
-    The mean and the share reuse the gate's paired BCa bootstrap (``bootstrap.compare_continuous``, Efron and
-    Tibshirani 1993, ch. 14) against the baseline's own values (a KL of 0 from itself, always the same output), so the
-    difference is the statistic itself; the median takes the percentile bootstrap (Efron and Tibshirani 1993, ch. 13).
-    Shown only: none of these decides a verdict.
+    The means and the share reuse the gate's paired BCa bootstrap (``bootstrap.compare_continuous``, Efron and
+    Tibshirani 1993, ch. 14) against the baseline's own values (a KL of 0 from itself, always the same output, no change
+    in its own token's probability), so the difference is the statistic itself; the median takes the percentile
+    bootstrap (Efron and Tibshirani 1993, ch. 13). Shown only: ``verdicts/divergence.py`` decides where a margin says.
     """
     import numpy as np
 
@@ -138,12 +139,15 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
     out: list[Summary] = []
     kld = np.array([c.kld for c in cases if c.kld is not None], dtype=float)
     same = np.array([c.same_output for c in cases], dtype=float)
-    for metric, values, baseline in (("kld", kld, 0.0), ("same_output", same, 1.0)):
+    dp = np.array([c.delta_p for c in cases if c.delta_p is not None], dtype=float)
+    # (statistic, values, the baseline's own value, the range the statistic can take)
+    for metric, values, baseline, (bottom, top) in (("kld", kld, 0.0, (0.0, math.inf)), ("same_output", same, 1.0, (0.0, 1.0)),
+                                                    ("delta_p", dp, 0.0, (-1.0, 1.0))):
         if len(values) == 0:
             continue
         c = compare_continuous(metric, np.full(len(values), baseline), values, 0.0, alpha, n_boot=n_boot, seed=seed)
-        top = math.inf if metric == "kld" else 1.0  # an interval past the statistic's range says no more than its end
-        out.append(Summary(metric, float(values.mean()), max(0.0, baseline + c.ci_low), min(top, baseline + c.ci_high),
+        # an interval past the statistic's range says no more than its end
+        out.append(Summary(metric, float(values.mean()), max(bottom, baseline + c.ci_low), min(top, baseline + c.ci_high),
                            len(values), c.method))
     first = np.array([c.first_divergence for c in cases], dtype=float)
     if len(first):

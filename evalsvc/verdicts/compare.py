@@ -26,9 +26,9 @@ from evalsvc.stats.multiplicity import decide
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_runs
 from evalsvc.suites import Suite
+from evalsvc.verdicts import divergence as div
 from evalsvc.verdicts import health, timing
 from evalsvc.verdicts.decision import Decision, decide_gate
-from evalsvc.verdicts.divergence import divergence_rows
 from evalsvc.verdicts.judges import canaries, drifting_judges, judge_ids
 
 RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
@@ -62,7 +62,7 @@ class Report:
     speed: list[tuple[str, Comparison]] = field(default_factory=list)  # speed metrics without a margin: shown only
     decision: Decision | None = None  # which rule decided quality, and why (verdicts/decision.py)
     bound_decision: Decision | None = None  # the same rule on the worst-case bounds
-    divergence: list[tuple[str, Summary]] = field(default_factory=list)  # per suite, shown only (verdicts/divergence.py)
+    divergence: list[tuple[str, Summary]] = field(default_factory=list)  # per suite, those no margin names (verdicts/divergence.py)
 
     def measured_means(self, c: Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -262,9 +262,11 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     gated_speed, shown_speed, speed_notes, speed_undecided = timing.compare_speed(s, runs, gate, POOLED)
     notes += speed_notes
     undecided += speed_undecided
+    divergence = div.measure(s, runs, gate)  # a divergence statistic with a bound in gate.margins decides like speed
+    undecided += divergence.undecided
     summary = [(POOLED, _compare_pooled(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
-    summary, primary, gated_speed, decision = decide_gate(summary, deciding, gated_speed, gate, undecided)
-    primary += gated_speed  # a speed metric with its own margin must hold in every suite
+    summary, primary, strict, decision = decide_gate(summary, deciding, gated_speed + divergence.gated, gate, undecided)
+    primary += strict  # a speed metric or divergence statistic with its own margin must hold in every suite
     others = []
     for name, pairs in per_suite.items():
         for metric in sorted(pairs.values):
@@ -279,6 +281,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     flips.sort(key=lambda f: (f.direction != "down", f.suite, f.case_id))
     lower = {m for pairs in (pooled, *per_suite.values()) for m, (_, up) in pairs.kinds.items() if not up}
     lower |= {c.metric for _, c in [*gated_speed, *shown_speed] if not speed.HIGHER_IS_BETTER[c.metric]}
+    lower |= {c.metric for _, c in divergence.gated if c.metric in div.LOWER_IS_BETTER}
     bounds, bound_decision = _bounds(per_suite, states, scored, gate)
     served = health.health(states.values(), gate.health_margin, gate.alpha)
     quality = decision.verdict
@@ -293,7 +296,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
                      f"{hiding}")
     return Report(baseline, candidate, primary, secondary, verdict, flips, notes, lower, dict(runs), summary, bounds=bounds,
                   health=served, speed=shown_speed, decision=decision, bound_decision=bound_decision,
-                  divergence=divergence_rows(s, runs, gate.alpha))
+                  divergence=divergence.shown)
 
 
 def _bounds(per_suite: dict[str, _Pairs], states: dict[str, tuple[dict[str, str], dict[str, str]]],

@@ -16,8 +16,8 @@ The pooled rule (``gate.decide: pooled``, the default), for each primary metric:
   worse, the critical suite not shown non-inferior, a suite that could not be decided.
 
 A suite that cannot be decided (its judge changed between the runs or its canaries fooled it, a deciding speed
-metric with no timing) vetoes a pass with its reason; it is never dropped. Speed metrics with a margin of their
-own (``gate.margins``) must hold in every suite (they are tested as under ``every_suite``).
+metric with no timing) vetoes a pass with its reason; it is never dropped. Speed metrics and divergence statistics
+with a margin of their own (``gate.margins``) must hold in every suite (they are tested as under ``every_suite``).
 
 ``gate.decide: every_suite`` keeps the stricter rule: every suite must show non-inferiority on its own (an
 intersection-union test over the suites), regressions Holm-adjusted across suites; the pooled rows only inform.
@@ -78,7 +78,8 @@ def decide_gate(pooled: Sequence[Scoped], suites: Sequence[Scoped], strict: Sequ
     """Decide the pooled rows, the suite rows and the strict (speed) rows together; returns each decided and the Decision.
 
     ``pooled`` holds one comparison per primary metric over every gated suite's cases, ``suites`` each suite's
-    primary comparisons, ``strict`` the speed comparisons that ``gate.margins`` makes deciding (per suite).
+    primary comparisons, ``strict`` the speed comparisons and divergence statistics that ``gate.margins`` makes deciding
+    (per suite: each must hold on its own, ``verdicts/timing.py``, ``verdicts/divergence.py``).
     """
     alpha = gate.alpha
     if gate.decide == "every_suite":

@@ -1,19 +1,51 @@
 """The gate's divergence rows: how far the candidate's next-token distributions moved from the baseline's.
 
-Informational only: shown next to the verdict (``Report.divergence``), never deciding it. KL measures how much the
-distribution moved, not whether the answers got worse (docs/divergence.md). A suite has rows only when both of its
-runs stored log-probabilities (``divergence.top_logprobs`` > 0 and endpoints that give them) for the same cases.
+Shown next to the verdict (``Report.divergence``) unless ``gate.margins`` names one: ``kld: {max: 0.05}`` or
+``same_output: {min: 0.9}`` make that statistic decide in every suite, like a speed metric with a margin of its own
+(``decision.decide_gate``'s strict rows). A deciding statistic is a ``Comparison`` against the baseline's own value (a
+KL of 0 from itself, always the same output), oriented like every comparison (higher is better), so the bound reads
+as a non-inferiority margin:
+
+- ``kld``, lower is better: Δ = 0 − kld and m = max, so a pass (lo > −m) is the upper end of the kld interval below
+  max, a regression (hi < −m) its lower end above max; the paired BCa bootstrap over cases [efron-tibshirani1993].
+- ``same_output``, pass/fail per case: Δ = share − 1 and m = 1 − min, so a pass is the lower end of the share's
+  interval above min, a regression its upper end below min; Tango's score interval [tango1998].
+
+KL measures how much the distribution moved, not whether the answers got worse (docs/divergence.md): a team that
+makes it decide sets the bound it accepts. A suite has rows only when both of its runs stored log-probabilities
+(``divergence.top_logprobs`` > 0 and endpoints that give them) for the same cases; where a deciding statistic has none,
+the suite cannot be decided and vetoes a pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evalsvc.stats.divergence import Summary, compare_answers, from_stored, summarise
+from evalsvc.config import GateConfig
+from evalsvc.config.gate import DIVERGENCE_BOUNDS
+from evalsvc.stats.binary import compare_binary
+from evalsvc.stats.bootstrap import compare_continuous
+from evalsvc.stats.comparison import Comparison
+from evalsvc.stats.divergence import CaseDivergence, Summary, compare_answers, from_stored, summarise
 from evalsvc.store.schema import CaseResult
+
+LOWER_IS_BETTER = frozenset({"kld"})
+NO_LOGPROBS = ("both runs stored no log-probabilities for the same cases (divergence.top_logprobs: 0, or an endpoint "
+               "that refuses them); measure both with divergence.top_logprobs > 0 on endpoints that return them")
+
+
+@dataclass
+class Divergence:
+    """Per suite: the shown statistics, the deciding comparisons (``gate.margins``) and the suites that cannot decide."""
+
+    shown: list[tuple[str, Summary]] = field(default_factory=list)
+    gated: list[tuple[str, Comparison]] = field(default_factory=list)
+    undecided: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _logprobs(s: Session, run_id: int) -> dict[str, list[Any]]:
@@ -24,15 +56,40 @@ def _logprobs(s: Session, run_id: int) -> dict[str, list[Any]]:
     return {case_id: value for case_id, value in rows if value is not None}
 
 
-def divergence_rows(s: Session, runs: dict[str, tuple[Any, Any]], alpha: float) -> list[tuple[str, Summary]]:
+def per_case(s: Session, base_run_id: int, cand_run_id: int) -> dict[str, CaseDivergence]:
+    """Each case both runs stored log-probabilities for, compared token by token (the Compare page shows these)."""
+    b, c = _logprobs(s, base_run_id), _logprobs(s, cand_run_id)
+    return {k: compare_answers(from_stored(b[k]), from_stored(c[k])) for k in sorted(b.keys() & c.keys())}
+
+
+def gated_comparison(metric: str, cases: Sequence[CaseDivergence], gate: GateConfig) -> Comparison | None:
+    """The deciding comparison of one divergence statistic against its bound (module docstring); None when no case
+    has a value."""
+    bound = gate.margins[metric]
+    if metric == "kld":
+        values = [c.kld for c in cases if c.kld is not None]
+        if not values or bound.max is None:
+            return None
+        return compare_continuous("kld", [0.0] * len(values), [-v for v in values], bound.max, gate.alpha)
+    if not cases or bound.min is None:
+        return None
+    return compare_binary("same_output", [1.0] * len(cases), [float(c.same_output) for c in cases], 1.0 - bound.min,
+                          gate.alpha)
+
+
+def measure(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig) -> Divergence:
     """Per suite, the candidate's divergence from the baseline over the cases both runs have log-probabilities for."""
-    out: list[tuple[str, Summary]] = []
+    out = Divergence()
+    deciding = [m for m in DIVERGENCE_BOUNDS if m in gate.margins]
     for name, (base, cand) in runs.items():
         if base is None or cand is None:
             continue
-        b, c = _logprobs(s, base.id), _logprobs(s, cand.id)
-        shared = sorted(b.keys() & c.keys())
-        if shared:
-            cases = [compare_answers(from_stored(b[k]), from_stored(c[k])) for k in shared]
-            out += [(name, row) for row in summarise(cases, alpha)]
+        cases = list(per_case(s, base.id, cand.id).values())
+        gated = {m: gated_comparison(m, cases, gate) for m in deciding}
+        out.gated += [(name, c) for c in gated.values() if c is not None]
+        missing = [m for m, c in gated.items() if c is None]
+        if missing:
+            out.undecided.append((name, f"{', '.join(missing)} decide (gate.margins) but {NO_LOGPROBS}"))
+        if cases:
+            out.shown += [(name, row) for row in summarise(cases, gate.alpha) if row.metric not in gated]
     return out

@@ -98,8 +98,10 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
         lines += ["", "<details><summary>Other metrics per suite (informational; Holm-adjusted among themselves)</summary>",
                   "", HEADER, *(_row(scope, c, report) for scope, c in report.secondary), "", "</details>"]
     if report.divergence:
-        lines += ["", "Divergence from the baseline (informational, never deciding; docs/divergence.md): kld is the mean "
-                  "per-token KL(baseline ‖ candidate) over each case's shared prefix, a top-k lower bound, in nats:", "",
+        lines += ["", "Divergence from the baseline (informational; a statistic that gate.margins bounds decides in each "
+                  "suite's table instead; docs/divergence.md): kld is the mean per-token KL(baseline ‖ candidate) over each "
+                  "case's shared prefix, a top-k lower bound, in nats; delta_p (Δp) the mean change in the probability of "
+                  "the baseline's chosen token before the answers differ, candidate − baseline:", "",
                   "| suite | statistic | value | CI | n |", "|---|---|---|---|---|",
                   *(f"| {scope} | {r.metric} | {r.estimate:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.n} |"
                     for scope, r in report.divergence)]
