@@ -9,18 +9,22 @@ runs, and "upstream change suspected" is raised only when a run's share of moved
 higher than that noise by more than chance: Fisher's exact one-sided test of the two shares
 (this run against the earlier runs pooled), each run at alpha / 20, so the chance of any false
 flag over 20 runs of a stable series is at most alpha (Bonferroni). The first comparison of a
-series only learns. This is a separate signal from quality: the answers may be as good, only
-different.
+series only learns. Where the runs stored log-probabilities, the run's self-divergence (mean top-k
+KL from the previous run, ``engine/self_divergence.py``) is judged against the series' own too,
+and alpha is split between the two tests (each at alpha / 40). This is a separate signal from
+quality: the answers may be as good, only different.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
-from sqlalchemy import Subquery, func, select
+from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.orm import Session
 
+from evalsvc.engine import self_divergence
 from evalsvc.store.schema import CaseResult, Run
 
 _ANSWERED = ("ok", "judge_error", "generated")
@@ -76,6 +80,16 @@ def check(session: Session, run: Run, alpha: float = 0.05) -> str | None:
     n_shared = session.scalar(select(func.count()).select_from(shared.subquery())) or 0
     n_moved = 0 if prev.output_hash == run.output_hash else session.scalar(select(func.count()).select_from(moved.subquery()))
     run.outputs_compared, run.outputs_moved = n_shared, n_moved or 0
+    self_divergence.measure(session, run, prev)
+    found = self_divergence.judge(session, run, series, alpha / (2 * LOOKS))
+    flags = [self_divergence.describe(found, run.self_kld_cases or 0, prev.id)] if found and found.flagged else []
+    moved_flag = _moved(session, run, series, prev, moved, now, n_moved or 0, n_shared, alpha / (LOOKS * (2 if found else 1)))
+    return "; ".join(([moved_flag] if moved_flag else []) + flags) or None
+
+
+def _moved(session: Session, run: Run, series: tuple[Any, ...], prev: Run, moved: Select[Any], now: Subquery,
+           n_moved: int, n_shared: int, level: float) -> str | None:
+    """The moved-outputs flag: this run's share of moved outputs against the series' earlier runs (Fisher)."""
     if not n_moved:
         return None
     moved_before, compared_before = session.execute(select(func.coalesce(func.sum(Run.outputs_moved), 0),
@@ -84,7 +98,7 @@ def check(session: Session, run: Run, alpha: float = 0.05) -> str | None:
     if not compared_before:
         return None  # the series' first comparison: its output noise is being learned
     p = excess_p(n_moved, n_shared, int(moved_before), int(compared_before))
-    if p >= alpha / LOOKS:
+    if p >= level:
         return None
     examples = ", ".join(session.scalars(moved.order_by(now.c.case_id, now.c.sample_index).limit(5)))
     return (f"upstream change suspected: {n_moved} of {n_shared} temperature-0 outputs differ from run {prev.id} "

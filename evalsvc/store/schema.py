@@ -77,6 +77,8 @@ class Run(Base):
     upstream_change: Mapped[str | None] = mapped_column(Text)  # set when outputs moved under an unchanged fingerprint
     outputs_compared: Mapped[int | None]  # temperature-0 outputs compared with the previous run of the series
     outputs_moved: Mapped[int | None]  # of those, how many differ (the series' output noise, learned run by run)
+    self_kld: Mapped[float | None] = mapped_column(Float)  # mean top-k KL from that previous run's log-probabilities
+    self_kld_cases: Mapped[int | None]  # the cases it averages (answered with log-probabilities in both runs)
     evalsvc_version: Mapped[str | None] = mapped_column(String(32))  # the evalsvc (and so scorer) version that made it
 
 
