@@ -23,6 +23,8 @@ def test_a_node_lost_mid_run_reruns_the_variant_on_another_node_and_resumes(
         pytest.skip("ray is not installed")
     for key, value in rc.RAY_ENV.items():  # the cluster's processes inherit them
         monkeypatch.setenv(key, value)
+    for key, value in (("period_ms", "500"), ("timeout_ms", "500"), ("failure_threshold", "2")):  # the GCS marks the
+        monkeypatch.setenv(f"RAY_health_check_{key}", value)  # lost node dead within about a second, while the rerun runs
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={
         "num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "object_store_memory": 80_000_000})
     try:
@@ -37,6 +39,7 @@ def test_a_node_lost_mid_run_reruns_the_variant_on_another_node_and_resumes(
         cluster.remove_node(lost, allow_graceful=False)
         out, _ = driver.communicate(timeout=240)
         assert driver.returncode == 0, out
+        assert f"variant w8a8: the node its task started on ({first['node'][:12]}) is lost" in out, out[-3000:]  # seen by the driver
         (run,) = _runs(store)
         assert run.status == "succeeded" and run.attempts == 2, (run.status, run.error)
         servers = sorted(_by_pid(rc.events(log)).values(), key=lambda s: s.get("start", 0))

@@ -11,6 +11,7 @@ when none could hold it. A task that runs out of that time is a capacity problem
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from evalsvc.cluster.resources import accelerator, demand
@@ -18,6 +19,7 @@ from evalsvc.cluster.validate import fits
 from evalsvc.config import VariantConfig
 from evalsvc.config.executor import RayExecutor
 
+log = logging.getLogger(__name__)
 CAPACITY = "capacity"  # the first word of the reason a capacity timeout gives (the run is cancelled, not failed)
 
 
@@ -33,6 +35,7 @@ class Waiting:
         self.homeless: set[str] = set()  # variants no live node can hold at all, at the last look
         self.queued: dict[str, float] = {}  # when a rerun's wait began (its node was seen lost); else the firing's start
         self.lost: dict[str, Start] = {}  # the last start whose node was seen lost (a later start: the rerun runs)
+        self.gone: set[Start] = set()  # every start whose node was seen lost
 
     def waits(self, name: str, starts: list[Start]) -> bool:
         """Whether the variant's task waits to be placed: never started, or its node lost and its rerun not started."""
@@ -45,10 +48,16 @@ class Waiting:
         out = []
         for v in pending:
             mine = starts.get(v.name, [])
-            if mine and mine[-1][1] not in alive and self.lost.get(v.name) != mine[-1]:
-                self.lost[v.name], self.queued[v.name] = mine[-1], now
-                self.since.pop(v.name, None)
-                self.homeless.discard(v.name)
+            for start in mine:
+                if start[1] in alive or start in self.gone:
+                    continue
+                self.gone.add(start)
+                log.warning("variant %s: the node its task started on (%s) is lost; Ray reruns the task", v.name,
+                            start[1][:12])
+                if start == mine[-1]:  # the rerun has not started yet: it waits to be placed, its clock reset
+                    self.lost[v.name], self.queued[v.name] = start, now
+                    self.since.pop(v.name, None)
+                    self.homeless.discard(v.name)
             if self.waits(v.name, mine):
                 out.append(v)
         return out
