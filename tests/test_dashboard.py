@@ -517,3 +517,88 @@ def test_the_drift_page_shows_one_threshold_for_a_series(pair: Path, monkeypatch
     _, (_, (curve,)) = _charts(at)[:2]
     assert list(curve["threshold"].unique()) == [pytest.approx(h)]
     assert str(round(h, 2)) in " ".join(c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real runs on stand-in endpoints that return log-probabilities: 'near' gives the baseline's answers a little less
+    surely, 'far' far less surely, and a quarter of its answers differ at their second word ("tell" for "say").
+    `evalsvc run` twice: two comparisons of each with the baseline are stored."""
+    import functools
+
+    from tests.fake_endpoint import answer_from_prompt, word_logprobs
+
+    folder = tmp_path_factory.mktemp("diverging")
+    write_suite(folder / "suites", "echo", "\n".join(
+        f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(20)))
+
+    def reworded(body: dict) -> str:
+        n = int(body["messages"][-1]["content"].split()[-1])
+        return f"echo: tell {n}" if n % 4 == 0 else answer_from_prompt(body)
+
+    with FakeEndpoint() as base, FakeEndpoint() as near, FakeEndpoint(reply=reworded) as far:
+        base.logprobs = word_logprobs
+        near.logprobs = functools.partial(word_logprobs, sureness=0.75)
+        far.logprobs = functools.partial(word_logprobs, sureness=0.3)
+        config = write_config(folder, f"""\
+            store: sqlite:///store.db
+            max_retries: 0
+            baselines: {{f: base}}
+            dashboard: {{cache_ttl_s: 0}}
+            variants:
+              - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+              - {{name: near, family: f, endpoint: {{base_url: "{near.base_url}", model: n}}}}
+              - {{name: far, family: f, endpoint: {{base_url: "{far.base_url}", model: f}}}}
+            """)
+        for _ in range(2):
+            out = CliRunner().invoke(main, ["run", "-c", str(config), "--no-progress"], catch_exceptions=False)
+            assert out.exit_code == 0, out.output
+    return config
+
+
+def test_compare_shows_each_cases_divergence_and_the_two_tokens_where_the_answers_first_differ(
+        diverging: Path, monkeypatch) -> None:
+    at = _page("compare", diverging, monkeypatch, baseline="base", candidate="far", case_suite="echo", case="c4")
+    table = next(d.value for d in at.dataframe if "baseline_token" in d.value.columns).set_index("case_id")
+    assert len(table) == 20 and list(table["kld"]) == sorted(table["kld"], reverse=True)  # the most diverged first
+    c4, c1 = table.loc["c4"], table.loc["c1"]
+    assert (c4["same_output"], c4["first_divergence"], c4["baseline_token"], c4["candidate_token"]) == \
+        (False, 1, '"say"', '"tell"')
+    assert (c1["same_output"], c1["first_divergence"], c1["baseline_token"]) == (True, 3, "")
+    assert c1["kld"] > 0.3 and c1["Δp"] == pytest.approx(0.3 - 0.8, abs=1e-3)  # same words, far less surely
+    said = " ".join(m.value for m in at.markdown)
+    assert "**Divergence:** kld" in said and 'first differ after 1 tokens: base ` "say" `, far ` "tell" `' in said
+
+
+def test_compare_says_when_the_runs_stored_no_log_probabilities(pair: Path, monkeypatch) -> None:
+    at = _page("compare", pair, monkeypatch, baseline="smollm2-f16", candidate="smollm2-q4_0")
+    assert not any("baseline_token" in d.value.columns for d in at.dataframe)
+    assert any("stored no log-probabilities" in c.value for c in at.caption)
+
+
+def test_trends_plot_kld_from_each_comparison_with_the_baseline(diverging: Path, monkeypatch) -> None:
+    at = _page("trends", diverging, monkeypatch, suite="echo", metric="kld", days="all")
+    assert at.selectbox(key="pick_metric").value == "kld" and "kld" in at.selectbox(key="pick_metric").options
+    (spec, frames), = _charts(at)
+    series = next(f for f in frames if "role" in f.columns)
+    assert set(series["variant"]) == {"near", "far"} and (series.groupby("variant").size() == 2).all()
+    assert (series["ci_low"] <= series["value"] + 1e-12).all() and (series["value"] <= series["ci_high"] + 1e-12).all()
+    assert series[series["variant"] == "far"]["value"].min() > 10 * series[series["variant"] == "near"]["value"].max()
+    assert spec["layer"][0]["encoding"]["y"]["field"] == "ci_low"
+    assert any("divergence from its baseline (base)" in c.value for c in at.caption)
+
+
+def test_quality_vs_speed_can_plot_kld(diverging: Path, monkeypatch) -> None:
+    at = _page("tradeoff", diverging, monkeypatch, y="kld")
+    (spec, frames), = _charts(at)
+    points = frames[0].set_index("candidate")
+    assert set(points.index) == {"near", "far"} and points.loc["far", "kld"] > 10 * points.loc["near", "kld"]
+    assert points.loc["near", "kld_low"] <= points.loc["near", "kld"] <= points.loc["near", "kld_high"]
+    assert {layer["encoding"]["y"]["field"] for layer in spec["layer"] if "y" in layer["encoding"]} >= {"kld", "kld_low"}
+    assert list(at.dataframe[0].value["candidate"]) == ["far", "near"]
+
+
+def test_a_token_shown_as_code_keeps_its_backticks() -> None:
+    from evalsvc.dashboard.ui import code_span
+
+    assert code_span("say") == "` say `" and code_span("a``b`") == "``` a``b` ```"

@@ -164,23 +164,31 @@ def deltas(metrics: pd.DataFrame) -> alt.LayerChart:
     return _sized(alt.layer(bars, dots, margin, zero), ROW_PX * max(len(data), 2))
 
 
-def tradeoff(frame: pd.DataFrame) -> alt.LayerChart:
+def tradeoff(frame: pd.DataFrame, y: str = "delta") -> alt.LayerChart:
     """Each candidate's quality delta with its interval (y) against its speed ratio to the baseline (x, tokens/s):
-    up and right is better; below the dashed -margin line a quality loss beyond the margin."""
-    data = frame.assign(neg_margin=-frame["margin"])
+    up and right is better; below the dashed -margin line a quality loss beyond the margin. With ``y="kld"`` its kld
+    from the baseline instead (down is better), with the kld bound where ``gate.margins`` sets one."""
+    kld = y == "kld"
+    data = frame.assign(line=frame["kld_max"] if kld else -frame["margin"])
+    low, high, title = ("kld_low", "kld_high", "kld from the baseline (nats; lower is closer)") if kld else \
+        ("ci_low", "ci_high", "Δ quality (candidate − baseline)")
     x = alt.X("tokens_per_s_ratio:Q", title="speed: tokens/s of candidate ÷ baseline (right is faster)",
               scale=alt.Scale(zero=False))
     colour = alt.Color("verdict:N", scale=alt.Scale(domain=list(VERDICT_COLOURS), range=list(VERDICT_COLOURS.values())),
                        legend=_legend("verdict"))
-    tooltip = ["candidate", "baseline", "metric", "delta", "ci_low", "ci_high", "margin", "verdict", "tokens_per_s_ratio",
-               "latency_p50_ratio", "latency_p95_ratio"]
-    bars = alt.Chart(data).mark_rule(strokeWidth=3).encode(x=x, y=alt.Y("ci_low:Q", title="Δ quality (candidate − baseline)"),
-                                                           y2="ci_high:Q", color=colour)
-    dots = alt.Chart(data).mark_point(filled=True, size=110).encode(x=x, y="delta:Q", color=colour, tooltip=tooltip)
-    labels = alt.Chart(data).mark_text(align="left", dx=8, dy=-8).encode(x=x, y="delta:Q", text="candidate:N")
-    margin = alt.Chart(data).mark_rule(color="red", strokeDash=[6, 3]).encode(y="mean(neg_margin):Q")
+    tooltip = ["candidate", "baseline", *((["kld", "kld_low", "kld_high", "kld_max"]) if kld else
+                                          ["metric", "delta", "ci_low", "ci_high", "margin"]),
+               "verdict", "tokens_per_s_ratio", "latency_p50_ratio", "latency_p95_ratio"]
+    bars = alt.Chart(data).mark_rule(strokeWidth=3).encode(x=x, y=alt.Y(f"{low}:Q", title=title), y2=f"{high}:Q",
+                                                           color=colour)
+    dots = alt.Chart(data).mark_point(filled=True, size=110).encode(x=x, y=f"{y}:Q", color=colour, tooltip=tooltip)
+    labels = alt.Chart(data).mark_text(align="left", dx=8, dy=-8).encode(x=x, y=f"{y}:Q", text="candidate:N")
+    layers = [bars, dots, labels]
+    if data["line"].notna().any():  # the margin (or the kld bound): past it the candidate fails its gate on this axis
+        layers.append(alt.Chart(data[data["line"].notna()]).mark_rule(color="red", strokeDash=[6, 3]).encode(
+            y="mean(line):Q"))
     same = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(color="grey").encode(x="x:Q")
-    return _sized(alt.layer(bars, dots, labels, margin, same), 420)
+    return _sized(alt.layer(*layers, same), 420)
 
 
 def drift_values(points: pd.DataFrame, events: pd.DataFrame, metric: str, colour: str = TABLEAU10[0]) -> alt.LayerChart:

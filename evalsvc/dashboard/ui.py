@@ -7,6 +7,7 @@ linked from a Slack alert or a CI summary; widgets start from the URL and write 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
@@ -100,6 +101,13 @@ def fmt_delta(delta: float, low: float, high: float) -> str:
     return "" if delta is None or delta != delta else f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def code_span(text: str) -> str:
+    """Untrusted text (a model's token) as a Markdown code span: nothing in it is read as Markdown, whatever backticks
+    it holds (CommonMark: a span's fence is a run of backticks longer than any inside it, padded by a space)."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
 TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
 HEADERS = {"delta_ci": "Δ [interval]", "ci_low": "Interval low", "ci_high": "Interval high", "n": "n",
            "n_needed": "n needed", "flips_down": "Flips pass → fail", "flips_up": "Flips fail → pass",
@@ -107,7 +115,8 @@ HEADERS = {"delta_ci": "Δ [interval]", "ci_low": "Interval low", "ci_high": "In
            "win_ci_high": "Win rate high", "tokens_per_s_ratio": "Tokens/s ratio", "latency_p50_ratio": "Latency p50 ratio",
            "latency_p95_ratio": "Latency p95 ratio", "duration_s": "Duration (s)", "n_cases": "Cases", "n_ok": "OK",
            "n_errored": "Errored", "id": "ID", "run_id": "Run", "run_ts": "Run time", "run_time": "Run time",
-           "sent_to": "Sent to", "last_run": "Last run", "last_status": "Last run status", "case_id": "Case", "h": "Threshold h"}
+           "sent_to": "Sent to", "last_run": "Last run", "last_status": "Last run status", "case_id": "Case", "h": "Threshold h",
+           "kld_ci": "kld [interval]", "kld_max": "kld bound (gate)", "first_divergence": "First divergence (tokens)"}
 
 
 def header(column: str) -> str:

@@ -46,7 +46,8 @@ class CaseDivergence:
     context (None when there is none); ``same_output``: 1 if the answers are the same tokens; ``first_divergence``:
     tokens before the first differing one (censored at the answers' length when none differs); ``delta_p``: mean change
     in the probability of the baseline's chosen token before the first difference (candidate − baseline);
-    ``positions``: how many positions ``kld`` averages.
+    ``positions``: how many positions ``kld`` averages; ``baseline_token`` and ``candidate_token``: the two tokens where
+    the answers first differ (None on a side whose answer ended there; both None when the answers are the same).
     """
 
     kld: float | None
@@ -54,6 +55,8 @@ class CaseDivergence:
     first_divergence: int
     delta_p: float | None
     positions: int
+    baseline_token: str | None = None
+    candidate_token: str | None = None
 
 
 def from_stored(stored: Sequence[Sequence[Any]]) -> list[Token]:
@@ -106,8 +109,11 @@ def compare_answers(base: Sequence[Token], cand: Sequence[Token]) -> CaseDiverge
     positions = min(first + 1, len(base), len(cand))
     kls = [topk_kl(base[i].top, cand[i].top) for i in range(positions)]
     dps = [math.exp(cand[i].logprob) - math.exp(base[i].logprob) for i in range(first)]
+    differ = (None, None) if same else (base[first].token if first < len(base) else None,
+                                        cand[first].token if first < len(cand) else None)
     return CaseDivergence(kld=sum(kls) / len(kls) if kls else None, same_output=same, first_divergence=first,
-                          delta_p=sum(dps) / len(dps) if dps else None, positions=positions)
+                          delta_p=sum(dps) / len(dps) if dps else None, positions=positions, baseline_token=differ[0],
+                          candidate_token=differ[1])
 
 
 @dataclass(frozen=True)

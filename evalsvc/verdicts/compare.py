@@ -262,7 +262,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     gated_speed, shown_speed, speed_notes, speed_undecided = timing.compare_speed(s, runs, gate, POOLED)
     notes += speed_notes
     undecided += speed_undecided
-    divergence = div.measure(s, runs, gate)  # a divergence statistic with a bound in gate.margins decides like speed
+    divergence = div.measure(s, runs, gate, POOLED)  # a divergence statistic with a bound in gate.margins decides like speed
     undecided += divergence.undecided
     summary = [(POOLED, _compare_pooled(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
     summary, primary, strict, decision = decide_gate(summary, deciding, gated_speed + divergence.gated, gate, undecided)

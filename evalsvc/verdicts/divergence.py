@@ -35,6 +35,9 @@ from evalsvc.stats.divergence import CaseDivergence, Summary, compare_answers, f
 from evalsvc.store.schema import CaseResult
 
 LOWER_IS_BETTER = frozenset({"kld"})
+SHOWN = "shown"  # a stored divergence row's verdict: it decides nothing
+KIND = "divergence"  # a stored divergence row's kind (a deciding one is stored as the comparison it is)
+OWN_VALUE = {"kld": 0.0, "same_output": 1.0, "delta_p": 0.0}  # the baseline's value against itself (stored verdicts)
 NO_LOGPROBS = ("both runs stored no log-probabilities for the same cases (divergence.top_logprobs: 0, or an endpoint "
                "that refuses them); measure both with divergence.top_logprobs > 0 on endpoints that return them")
 
@@ -77,14 +80,19 @@ def gated_comparison(metric: str, cases: Sequence[CaseDivergence], gate: GateCon
                           gate.alpha)
 
 
-def measure(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig) -> Divergence:
-    """Per suite, the candidate's divergence from the baseline over the cases both runs have log-probabilities for."""
+def measure(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig, pooled_scope: str) -> Divergence:
+    """Per suite, the candidate's divergence from the baseline over the cases both runs have log-probabilities for;
+    with more than one such suite, the statistics over all their cases too (``pooled_scope``: shown, every case once)."""
     out = Divergence()
     deciding = [m for m in DIVERGENCE_BOUNDS if m in gate.margins]
+    pooled: list[CaseDivergence] = []
+    suites = 0
     for name, (base, cand) in runs.items():
         if base is None or cand is None:
             continue
         cases = list(per_case(s, base.id, cand.id).values())
+        pooled += cases
+        suites += bool(cases)
         gated = {m: gated_comparison(m, cases, gate) for m in deciding}
         out.gated += [(name, c) for c in gated.values() if c is not None]
         missing = [m for m, c in gated.items() if c is None]
@@ -92,4 +100,20 @@ def measure(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig) -> D
             out.undecided.append((name, f"{', '.join(missing)} decide (gate.margins) but {NO_LOGPROBS}"))
         if cases:
             out.shown += [(name, row) for row in summarise(cases, gate.alpha) if row.metric not in gated]
+    if suites > 1:
+        out.shown += [(pooled_scope, row) for row in summarise(pooled, gate.alpha)]
     return out
+
+
+def recorded(row: Summary) -> dict[str, Any] | None:
+    """A shown statistic as a stored verdict row's numbers, read like a comparison's: the baseline's own value, the
+    candidate's, and the difference oriented so that a negative one is a loss (``store.schema.VerdictRecord``); None
+    for a statistic with no baseline value to hold it against (the median first divergence)."""
+    own = OWN_VALUE.get(row.metric)
+    if own is None:
+        return None
+    lower = row.metric in LOWER_IS_BETTER
+    low, high = (own - row.ci_high, own - row.ci_low) if lower else (row.ci_low - own, row.ci_high - own)
+    return {"metric": row.metric, "kind": KIND, "lower_is_better": lower, "n": row.n, "baseline_mean": own,
+            "candidate_mean": row.estimate, "delta": own - row.estimate if lower else row.estimate - own,
+            "ci_low": low, "ci_high": high}

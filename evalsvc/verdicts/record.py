@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from evalsvc.store.schema import Run, VerdictRecord
+from evalsvc.verdicts import divergence
 from evalsvc.verdicts.compare import NotComparable, Report, compare, compare_runs
 from evalsvc.verdicts.health import HEALTH
 
@@ -40,6 +41,15 @@ def record(engine: Engine, report: Report) -> str:
             primary=id(c) in deciding, lower_is_better=lower, n=c.n, baseline_mean=base, candidate_mean=cand,
             delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high, margin=c.margin, verdict=c.verdict,
             flips_down=c.flips_down, flips_up=c.flips_up, n_needed=c.n_needed, overall=report.verdict))
+    for scope, summary in report.divergence:  # shown, never deciding (the Trends and Quality-vs-speed pages plot kld)
+        numbers = divergence.recorded(summary)
+        if numbers is not None:
+            base_run, cand_run = report.runs.get(scope, (None, None))
+            rows.append(VerdictRecord(
+                report_id=report_id, baseline=report.baseline, candidate=report.candidate, scope=scope,
+                baseline_run_id=base_run.id if base_run else None, candidate_run_id=cand_run.id if cand_run else None,
+                candidate_run_ts=cand_run.created_at if cand_run else None, primary=False, margin=0.0,
+                verdict=divergence.SHOWN, flips_down=0, flips_up=0, n_needed=None, overall=report.verdict, **numbers))
     with Session(engine) as s, s.begin():
         s.add_all(rows)
     return report_id

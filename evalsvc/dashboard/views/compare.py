@@ -1,5 +1,6 @@
 """Compare: baseline vs candidate, paired case by case: deltas, flips and the cases side by side."""
 
+import pandas as pd
 import streamlit as st
 
 from evalsvc.dashboard import cases as case_view
@@ -51,10 +52,29 @@ suite = st.selectbox("Suite", list(result["runs"]), index=list(result["runs"]).i
                      if st.query_params.get("case_suite") in result["runs"] else 0)
 st.query_params["case_suite"] = suite
 base_run, cand_run = result["runs"][suite]
+diverged = ui.query(cfg, "case_divergence", base_run, cand_run)
+if diverged.empty:
+    st.caption(f"No divergence on {suite}: its two runs stored no log-probabilities for the same cases "
+               "(divergence.top_logprobs: 0, or an endpoint that gives none).")
+else:
+    st.markdown(f"**Divergence from the baseline on {suite}**, most diverged first: kld is the mean per-token "
+                "KL(baseline ‖ candidate) over the tokens both answers predict from the same context (nats, a top-k lower "
+                "bound); *first divergence* counts the tokens before the answers first differ, where each answer's token "
+                "is shown (quoted); Δp is the change in the probability of the baseline's chosen token before that.")
+    ui.table(diverged.rename(columns={"delta_p": "Δp"}), ["case_id", "kld", "same_output", "first_divergence",
+                                                         "baseline_token", "candidate_token", "Δp"])
 flipped = flips[flips["suite"] == suite]["case_id"].tolist()
 cases = flipped + [c for c in ui.query(cfg, "shared_cases", base_run, cand_run) if c not in set(flipped)]
 case_id = ui.pick("Case (flipped first)", "case", cases, container=st)
 if case_id:
+    here = diverged[diverged["case_id"] == case_id]
+    if not here.empty:
+        d = here.iloc[0]
+        kld = "" if pd.isna(d["kld"]) else f"kld {d['kld']:.4f} nats; "
+        where = ("the two answers are the same tokens" if d["same_output"] else
+                 f"the answers first differ after {d['first_divergence']} tokens: {baseline} "
+                 f"{ui.code_span(d['baseline_token'])}, {candidate} {ui.code_span(d['candidate_token'])}")
+        st.markdown(f"**Divergence:** {kld}{where}")
     base = ui.query(cfg, "case_detail", base_run, case_id)
     cand = ui.query(cfg, "case_detail", cand_run, case_id)
     spec = (base or cand or {}).get("spec", {})
