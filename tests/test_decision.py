@@ -157,8 +157,9 @@ def _judged_and_plain(tmp_path: Path, cand: FakeEndpoint, judge: FakeEndpoint, b
 
 def test_pass_is_never_paired_across_judges_a_changed_judge_leaves_its_suite_undecided(tmp_path: Path) -> None:
     """Identical models; the baseline's run was judged under another prompt template (as a pinned release reference
-    judged months ago would be): its pass holds those verdicts, so the judged suite cannot be decided (exit 3, named);
-    it used to be paired as if the judges were one, a regression (exit 1) under a stricter judge."""
+    judged months ago would be) and the judge is down, so its answers cannot be judged again (engine/rejudge.py): its
+    pass holds the old verdicts, so the judged suite cannot be decided (exit 3, named); it used to be paired as if the
+    judges were one, a regression (exit 1) under a stricter judge."""
     with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
         gate = _judged_and_plain(tmp_path, cand, judge, base)
         first = CliRunner().invoke(main, gate, catch_exceptions=False)
@@ -167,6 +168,7 @@ def test_pass_is_never_paired_across_judges_a_changed_judge_leaves_its_suite_und
                                  .where(Run.variant_name == "base", CaseResult.case_id.like("q%"))):
                 row.judge = {"judge": {**row.judge["judge"], "template": "a-stricter-template"}}
                 row.scores = {**row.scores, "pass": 0.0, "judge": 1.0}
+        judge.behaviour = lambda n, body: (503, {}, b"down")
         again = CliRunner().invoke(main, [*gate, "--reuse", "--no-run", "--json", str(tmp_path / "g.json")],
                                    catch_exceptions=False)
     assert first.exit_code == 0, first.output

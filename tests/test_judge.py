@@ -359,9 +359,10 @@ variants:
 
 
 def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_path: Path) -> None:
-    """The baseline's last case was judged under another prompt template: the judge metric is not compared at all
-    (it used to be compared on the cases paired before that one, while the note said "not compared"), and neither is
-    pass, which holds the judge's verdicts: the only suite cannot be decided, so the gate cannot evaluate (exit 2)."""
+    """The baseline's last case was judged under another prompt template, and the judge is down, so the baseline's
+    answers cannot be judged again (engine/rejudge.py): the judge metric is not compared at all (it used to be compared
+    on the cases paired before that one, while the note said "not compared"), and neither is pass, which holds the
+    judge's verdicts: the only suite cannot be decided, so the gate cannot evaluate (exit 2)."""
     with FakeEndpoint() as cand, FakeEndpoint() as base, FakeEndpoint(reply=sound_judge(8)) as judge:
         project = _judged_project(tmp_path, cand, judge)
         _, gate = _with_baseline(project, base, "{fail_on_inconclusive: false, margins: {judge: {absolute: 1}}}")
@@ -372,6 +373,7 @@ def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_pa
             row = s.scalars(select(CaseResult).join(Run, Run.id == CaseResult.run_id)
                             .where(Run.variant_name == "base", CaseResult.case_id == "q3")).one()
             row.judge = {"judge": {**row.judge["judge"], "template": "another-template"}}
+        judge.behaviour = lambda n, body: (503, {}, b"down")
         again = CliRunner().invoke(main, [*gate, "--reuse"])
     import json
 
@@ -379,6 +381,7 @@ def test_a_judge_label_judged_differently_on_any_case_is_compared_on_none(tmp_pa
     assert json.loads((tmp_path / "r.json").read_text())["comparisons"] == []
     assert ("judged: judge, pass not compared: the two runs were judged by different judges or prompt templates"
             in again.output)
+    assert "the baseline answers (run 1) could not be re-judged with the current judge" in again.output
 
 
 def test_a_new_evalsvc_version_starts_a_judges_canary_series_again(tmp_path: Path) -> None:

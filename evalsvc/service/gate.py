@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import Config, VariantConfig
+from evalsvc.engine.rejudge import judged_alike
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.service.schedule_state import close_abandoned_runs
@@ -29,7 +30,7 @@ from evalsvc.store import queries
 from evalsvc.store.latest import latest_pairs, runs_by_id
 from evalsvc.store.schema import Variant
 from evalsvc.suites import Suite
-from evalsvc.verdicts.compare import NotComparable, Report, compare, compare_runs, without_runs
+from evalsvc.verdicts.compare import NotComparable, Report, compare_runs, stored_runs, without_runs
 from evalsvc.verdicts.gate_report import could_not_evaluate, exit_code, write_outputs
 from evalsvc.verdicts.record import record
 
@@ -138,18 +139,17 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
         failed = _run_missing(cfg, engine, suites, [baseline, candidate], progress, logs, made) if run_missing else []
         if failed:
             return GateResult(2, failed=failed)
-        report = compare(engine, cfg, suites, baseline, candidate)
-        if pinned:
-            report = _compare_ids(engine, cfg, baseline, candidate, {
-                name: (pinned[name].id, cand.id) for name, (_, cand) in report.runs.items()}, report.notes)
+        stored, first = stored_runs(engine, cfg, suites, baseline, candidate)
+        ids = {name: (pinned[name].id if name in pinned else b.id, c.id) for name, (b, c) in stored.items()}
     else:
         notes: list[str] = []
         runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs, made, notes)
         if failed:
             return GateResult(2, failed=failed)
         ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
-        aa = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
-        report = _compare_ids(engine, cfg, baseline, candidate, ids, [A_A_NOTE] * aa + notes)
+        first = [A_A_NOTE] * (cfg.fingerprint(baseline) == cfg.fingerprint(candidate)) + notes
+    judged = judged_alike(cfg, engine, suites, ids, logs)  # a stored run judged by another judge: its answers re-judged
+    report = _compare_ids(engine, cfg, baseline, candidate, judged.ids, first + judged.notes)
     report.provenance = _provenance(engine, report, max_age)
     record(engine, report)
     fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive

@@ -1,6 +1,7 @@
 """Which run is "the" run: one answer for the gate, the arena, the dashboard and `evalsvc results`.
 
-The latest run of a series (suite version x variant fingerprint) is its newest succeeded run.
+The latest run of a series (suite version x variant fingerprint) is its newest succeeded run, never a re-judged
+copy of an older run's answers (slot ``rejudge:...``, ``engine/rejudge.py``): those answers are not the newest.
 Callers that know a variant only by name (the dashboard, `evalsvc results`) get the latest run
 of the series that name's newest succeeded run belongs to: the same run, found by name. The
 *newest attempt* (any status) is a different question, asked only to show failures.
@@ -20,20 +21,22 @@ from evalsvc.store.schema import Run
 
 BY_SERIES = (Run.suite_version, Run.variant_fingerprint)
 BY_NAME = (Run.suite_name, Run.variant_name)
+REJUDGED = "rejudge:"  # the slot prefix of a run that holds another run's answers judged again
 RUN_COLUMNS = (Run.id, Run.suite_name, Run.suite_version, Run.variant_name, Run.variant_fingerprint, Run.created_at,
                Run.upstream_change, Run.evalsvc_version)
 
 
 def latest_ids(by: Sequence = BY_SERIES, status: str | None = "succeeded") -> Select:
     """Ids of the latest run per group (``by``: BY_SERIES or BY_NAME); ``status=None``: the newest attempt."""
-    q = select(func.max(Run.id).label("id")).group_by(*by)
+    q = select(func.max(Run.id).label("id")).where(Run.slot.not_like(f"{REJUDGED}%")).group_by(*by)
     return q.where(Run.status == status) if status else q
 
 
 def latest_runs(session: Session, suite_version: str, fingerprint: str, k: int = 1) -> list:
     """The ``k`` newest succeeded runs of one series, newest first (k=2: an A/A comparison's pair)."""
     return list(session.execute(select(*RUN_COLUMNS).where(
-        Run.suite_version == suite_version, Run.variant_fingerprint == fingerprint, Run.status == "succeeded")
+        Run.suite_version == suite_version, Run.variant_fingerprint == fingerprint, Run.status == "succeeded",
+        Run.slot.not_like(f"{REJUDGED}%"))
         .order_by(Run.id.desc()).limit(k)).all())
 
 

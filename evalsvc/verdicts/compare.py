@@ -145,14 +145,21 @@ def flip(base: _Case, cand: _Case) -> Literal["down", "up"] | None:
 
 
 def compare(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, candidate: str) -> Report:
+    runs, notes = stored_runs(engine, cfg, suites, baseline, candidate)
+    with Session(engine) as s:
+        return compare_runs(s, cfg.gate, baseline, candidate, runs, notes)
+
+
+def stored_runs(engine: Engine, cfg: Config, suites: list[Suite], baseline: str, candidate: str
+                ) -> tuple[dict[str, tuple[Any, Any]], list[str]]:
+    """The runs ``compare`` pairs, per suite (the latest of each; for one fingerprint its latest two), and its notes."""
     base_fp, cand_fp = cfg.fingerprint(baseline), cfg.fingerprint(candidate)
     notes: list[str] = []
     if base_fp == cand_fp:
         notes.append("baseline and candidate have the same fingerprint: an A/A comparison of its newest run against the "
                      "one before (the noise floor)")
     with Session(engine) as s:
-        runs = {suite.name: _pick_runs(s, suite, (baseline, base_fp), (candidate, cand_fp)) for suite in suites}
-        return compare_runs(s, cfg.gate, baseline, candidate, runs, notes)
+        return {suite.name: _pick_runs(s, suite, (baseline, base_fp), (candidate, cand_fp)) for suite in suites}, notes
 
 
 def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
