@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -236,6 +237,28 @@ def test_workers_whose_fingerprint_differs_from_the_drivers_refuse_and_alert_nam
         assert f"alert: endpoint:{name}" in done.stdout
     assert {r.slot for r in _runs(store)} == {rc.SLOT}  # nothing ran under the workers' fingerprint
     assert _verdict_runs(store) == [(first["base"], first["cand"])]  # no verdict re-recorded from older runs
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the driver's side only: one store kind is enough
+def test_a_driver_that_cannot_compute_a_fingerprint_compares_the_runs_its_tasks_made_and_says_so(
+        tmp_path: Path, head: rc.Head, store: str) -> None:
+    python = tmp_path / "gpu-pods-only" / "bin" / "python"  # local.python as only the GPU pods have it
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\n[ -n "$NOT_ON_THIS_POD" ] && exit 127\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    log = tmp_path / "servers.jsonl"
+    variants = "".join(rc.stand_in(name, 1, log, delay=0.05).replace("entrypoint:", f"python: {python}, entrypoint:")
+                       for name in ("base", "cand"))
+    config = rc.project(tmp_path, store, head.address, variants, n_cases=4, extra="baselines: {f: base}")
+    config.write_text(config.read_text().replace("compare: false", "compare: true"))
+    done = rc.fire(config, extra_env={"NOT_ON_THIS_POD": "1"})  # the driver's node: no such interpreter
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = {r.variant_name: r for r in _runs(store)}
+    assert {(n, r.status) for n, r in runs.items()} == {("base", "succeeded"), ("cand", "succeeded")}
+    assert _verdict_runs(store) == [(runs["base"].id, runs["cand"].id)]  # exactly the runs this firing made
+    for name in ("base", "cand"):
+        assert f"variant {name}: this node cannot compute its fingerprint" in done.stderr, done.stderr[-3000:]
+        assert f"variant {name}: its runs were made under fingerprint {runs[name].variant_fingerprint[:12]}" in done.stderr
 
 
 def test_a_task_over_run_timeout_s_is_cancelled_its_run_failed_and_its_server_stopped(
