@@ -7,7 +7,6 @@ second (bench/dashboard_store.py measures them on SQLite and PostgreSQL).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,23 +15,19 @@ from sqlalchemy import Engine, Float, and_, case, cast, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from evalsvc.config import GateConfig
+from evalsvc.dashboard.divergence import case_divergence as case_divergence  # ui.query calls each by name here
+from evalsvc.dashboard.divergence import divergence_metrics as divergence_metrics
+from evalsvc.dashboard.divergence import divergence_series as divergence_series
+from evalsvc.dashboard.divergence import kld_of
+from evalsvc.dashboard.frames import frame as _frame
 from evalsvc.service.compare import compare_latest
 from evalsvc.stats import ratings
 from evalsvc.store.latest import BY_NAME, latest_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
-from evalsvc.verdicts import divergence as div
 from evalsvc.verdicts.compare import POOLED, NotComparable
 from evalsvc.verdicts.gate_report import how_decided, roles
 
 SEVERITY = {"regression": 3, "inconclusive": 2, "pass": 1, "improvement": 0}
-
-
-def _frame(engine: Engine, query: Any) -> pd.DataFrame:
-    with engine.connect() as conn:
-        result = conn.execute(query)
-        keys, rows = list(result.keys()), result.fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(keys)  # column-wise: far faster than row objects
-    return pd.DataFrame({k: pd.Series(list(c), dtype=object) for k, c in zip(keys, columns, strict=True)}).infer_objects()
 
 
 def names(engine: Engine) -> dict[str, list[str]]:
@@ -128,26 +123,8 @@ def tradeoff(engine: Engine, quality: list[str]) -> pd.DataFrame:
                   for m in ("tokens_per_s", "latency_p50", "latency_p95")}
         out.append({"candidate": cand, "baseline": q.baseline, "metric": q.metric, "delta": q.delta, "ci_low": q.ci_low,
                     "ci_high": q.ci_high, "margin": q.margin, "verdict": q.overall, **ratios,
-                    **_kld_of(rows[rows["candidate"] == cand]), "compared_at": q.compared_at})
+                    **kld_of(rows[rows["candidate"] == cand]), "compared_at": q.compared_at})
     return pd.DataFrame(out)
-
-
-def _kld_of(rows: pd.DataFrame) -> dict[str, Any]:
-    """A candidate's kld from its newest comparison: pooled over the suites, or its one suite's; blank without one."""
-    kld = rows[rows["metric"] == "kld"]
-    pooled = kld[kld["scope"] == POOLED]
-    row = pooled.iloc[0] if len(pooled) else kld.iloc[0] if len(kld) == 1 else None
-    if row is None:
-        return {"kld": None, "kld_low": None, "kld_high": None, "kld_max": None}
-    low, high = _measured_interval(row)
-    return {"kld": row["candidate_mean"], "kld_low": low, "kld_high": high,
-            "kld_max": row["margin"] if row["kind"] != div.KIND else None}
-
-
-def _measured_interval(row: Any) -> tuple[float, float]:
-    """A stored row's interval in the metric's own units (the stored one is of the oriented difference)."""
-    base, low, high = row["baseline_mean"], row["ci_low"], row["ci_high"]
-    return (base - high, base - low) if row["lower_is_better"] else (base + low, base + high)
 
 
 def drift_findings(engine: Engine, suite: str | None, watching: Any) -> pd.DataFrame:
@@ -210,59 +187,6 @@ def series(engine: Engine, suite: str, metric: str, variants: list[str] | None =
     frame = _frame(engine, q.order_by(MetricPoint.run_ts))
     frame["run_ts"] = pd.to_datetime(frame["run_ts"], utc=True)
     return frame
-
-
-def divergence_metrics(engine: Engine, suite: str) -> list[str]:
-    """The divergence statistics stored comparisons on a suite hold (kld, same_output, delta_p): Trends plots them."""
-    with engine.connect() as conn:
-        return sorted(conn.scalars(select(VerdictRecord.metric).where(
-            VerdictRecord.scope == suite, VerdictRecord.metric.in_(list(div.OWN_VALUE))).distinct()).all())
-
-
-def divergence_series(engine: Engine, suite: str, metric: str, variants: list[str] | None = None,
-                      since: datetime | None = None) -> pd.DataFrame:
-    """A divergence statistic over time, as ``series`` gives a metric: one point per candidate run that a comparison
-    with the baseline measured it on (the newest comparison of that run), at the candidate run's time, with its
-    interval in the statistic's own units. The baselines have none: they are what the others diverge from."""
-    q = select(VerdictRecord.id, VerdictRecord.candidate_run_ts.label("run_ts"), VerdictRecord.candidate.label("variant"),
-               Run.variant_fingerprint.label("fingerprint"), VerdictRecord.candidate_mean.label("value"),
-               VerdictRecord.baseline_mean, VerdictRecord.ci_low, VerdictRecord.ci_high, VerdictRecord.lower_is_better,
-               VerdictRecord.n, VerdictRecord.candidate_run_id.label("run_id"), VerdictRecord.baseline).join(
-        Run, Run.id == VerdictRecord.candidate_run_id).where(VerdictRecord.scope == suite, VerdictRecord.metric == metric)
-    if variants:
-        q = q.where(VerdictRecord.candidate.in_(variants))
-    if since is not None:
-        q = q.where(VerdictRecord.candidate_run_ts >= since)
-    frame = _frame(engine, q)
-    columns = ["run_ts", "variant", "fingerprint", "value", "ci_low", "ci_high", "n", "run_id", "higher_is_better", "baseline"]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    frame = frame.sort_values("id").groupby("run_id", as_index=False).tail(1)  # a run compared twice: its newest
-    bands = [_measured_interval(r) for _, r in frame.iterrows()]
-    frame = frame.assign(ci_low=[b[0] for b in bands], ci_high=[b[1] for b in bands],
-                         higher_is_better=~frame["lower_is_better"].astype(bool))
-    frame["run_ts"] = pd.to_datetime(frame["run_ts"], utc=True)
-    return frame[columns].sort_values("run_ts").reset_index(drop=True)
-
-
-def case_divergence(engine: Engine, base_run: int, cand_run: int) -> pd.DataFrame:
-    """Per case of two runs, the candidate's divergence from the baseline (``verdicts/divergence.py``): kld, same
-    output, Δp, and where the answers first differ with the two tokens there (quoted, so a space shows); the most
-    diverged first. Empty when the runs stored no log-probabilities for the same cases."""
-    columns = ["case_id", "kld", "same_output", "first_divergence", "baseline_token", "candidate_token", "delta_p"]
-    with Session(engine) as s:
-        found = div.per_case(s, base_run, cand_run)
-    rows = [{"case_id": cid, "kld": d.kld, "same_output": bool(d.same_output), "first_divergence": d.first_divergence,
-             "baseline_token": _token(d.baseline_token, d.same_output), "candidate_token": _token(d.candidate_token, d.same_output),
-             "delta_p": d.delta_p} for cid, d in found.items()]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.sort_values("kld", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-
-
-def _token(token: str | None, same: int) -> str:
-    if same:
-        return ""
-    return "(end of answer)" if token is None else json.dumps(token, ensure_ascii=False)
 
 
 def markers(engine: Engine, suite: str, metric: str, variants: list[str] | None = None,
