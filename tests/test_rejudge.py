@@ -17,6 +17,7 @@ from evalsvc.store.db import open_engine
 from evalsvc.store.latest import latest_runs
 from evalsvc.store.schema import CaseResult, Run
 from evalsvc.suites import resolve
+from evalsvc.verdicts import series
 from tests.conftest import echo_cases, write_config, write_suite
 from tests.fake_endpoint import FakeEndpoint
 from tests.test_judge import RUBRIC, sound_judge
@@ -93,6 +94,9 @@ def test_a_pinned_baseline_judged_by_another_judge_is_re_judged_and_the_gate_dec
             CaseResult.run_id == rejudged.id))} == {load_config(config).fingerprint("judge")}
         # never "the latest run" of the baseline's series: its answers are the pinned run's, not the newest
         assert latest_runs(s, rejudged.suite_version, rejudged.variant_fingerprint)[0].id != rejudged.id
+    # nor a new point of the baseline's time series (drift would count its source's answers twice)
+    points = {p.run_id for one in series.load(engine, ["judged"], ["base"]) for p in one.points}
+    assert pinned["judged"] in points and rejudged.id not in points
 
 
 def test_a_baseline_that_cannot_be_re_judged_leaves_its_suite_undecided_and_says_why(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from evalsvc.dashboard.divergence import kld_of
 from evalsvc.dashboard.frames import frame as _frame
 from evalsvc.service.compare import compare_latest
 from evalsvc.stats import ratings
-from evalsvc.store.latest import BY_NAME, latest_ids
+from evalsvc.store.latest import BY_NAME, latest_ids, rejudged_ids
 from evalsvc.store.schema import Alert, BattleRecord, CaseResult, Firing, MetricPoint, Run, SuiteCase, VerdictRecord, utcnow
 from evalsvc.verdicts.compare import POOLED, NotComparable
 from evalsvc.verdicts.gate_report import how_decided, roles
@@ -179,7 +179,8 @@ def series(engine: Engine, suite: str, metric: str, variants: list[str] | None =
     """One metric's points over time for each variant on a suite, with their intervals."""
     q = select(MetricPoint.run_ts, MetricPoint.variant_name.label("variant"), MetricPoint.variant_fingerprint.label("fingerprint"),
                MetricPoint.value, MetricPoint.ci_low, MetricPoint.ci_high, MetricPoint.n, MetricPoint.run_id,
-               MetricPoint.higher_is_better).where(MetricPoint.suite_name == suite, MetricPoint.metric == metric)
+               MetricPoint.higher_is_better).where(MetricPoint.suite_name == suite, MetricPoint.metric == metric,
+                                                   MetricPoint.run_id.not_in(rejudged_ids()))  # no new observation
     if variants:
         q = q.where(MetricPoint.variant_name.in_(variants))
     if since is not None:

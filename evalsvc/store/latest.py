@@ -32,6 +32,12 @@ def latest_ids(by: Sequence = BY_SERIES, status: str | None = "succeeded") -> Se
     return q.where(Run.status == status) if status else q
 
 
+def rejudged_ids() -> Select:
+    """Ids of the runs that hold another run's answers judged again: no new observation of their variant, so they are
+    left out of its time series (drift, the dashboard's trends) as out of "the latest run"."""
+    return select(Run.id).where(Run.slot.like(f"{REJUDGED}%"))
+
+
 def latest_runs(session: Session, suite_version: str, fingerprint: str, k: int = 1) -> list:
     """The ``k`` newest succeeded runs of one series, newest first (k=2: an A/A comparison's pair)."""
     return list(session.execute(select(*RUN_COLUMNS).where(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from evalsvc.config.drift import RUN_LEVEL
 from evalsvc.stats import drift, speed
+from evalsvc.store.latest import rejudged_ids
 from evalsvc.store.schema import CaseResult, MetricPoint
 
 
@@ -38,11 +39,12 @@ class Series:
 
 def load(engine: Engine, suites: list[str] | None = None, variants: list[str] | None = None,
          metrics: list[str] | None = None) -> list[Series]:
-    """The variants' series; run-level points (a judge's canary failure rate) are the judge's, never a variant's."""
+    """The variants' series; run-level points (a judge's canary failure rate) are the judge's, never a variant's, and a
+    re-judged run (its source's answers judged again, ``engine/rejudge.py``) is no new point of its variant's series."""
     q = select(MetricPoint.variant_name, MetricPoint.variant_fingerprint, MetricPoint.suite_name, MetricPoint.suite_version,
                MetricPoint.metric, MetricPoint.kind, MetricPoint.higher_is_better, MetricPoint.run_ts, MetricPoint.run_id,
                MetricPoint.value, MetricPoint.n, MetricPoint.ci_low, MetricPoint.ci_high, MetricPoint.sd
-               ).order_by(MetricPoint.run_ts, MetricPoint.run_id)
+               ).where(MetricPoint.run_id.not_in(rejudged_ids())).order_by(MetricPoint.run_ts, MetricPoint.run_id)
     if suites:
         q = q.where(MetricPoint.suite_name.in_(suites))
     if variants:
