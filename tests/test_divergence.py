@@ -368,7 +368,7 @@ def test_a_kld_bound_passes_a_candidate_whose_kld_interval_lies_below_it(tmp_pat
     assert rows["same_output"]["candidate_mean"] == 1.0 and rows["same_output"]["ci_low"] > 0.9 - 1.0
     assert {r["metric"] for r in report["divergence"]} == {"delta_p", "first_divergence_median"}  # the rest decide above
     assert (report["verdict"], code) == ("pass", 0)
-    assert "| echo | kld (lower is better) | 60 |" in text
+    assert "| echo | kld (lower is better) | 60 | 0.000 | 0.0" in text  # the baseline's own 0, not -0.000
 
 
 def test_a_kld_bound_makes_a_far_candidate_a_regression_naming_it(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ class Report:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
         base, cand = c.baseline_mean, c.candidate_mean
         if c.metric in self.lower_is_better:
-            return (-base, -cand) if c.kind == "continuous" else (1 - base, 1 - cand)
+            return (0.0 - base, 0.0 - cand) if c.kind == "continuous" else (1 - base, 1 - cand)  # 0.0 - 0.0 is 0.0, not -0.0
         return base, cand
 
 
