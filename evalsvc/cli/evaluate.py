@@ -138,9 +138,17 @@ def arena(config_path: str, suite_name: str, variants: tuple[str, ...], judge_na
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("--plan", is_flag=True, help="Measure nothing: print the cases each suite, and the gated suites pooled, need "
               "to pass at the configured margins (with no change, and at a typical 5% of cases flipping).")
+@click.option("--sequential/--fixed", "sequential", default=None, help="Ask the cases in looks (a seeded random order, "
+              "both arms together) and stop at the first look that decides, at the fixed gate's error rates "
+              "(default: --sequential when evalsvc.yaml sets gate.sequential; docs/gate.md).")
+@click.option("--looks", type=click.IntRange(2, 20), default=None, help="With --sequential: how many looks (default "
+              "gate.sequential.looks, else 5).")
+@click.option("--seed", type=int, default=None, help="With --sequential: the case order's seed (default: a new one, "
+              "printed in the report; a stopped sequential gate is resumed with its own).")
 def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[str, ...], reuse: bool, no_run: bool,
          max_age: str | None, baseline_runs: tuple[int, ...], fail_on_inconclusive: bool | None, markdown_path: str | None,
-         junit_path: str | None, json_path: str | None, progress: bool | None, plan: bool) -> None:
+         junit_path: str | None, json_path: str | None, progress: bool | None, plan: bool, sequential: bool | None,
+         looks: int | None, seed: int | None) -> None:
     """Pre-deploy gate: is the candidate non-inferior to the baseline, case by case?
 
     \b
@@ -155,8 +163,12 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
       1  regression: a suite's interval lies entirely below -margin
       2  could not evaluate (config, endpoint or store problem, failed run)
       3  inconclusive: not shown to be no worse (--allow-inconclusive makes it 0)
+    With --sequential the cases are asked in looks and the gate stops at the first
+    look whose group-sequential boundary is crossed (a collapse, or a candidate
+    that answers as the baseline does, is decided on a fraction of the cases).
     Examples:
       evalsvc gate --candidate smollm2-q8_0 --baseline smollm2-f16 --junit gate.xml
+      evalsvc gate --candidate smollm2-q4_0 --sequential --looks 5
       evalsvc gate --candidate api-new --reuse --max-age 24h
     A variant that is not in evalsvc.yaml but has stored results (`evalsvc import`)
     is gated on its latest stored runs: nothing is measured now.
@@ -197,13 +209,26 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
                                   run_missing=not no_run, max_age=svc.parse_age(max_age) if max_age else None,
                                   baseline_runs=baseline_runs, fail_on_inconclusive=fail_on_inconclusive,
                                   markdown_path=paths[0], junit_path=paths[1], json_path=paths[2], progress=progress,
-                                  logs=log_dir(config_path))
+                                  logs=log_dir(config_path), sequential=_sequential(cfg, sequential, looks, seed))
     except EvalsvcError:
         raise  # the service wrote the files
     except Exception as exc:  # a bug must not read as a regression, nor leave CI without its report: exit 2, files written
         svc.could_not_evaluate(candidate, baseline, _why(exc), [], *paths)
         raise
     _exit_with(result)
+
+
+def _sequential(cfg: Any, on: bool | None, looks: int | None, seed: int | None) -> Any:
+    """The sequential settings this gate runs with (None: the fixed gate): evalsvc.yaml's, with the options over them."""
+    from evalsvc.config.sequential import SequentialGate
+
+    configured = cfg.gate.sequential
+    if on is False or (on is None and configured is None):
+        if looks is not None or seed is not None:
+            raise click.UsageError("--looks and --seed go with --sequential (or gate.sequential in evalsvc.yaml)")
+        return None
+    chosen = configured or SequentialGate()
+    return chosen.model_copy(update={k: v for k, v in (("looks", looks), ("seed", seed)) if v is not None})
 
 
 def _known_variants(cfg: Any, engine: Any, **names: str | None) -> None:

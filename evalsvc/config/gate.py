@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from evalsvc.config.base import Strict
+from evalsvc.config.sequential import SequentialGate
 
 # evalsvc.stats.speed.METRICS (a sibling of this layer, so named again here; a test keeps the two equal)
 SPEED_METRICS = ("latency_p50", "latency_p95", "tokens_per_s", "output_tokens")
@@ -72,6 +73,8 @@ class GateConfig(Strict):
                                            "written to manipulate it) through, in either run, decides nothing: its "
                                            "metrics and the pass of the suites it judged are shown, not decided")
     top_flips: int = Field(10, ge=0, description="flipped cases listed in the report")
+    sequential: SequentialGate | None = Field(None, description="ask the cases in looks and stop once the verdict is "
+                                              "decided (`evalsvc gate --sequential` turns it on with the defaults)")
 
     @field_validator("margins")
     @classmethod

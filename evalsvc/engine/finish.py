@@ -20,6 +20,9 @@ from evalsvc.store import queries, repo
 from evalsvc.store.schema import MetricPoint, Run, utcnow
 from evalsvc.suites.harness import metric_specs
 
+PARTIAL = ("a sequential gate asks the cases in looks and stops once its verdict is decided; `evalsvc run` with this "
+           "run's --slot (or a fixed gate) completes it, asking no case twice")
+
 
 @dataclass
 class Outcome:
@@ -63,6 +66,8 @@ class Finisher:
         elif total and n_err / total > self.cfg.max_error_rate:
             status, error = "failed", (f"{n_err}/{total} cases errored (limit {self.cfg.max_error_rate:.0%}): {cause}. "
                                        "Re-run to retry them")
+        elif missing > 0 and job.only is not None and not awaiting:  # a sequential gate's look: the rest is not asked yet
+            status, error = "cancelled", (f"{missing} cases not asked: {PARTIAL}")
         elif missing > 0:
             status, error = "failed", f"{missing} cases have no result; re-run to resume"
         elif awaiting:

@@ -88,7 +88,7 @@ class Writer:
 class Generator:
     """Sends a run's missing requests through a served variant (or runs its lm-eval task)."""
 
-    def __init__(self, cfg: Config, engine: Engine, planner: Planner, progress: bool, log_dir: Path) -> None:
+    def __init__(self, cfg: Config, engine: Engine, planner: Planner, progress: bool | None, log_dir: Path) -> None:
         self.cfg, self.engine, self.planner, self.progress, self.log_dir = cfg, engine, planner, progress, log_dir
 
     def run_harness(self, served: Served, variant: VariantConfig, job: Job) -> None:
@@ -136,7 +136,7 @@ class Generator:
     async def _send_all(self, client: EndpointClient, served: Served, variant: VariantConfig, fp: str,
                         job: Job) -> None:
         writer = Writer(self.engine, job)
-        total = len(job.suite.cases) * job.samples
+        total = job.asked
         bar = RunBar(job.suite.name, variant.name, total, total - job.to_send, enabled=self.progress)
 
         queue = self.planner.unfinished(job, variant, fp)  # the cache's answers are in the store now: only misses come out

@@ -62,17 +62,17 @@ def pairs(order: dict[str, int], first: Iterator[Item], second: Iterator[Item]) 
             a, b = next(first, None), next(second, None)
 
 
-def interleaved(generator: Generator, arms: tuple[Side, Side], concurrency: int, seed: int, progress: bool) -> None:
+def interleaved(generator: Generator, arms: tuple[Side, Side], concurrency: int, seed: int, progress: bool | None) -> None:
     """Send both arms' missing requests of one suite, case by case, in one time window (see the module docstring)."""
     asyncio.run(_send_pairs(generator, arms, concurrency, seed, progress))
 
 
-async def _send_pairs(generator: Generator, arms: tuple[Side, Side], concurrency: int, seed: int, progress: bool) -> None:
+async def _send_pairs(generator: Generator, arms: tuple[Side, Side], concurrency: int, seed: int, progress: bool | None) -> None:
     clients = [EndpointClient.for_served(arm.served, generator.cfg) for arm in arms]
     writers = [Writer(generator.engine, arm.job) for arm in arms]
     bars = []
     for arm in arms:
-        total = len(arm.job.suite.cases) * arm.job.samples
+        total = arm.job.asked
         bars.append(RunBar(arm.job.suite.name, arm.variant.name, total, total - arm.job.to_send, enabled=progress))
     order = {case.id: i for i, case in enumerate(arms[0].job.suite.cases)}
     queue = pairs(order, *(arm.planner.unfinished(arm.job, arm.variant, arm.fp) for arm in arms))

@@ -69,7 +69,13 @@ class Job:
     harness_metrics: list[str] = field(default_factory=list)  # metric names an lm-eval task reported
     top_logprobs: int = 0  # alternatives asked per generated token (config divergence.top_logprobs; 0: none asked)
     logprobs: bool | None = None  # does the endpoint give them? found out by the run's first answer
+    only: frozenset[str] | None = None  # ask only these cases now (a sequential gate's looks); None: every case
     finding_out: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+
+    @property
+    def asked(self) -> int:
+        """Answers this call asks of the run in all (every case, or the cases of ``only``), for progress."""
+        return (len(self.suite.cases) if self.only is None else len(self.only)) * self.samples
 
     @property
     def needs_server(self) -> bool:
@@ -175,7 +181,7 @@ class Planner:
 
     def unfinished(self, job: Job, variant: VariantConfig, fp: str) -> Iterator[Item]:
         """What the run still lacks, in suite order: made as the cases are read, a batch at a time, never all at once."""
-        cases = iter(job.suite.cases)
+        cases = iter(job.suite.cases if job.only is None else [c for c in job.suite.cases if c.id in job.only])
         while batch := list(islice(cases, ITEM_BATCH)):
             with Session(self.engine) as session:
                 done = repo.finished_among(session, job.run_id, [c.id for c in batch])

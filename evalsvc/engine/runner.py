@@ -35,17 +35,25 @@ class Runner:
     """Runs suites against variants and records everything in the store."""
 
     def __init__(self, cfg: Config, engine: Engine, *, progress: bool | None = None, log_dir: Path | None = None,
-                 cache: CacheUse = "variant", seed_offset: int = 0, lock_wait_s: float = 0.0):
+                 cache: CacheUse = "variant", seed_offset: int = 0, lock_wait_s: float = 0.0,
+                 held: dict[str, Served] | None = None):
         """``cache``: "variant" reads the response cache where the variant uses it; "pinned" only where its
         fingerprint pins the checkpoint bytes (local files: an endpoint can change behind its name); "off" never.
         ``seed_offset`` is added to every request's seed (an A/A gate's second run draws fresh samples).
-        ``lock_wait_s``: how long to wait for a run key another process is executing before standing back."""
+        ``lock_wait_s``: how long to wait for a run key another process is executing before standing back.
+        ``held``: servers already started, by variant name, used instead of starting one per call (a sequential
+        gate's looks keep one server per variant for the whole gate)."""
         self.cfg = cfg
         self.engine = engine
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = (True if sys.stderr.isatty() else None) if progress is None else progress  # None: plain lines
         self.log_dir = log_dir or Path(".evalsvc/logs")
         self.planner = Planner(cfg, engine, cache, seed_offset, lock_wait_s)
         self.finisher = Finisher(cfg, engine)
+        self.held = held or {}
+
+    def _serve(self, stack: ExitStack, variant: VariantConfig) -> Served:
+        held = self.held.get(variant.name)
+        return held if held is not None else stack.enter_context(serve(variant, self.log_dir))
 
     def run(self, suite: Suite, variant: VariantConfig, slot: str | None = None) -> Outcome:
         return self.run_variant([suite], variant, slot)[0]
@@ -63,17 +71,19 @@ class Runner:
         except SQLAlchemyError as exc:
             raise self._lost(exc) from None
 
-    def run_pair(self, second: Runner, first_arm: Arm, second_arm: Arm, seed: int) -> tuple[list[Outcome], list[Outcome]]:
+    def run_pair(self, second: Runner, first_arm: Arm, second_arm: Arm, seed: int,
+                 only: dict[str, frozenset[str]] | None = None) -> tuple[list[Outcome], list[Outcome]]:
         """Two variants' runs (``(suites, variant, slot)`` each) with their requests interleaved in one time window,
         case by case (``engine.interleave``), so that the serving machine's load falls on both alike: this runner
         plans the first arm and ``second`` the other (an A/A gate's second arm draws other seeds). A suite only one
-        arm runs, and an lm-eval task, runs on its own. Both variants are served at once (one server for an A/A)."""
+        arm runs, and an lm-eval task, runs on its own. Both variants are served at once (one server for an A/A).
+        ``only``: per suite name, the cases to ask now (the rest is left for later: the runs end ``cancelled``)."""
         (suites_a, va, slot_a), (suites_b, vb, slot_b) = first_arm, second_arm
         fa, fb = self.cfg.fingerprint(va.name), self.cfg.fingerprint(vb.name)
         try:
             with RunLocks(self.engine) as locks:
-                jobs_a = self._planned(suites_a, va, fa, slot_a, locks)
-                jobs_b = second._planned(suites_b, vb, fb, slot_b, locks)
+                jobs_a = self._planned(suites_a, va, fa, slot_a, locks, only)
+                jobs_b = second._planned(suites_b, vb, fb, slot_b, locks, only)
                 with _cancelling(jobs_a + jobs_b, self.finisher):
                     self._generate_pair(second, (jobs_a, va, fa), (jobs_b, vb, fb), seed)
                     self._judge_all(jobs_a)
@@ -88,9 +98,10 @@ class Runner:
                           "Results stored before are kept; re-run the same command to resume once it is back")
 
     def _planned(self, suites: list[Suite], variant: VariantConfig, fp: str, slot: str | None,
-                 locks: RunLocks) -> list[Job]:
+                 locks: RunLocks, only: dict[str, frozenset[str]] | None = None) -> list[Job]:
         jobs = [self.planner.plan(suite, variant, fp, slot, locks) for suite in suites]
         for job in jobs:
+            job.only = None if only is None else only.get(job.suite.name, frozenset())
             if not job.finished and job.suite.harness is None:
                 try:
                     self.planner.answer_from_cache(variant, fp, job)
@@ -111,9 +122,9 @@ class Runner:
         gen_b = Generator(self.cfg, self.engine, second.planner, self.progress, self.log_dir)
         try:
             with ExitStack() as stack:
-                served_a = stack.enter_context(serve(va, self.log_dir)) if pending_a else None
+                served_a = self._serve(stack, va) if pending_a else None
                 served_b = served_a if served_a is not None and fa == fb else (
-                    stack.enter_context(serve(vb, self.log_dir)) if pending_b else None)
+                    self._serve(stack, vb) if pending_b else None)
                 together = {j.suite.name: j for j in pending_a if j.suite.harness is None}
                 for job in pending_b:
                     mate = together.pop(job.suite.name, None) if job.suite.harness is None else None

@@ -21,10 +21,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config import Config, VariantConfig
+from evalsvc.config.sequential import SequentialGate
 from evalsvc.engine.rejudge import judged_alike
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.service.schedule_state import close_abandoned_runs
+from evalsvc.service.sequential_gate import Arms, run_sequential
 from evalsvc.stats import speed
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_pairs, runs_by_id
@@ -111,8 +113,10 @@ GATE_GONE = "its gate was stopped before it finished (a gate's slot is never mea
 def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, *, reuse: bool = False,
              run_missing: bool = True, max_age: timedelta | None = None, baseline_runs: tuple[int, ...] = (),
              fail_on_inconclusive: bool | None = None, markdown_path: Path | None = None, junit_path: Path | None = None,
-             json_path: Path | None = None, progress: bool | None = None, logs: Path | None = None) -> GateResult:
+             json_path: Path | None = None, progress: bool | None = None, logs: Path | None = None,
+             sequential: SequentialGate | None = None) -> GateResult:
     """Is the candidate non-inferior to the baseline on these suites? Exit code 0/1/2/3 as the CLI documents.
+    ``sequential``: ask the cases in looks and stop once the verdict is decided (``service.sequential_gate``).
 
     Could not evaluate (exit 2: a run failed, or an error was raised) still writes the files asked for, saying why
     and which runs were made (``could_not_evaluate``), so a CI job has a report to upload."""
@@ -121,7 +125,7 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
     try:
         result = _gate(cfg, engine, suites, candidate, baseline, made, reuse=reuse, run_missing=run_missing, max_age=max_age,
                        baseline_runs=baseline_runs, fail_on_inconclusive=fail_on_inconclusive, markdown_path=markdown_path,
-                       junit_path=junit_path, json_path=json_path, progress=progress, logs=logs)
+                       junit_path=junit_path, json_path=json_path, progress=progress, logs=logs, sequential=sequential)
     except EvalsvcError as exc:
         could_not_evaluate(candidate, baseline, str(exc), made, markdown_path, junit_path, json_path)
         raise
@@ -133,8 +137,19 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
 def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, baseline: str, made: list[Outcome], *,
           reuse: bool, run_missing: bool, max_age: timedelta | None, baseline_runs: tuple[int, ...],
           fail_on_inconclusive: bool | None, markdown_path: Path | None, junit_path: Path | None, json_path: Path | None,
-          progress: bool | None, logs: Path | None) -> GateResult:
+          progress: bool | None, logs: Path | None, sequential: SequentialGate | None = None) -> GateResult:
     pinned = _pinned(engine, suites, baseline_runs)
+    if sequential is not None and (reuse or pinned):
+        raise ConfigError("--sequential", "a sequential gate measures both arms now, look by look",
+                          "leave out --reuse/--no-run/--baseline-run, or gate without --sequential")
+    if sequential is not None:
+        aa = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
+        found, failed = run_sequential(cfg, engine, suites, baseline, candidate, sequential, made, [A_A_NOTE] * aa,
+                                       progress=progress, logs=logs, gone=GATE_GONE,
+                                       make_arms=lambda slot: _arms(cfg, engine, baseline, candidate, slot, progress, logs))
+        if found is None:
+            return GateResult(2, failed=failed)
+        return _published(engine, cfg, found, max_age, fail_on_inconclusive, markdown_path, junit_path, json_path)
     if reuse:
         failed = _run_missing(cfg, engine, suites, [baseline, candidate], progress, logs, made) if run_missing else []
         if failed:
@@ -150,6 +165,12 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
         first = [A_A_NOTE] * (cfg.fingerprint(baseline) == cfg.fingerprint(candidate)) + notes
     judged = judged_alike(cfg, engine, suites, ids, logs)  # a stored run judged by another judge: its answers re-judged
     report = _compare_ids(engine, cfg, baseline, candidate, judged.ids, first + judged.notes)
+    return _published(engine, cfg, report, max_age, fail_on_inconclusive, markdown_path, junit_path, json_path)
+
+
+def _published(engine: Engine, cfg: Config, report: Report, max_age: timedelta | None, fail_on_inconclusive: bool | None,
+               markdown_path: Path | None, junit_path: Path | None, json_path: Path | None) -> GateResult:
+    """Store the verdict and write the outputs asked for."""
     report.provenance = _provenance(engine, report, max_age)
     record(engine, report)
     fail_inc = cfg.gate.fail_on_inconclusive if fail_on_inconclusive is None else fail_on_inconclusive
@@ -177,28 +198,38 @@ def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str
     speed difference. Where a speed metric decides (``gate.margins``), or for an A/A gate, no stored answer stands
     in for a request: both arms are timed in full. An A/A gate's second arm draws other seeds (at temperature 0 the
     seed changes nothing; above it, the two runs are independent draws)."""
-    slot = f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}"
+    arms = _arms(cfg, engine, baseline, candidate, f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}",
+                 progress, logs)
+    base_suites = [s for s in suites if s.name not in pinned]
+    vb, vc = cfg.variant(baseline), cfg.variant(candidate)
+    if not arms.together:
+        notes.append(ONE_AT_A_TIME_NOTE)
+        base = arms.first.run_variant(base_suites, vb, slot=arms.slots[0]) if base_suites else []
+        made += base
+        cand = arms.second.run_variant(suites, vc, slot=arms.slots[1])
+        made += cand
+    else:
+        base, cand = arms.first.run_pair(arms.second, (base_suites, vb, arms.slots[0]), (suites, vc, arms.slots[1]),
+                                         arms.coin)
+        made += [*base, *cand]
+    failed = [o for o in [*base, *cand] if o.status != "succeeded"]
+    by_suite = {o.suite: o for o in base}
+    return {o.suite: (by_suite.get(o.suite), o) for o in cand}, failed
+
+
+def _arms(cfg: Config, engine: Engine, baseline: str, candidate: str, slot: str, progress: bool | None,
+          logs: Path | None) -> Arms:
+    """The two runners of a fresh gate under ``slot``: both timed in full where a speed metric decides or for an A/A
+    gate (whose second arm draws other seeds), else stored answers stand in where the fingerprint pins the bytes."""
     same = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
     timed = same or any(m in cfg.gate.margins for m in speed.METRICS)
     first = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if timed else "pinned")
     second = Runner(cfg, engine, progress=progress, log_dir=logs, cache="off" if timed else "pinned",
                     seed_offset=A_A_SEED_OFFSET if same else 0)
-    base_suites = [s for s in suites if s.name not in pinned]
     slots = (f"{slot}:a", f"{slot}:b") if same else (slot, slot)
-    vb, vc = cfg.variant(baseline), cfg.variant(candidate)
-    if not same and _one_gpu_server_at_a_time(vb, vc):
-        notes.append(ONE_AT_A_TIME_NOTE)
-        base = first.run_variant(base_suites, vb, slot=slots[0]) if base_suites else []
-        made += base
-        cand = second.run_variant(suites, vc, slot=slots[1])
-        made += cand
-    else:
-        coin = int.from_bytes(hashlib.sha256(slot.encode()).digest()[:4], "big")  # which arm of a case goes first
-        base, cand = first.run_pair(second, (base_suites, vb, slots[0]), (suites, vc, slots[1]), coin)
-        made += [*base, *cand]
-    failed = [o for o in [*base, *cand] if o.status != "succeeded"]
-    by_suite = {o.suite: o for o in base}
-    return {o.suite: (by_suite.get(o.suite), o) for o in cand}, failed
+    coin = int.from_bytes(hashlib.sha256(slot.encode()).digest()[:4], "big")  # which arm of a case goes first
+    together = same or not _one_gpu_server_at_a_time(cfg.variant(baseline), cfg.variant(candidate))
+    return Arms(first, second, slots, coin, timed, together)
 
 
 def _one_gpu_server_at_a_time(a: VariantConfig, b: VariantConfig) -> bool:

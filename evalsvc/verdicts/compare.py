@@ -63,6 +63,7 @@ class Report:
     decision: Decision | None = None  # which rule decided quality, and why (verdicts/decision.py)
     bound_decision: Decision | None = None  # the same rule on the worst-case bounds
     divergence: list[tuple[str, Summary]] = field(default_factory=list)  # per suite, those no margin names (verdicts/divergence.py)
+    sequential: Any = None  # a sequential gate's looks (verdicts/sequential.py: SequentialSummary)
 
     def measured_means(self, c: Comparison) -> tuple[float, float]:
         """Baseline and candidate means as measured (comparisons of lower-is-better metrics are oriented)."""
@@ -163,7 +164,7 @@ def stored_runs(engine: Engine, cfg: Config, suites: list[Suite], baseline: str,
 
 
 def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
-                 notes: list[str] | None = None) -> Report:
+                 notes: list[str] | None = None, kinds: dict[str, dict[str, tuple[str, bool]]] | None = None) -> Report:
     """Pair each suite's two runs case by case and decide every metric.
 
     Every suite decides: its primary metrics are the deciding comparisons (``Report.primary``), combined by
@@ -187,8 +188,10 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
         if scored_by[0] != scored_by[1]:
             notes.append(f"{suite_name}: the runs were scored by different evalsvc versions ({scored_by[0] or 'unknown'} and "
                          f"{scored_by[1] or 'unknown'}): a scorer change can move the numbers; measure both now to be sure")
-        kinds = {m: k for m, k in queries.metric_kinds(s, base_run.id).items() if not m.endswith(RUN_LEVEL)}
-        measured[suite_name] = set(kinds)
+        # (``kinds``: per suite, for runs asked in part, which have no metric points yet: a sequential gate's looks)
+        metric_kinds = kinds[suite_name] if kinds and suite_name in kinds else queries.metric_kinds(s, base_run.id)
+        kinds_here = {m: k for m, k in metric_kinds.items() if not m.endswith(RUN_LEVEL)}
+        measured[suite_name] = set(kinds_here)
         base_rows, cand_rows = per_case(s, base_run.id, gate.samples_pass), per_case(s, cand_run.id, gate.samples_pass)
         states[suite_name] = (queries.case_states(s, base_run.id), queries.case_states(s, cand_run.id))
         scored[suite_name] = (base_rows, cand_rows)
@@ -211,7 +214,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             untrusted.add("pass")
         for cid in shared:
             b, c = base_rows[cid], cand_rows[cid]
-            for metric, (kind, up) in kinds.items():
+            for metric, (kind, up) in kinds_here.items():
                 if {metric, metric.removesuffix("_prob")} & (mismatched | untrusted | fooled):
                     continue
                 bv, cv = b.scores.get(metric), c.scores.get(metric)

@@ -16,6 +16,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from evalsvc.stats.comparison import Comparison
+from evalsvc.verdicts import sequential
 from evalsvc.verdicts.compare import POOLED, Report
 from evalsvc.verdicts.health import HEALTH
 
@@ -73,6 +74,8 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
     if report.decision is not None and report.decision.reasons:
         label = "Why" if report.decision.verdict == "regression" else "What blocked the pass"
         lines += [f"**{label}:**", *(f"- {r}" for r in report.decision.reasons), ""]
+    if report.sequential is not None:
+        lines += sequential.markdown_lines(report.sequential)
     if pooled_rule and pooled_rows:
         lines += ["Pooled over the suites (decides a pass):", "", HEADER, *(_row(scope, c, report) for scope, c in pooled_rows), ""]
     lines += ["Each suite (can veto: a regression, shown worse than the baseline, or a critical suite not shown "
@@ -202,6 +205,7 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
         "divergence": [{"scope": scope, "metric": r.metric, "estimate": _num(r.estimate), "ci_low": _num(r.ci_low),
                         "ci_high": _num(r.ci_high), "n": r.n, "method": r.method} for scope, r in report.divergence],
+        "sequential": sequential.as_dict(report.sequential) if report.sequential is not None else None,
         "notes": report.notes}, indent=2, allow_nan=False)
 
 

@@ -1,0 +1,23 @@
+"""`gate.sequential:` in evalsvc.yaml: a gate that asks the cases in looks and stops once its verdict is decided."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from evalsvc.config.base import Strict
+
+SPENDING = {"obf": "obrien-fleming", "pocock": "pocock"}  # the names evalsvc.stats.group_sequential takes
+
+
+class SequentialGate(Strict):
+    """Group-sequential looks (docs/gate.md: choosing looks and spending; docs/statistics.md: the error rates)."""
+
+    looks: int = Field(5, ge=2, le=20, description="equally spaced looks over all gated cases; the gate stops at the "
+                       "first look whose boundary is crossed, and at the last decides as the fixed gate does")
+    spending: Literal["obf", "pocock"] = Field(
+        "obf", description="how alpha is spent over the looks (Lan-DeMets): obf (O'Brien-Fleming-type) keeps early "
+        "looks strict and the last look nearly the fixed gate's; pocock stops earlier on large effects, later otherwise")
+    seed: int | None = Field(None, description="the order the cases are asked in (default: a new one per gate, "
+                             "stored in its slot; the same seed asks the same cases first)")

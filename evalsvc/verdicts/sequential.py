@@ -1,0 +1,205 @@
+"""The sequential gate's looks: where a partly asked comparison stands, and whether its verdict is decided.
+
+The cases of every gated suite are asked in one seeded random order (``case_order``), both arms together, in
+batches that end at the looks (``equal_looks``: K equally spaced case counts). At look k the first n_k cases of
+that order are compared, and only they: an answer that came back early waits for the cases before it (latency goes
+with difficulty, so the order answers arrive in is not random).
+
+Each primary metric pooled over the suites is a group-sequential test (``stats.sequential``: Lan-DeMets alpha
+spending at the observed information fraction, the fixed gate's statistic at delta0 = -m, repeated confidence
+intervals [jt1989]). The whole of the fixed gate's rule is then applied at the look's own nominal level
+1 - Phi(b_k) (``compare_runs`` with ``alpha`` = that level): the suites' vetoes, the health check, the worst-case
+bound. The gate stops
+
+- with a **regression** as soon as a pooled boundary is crossed downwards, or the rule at the look's level finds
+  one (every regression claim is then made at a level no larger than the boundary's);
+- with a **pass** as soon as every pooled primary metric crosses its upper boundary and the rule at the look's
+  level passes too (a pass needs both: an intersection-union test, so the false-pass rate stays that of the
+  sequential test [berger1982]). Suites decided by a judge, critical suites and speed margins never pass early:
+  a judge's canaries and a speed metric's timings are checked on complete runs, and a critical suite is a test of
+  its own; such a gate passes at its last look;
+- at the **last look**, whatever the fixed rule says at the last boundary's level: the fixed gate, at b_K instead
+  of z_{1-alpha}.
+
+With more than one primary metric each is tested at alpha / (their number) (Bonferroni across the metrics: any
+one may stop with a regression).
+
+[jt1989] Jennison C, Turnbull BW. J R Stat Soc B 1989;51:305-361. [berger1982] Berger RL. Technometrics
+1982;24:295-300.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from evalsvc.config import GateConfig
+from evalsvc.stats.comparison import margin_from
+from evalsvc.stats.sequential import Look, equal_looks, sequential_binary, sequential_continuous
+from evalsvc.suites import Suite
+from evalsvc.verdicts.compare import POOLED, Report, compare_runs, per_case
+
+__all__ = ["LookRecord", "SequentialSummary", "case_order", "equal_looks", "evaluate_look", "kinds_of", "looks_for"]
+
+_GOOD = ("pass", "improvement")
+
+
+@dataclass(frozen=True)
+class LookRecord:
+    """One look as the report shows it."""
+
+    look: int
+    asked: int  # cases asked so far, over all gated suites (both arms)
+    verdict: str  # continue, pass, improvement, regression, inconclusive
+    level: float  # the nominal one-sided level the look decided at, 1 - Phi(b_k)
+    rows: list[Look]  # one per primary metric pooled over the suites
+
+
+@dataclass
+class SequentialSummary:
+    """How a sequential gate went: its order, its looks and what stopping saved."""
+
+    seed: int
+    slot: str
+    planned: list[int]  # cases asked by each planned look
+    total: int  # cases of all gated suites
+    spending: str
+    looks: list[LookRecord] = field(default_factory=list)
+    requests_saved: int = 0  # requests the cases not asked would have taken (both arms)
+    resumed: bool = False  # started again on the runs of a gate that was stopped
+
+    @property
+    def asked(self) -> int:
+        return self.looks[-1].asked if self.looks else 0
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.looks) and self.asked < self.total
+
+
+def case_order(suites: Sequence[Suite], seed: int) -> list[tuple[str, str]]:
+    """Every (suite, case id) of the gated suites in one seeded random order (Python's Mersenne Twister shuffle)."""
+    order = [(s.name, c.id) for s in suites for c in s.cases]
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def looks_for(total: int, looks: int) -> list[int]:
+    """Case counts at the looks: ``looks`` equally spaced, fewer where the suites are too small (at least 2 per look)."""
+    return equal_looks(total, max(1, min(looks, total // 2)))
+
+
+def kinds_of(suites: Sequence[Suite]) -> dict[str, dict[str, tuple[str, bool]]]:
+    """metric -> (kind, higher is better) per suite, from the suites' checks (runs asked in part have no metric points)."""
+    return {s.name: {m: (spec.kind, spec.higher_is_better) for m, spec in s.metrics().items()} for s in suites}
+
+
+def evaluate_look(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
+                  order: list[tuple[str, str]], sizes: list[int], total: int, spending: str, early_pass: bool,
+                  kinds: dict[str, dict[str, tuple[str, bool]]], notes: list[str]) -> tuple[LookRecord, Report | None]:
+    """The look after the first ``sizes[-1]`` cases of ``order`` were asked (``sizes``: the looks so far).
+
+    Returns the look and, when it decides (or is the last), the report to publish; None while the gate goes on."""
+    final = sizes[-1] >= total
+    alpha = gate.alpha / max(1, len(gate.primary))
+    rows = [look for metric in gate.primary
+            if (look := _pooled_look(s, gate, metric, runs, order, sizes, total, alpha, spending, final, kinds)) is not None]
+    level = min((r.level for r in rows), default=gate.alpha if final else 0.0)
+    verdicts = [r.verdict for r in rows]
+    if not final and level <= 0.0:  # this look spends nothing: it cannot decide
+        return LookRecord(len(sizes), sizes[-1], "continue", level, rows), None
+    report = compare_runs(s, gate.model_copy(update={"alpha": level}), baseline, candidate, runs, list(notes),
+                          kinds=kinds)
+    if final:
+        verdict = report.verdict
+    elif "regression" in verdicts or report.verdict == "regression":
+        verdict = "regression"
+        if report.verdict != "regression":  # the pooled boundary was crossed downwards: that decides
+            report.verdict = "regression"
+            if report.decision is not None:
+                report.decision.reasons.extend(f"{POOLED}/{r.metric} crossed the lower boundary at look {r.look}: "
+                                               f"Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] below −{r.margin:.3f}"
+                                               for r in rows if r.verdict == "regression")
+    elif early_pass and rows and all(v in _GOOD for v in verdicts) and report.verdict in _GOOD:
+        verdict = report.verdict
+    else:
+        return LookRecord(len(sizes), sizes[-1], "continue", level, rows), None
+    return LookRecord(len(sizes), sizes[-1], verdict, level, rows), report
+
+
+def _pooled_look(s: Session, gate: GateConfig, metric: str, runs: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
+                 sizes: list[int], total: int, alpha: float, spending: str, final: bool,
+                 kinds: dict[str, dict[str, tuple[str, bool]]]) -> Look | None:
+    """The group-sequential test of one primary metric pooled over the suites, its pairs in the seeded order."""
+    scored = {name: (per_case(s, b.id, gate.samples_pass), per_case(s, c.id, gate.samples_pass))
+              for name, (b, c) in runs.items()}
+    base: list[float] = []
+    cand: list[float] = []
+    weights: list[float] = []
+    paired_at: list[int] = []  # pairs among the first n_k cases, at each look
+    ends = iter(sizes)
+    end = next(ends)
+    binary = True
+    for i, (suite, cid) in enumerate(order[: sizes[-1]]):
+        rows = scored.get(suite)
+        spec = kinds.get(suite, {}).get(metric)
+        if rows is not None and spec is not None and cid in rows[0] and cid in rows[1]:
+            bv, cv = rows[0][cid].scores.get(metric), rows[1][cid].scores.get(metric)
+            if bv is not None and cv is not None:
+                kind, up = spec
+                bv, cv = (float(bv), float(cv)) if up else ((1.0 - bv, 1.0 - cv) if kind == "binary" else (-bv, -cv))
+                binary = binary and kind == "binary" and bv in (0.0, 1.0) and cv in (0.0, 1.0)
+                base.append(bv)
+                cand.append(cv)
+                weights.append(gate.suite(suite).weight)
+        if i + 1 == end:
+            paired_at.append(len(base))
+            end = next(ends, -1)
+    looks = [n for k, n in enumerate(paired_at) if n >= 2 and (k == 0 or n > max(paired_at[:k]))]
+    if not looks or looks[-1] != len(base) or len(base) < 2:
+        return None  # too few pairs yet (or none new at this look)
+    if len(set(weights)) > 1:  # weighted pooling, as the fixed gate does it (compare._compare_pooled): scaled values
+        k = [w * len(weights) / sum(weights) for w in weights]
+        base, cand, binary = [b * f for b, f in zip(base, k, strict=True)], [c * f for c, f in zip(cand, k, strict=True)], False
+    m = gate.margin_for(metric)
+    margin = margin_from(sum(base) / len(base), m.absolute, m.relative)
+    test = sequential_binary if binary else sequential_continuous
+    return test(metric, base, cand, looks, total, margin, alpha, spending, final=final)[-1]  # (or the look that decided)
+
+
+def markdown_lines(summary: SequentialSummary) -> list[str]:
+    """The looks as a table: where the gate stopped, what it asked, the boundary and each pooled metric's interval."""
+    head = (f"Sequential gate: {summary.asked} of {summary.total} cases asked in {len(summary.looks)} of "
+            f"{len(summary.planned)} looks ({summary.spending} spending, seed {summary.seed})"
+            + (f", {summary.requests_saved} requests saved" if summary.stopped_early else ", every case asked")
+            + ". Intervals are repeated confidence intervals, valid at whatever look the gate stops [jt1989]:")
+    lines = [head, "", "| look | cases asked | metric | Δ | interval | z at −m | boundary | pooled test | gate |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for look in summary.looks:
+        for r in look.rows or [None]:
+            if r is None:
+                lines.append(f"| {look.look} | {look.asked} | – | – | – | – | – | too few pairs | {look.verdict} |")
+                continue
+            test = r.verdict if r.look == look.look else f"{r.verdict} (at look {r.look}, which it holds)"
+            lines.append(f"| {look.look} | {look.asked} | {r.metric} | {r.delta:+.3f} | [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                         f"| {r.statistic:+.2f} | ±{r.boundary:.2f} | {test} | {look.verdict} |")
+    return [*lines, ""]
+
+
+def as_dict(summary: SequentialSummary) -> dict[str, Any]:
+    """The looks for the JSON report."""
+    def num(x: float) -> float | None:
+        return x if x == x and abs(x) != float("inf") else None
+
+    return {"seed": summary.seed, "slot": summary.slot, "spending": summary.spending, "planned_looks": summary.planned,
+            "cases_total": summary.total, "cases_asked": summary.asked, "stopped_early": summary.stopped_early,
+            "requests_saved": summary.requests_saved, "resumed": summary.resumed,
+            "looks": [{"look": k.look, "cases_asked": k.asked, "verdict": k.verdict, "level": k.level,
+                       "metrics": [{"metric": r.metric, "n": r.n, "delta": num(r.delta), "ci_low": num(r.ci_low),
+                                    "ci_high": num(r.ci_high), "statistic": num(r.statistic), "boundary": num(r.boundary),
+                                    "fraction": r.fraction, "margin": r.margin, "verdict": r.verdict, "method": r.method}
+                                   for r in k.rows]} for k in summary.looks]}

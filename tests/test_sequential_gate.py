@@ -1,0 +1,122 @@
+"""`evalsvc gate --sequential` end to end on stand-in endpoints: it stops at the first look that decides, asks each
+case at most once across a stop and a restart, and reports its looks (the statistics: tests/test_sequential.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from evalsvc.cli import main
+from tests.conftest import write_config, write_suite
+from tests.fake_endpoint import FakeEndpoint
+
+N = 1000
+
+
+def _number(body: dict[str, Any]) -> int:
+    return int(re.findall(r"\d+", body["messages"][-1]["content"])[0])
+
+
+def _wrong_every(k: int):
+    return lambda body: "no idea" if _number(body) % k == 0 else f"echo {_number(body)}"
+
+
+def _project(tmp_path: Path, base: FakeEndpoint, cand: FakeEndpoint, n: int = N, extra: str = "") -> Path:
+    half = n // 2
+    for name, lo, hi in (("first", 0, half), ("second", half, n)):  # two suites: one order over both
+        write_suite(tmp_path / "suites", name, "\n".join(
+            f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(lo, hi)))
+    write_config(tmp_path, f"""\
+        store: sqlite:///store.db
+        max_retries: 0
+        concurrency: 8
+        baselines: {{f: base}}
+        {extra}
+        variants:
+          - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+          - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+        """)
+    return tmp_path
+
+
+def _gate(project: Path, *args: str):
+    return CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", "--sequential",
+                                     "--json", str(project / "gate.json"), *args], catch_exceptions=False)
+
+
+def _report(project: Path) -> dict[str, Any]:
+    return json.loads((project / "gate.json").read_text())
+
+
+def test_a_collapse_stops_at_the_first_look_with_a_regression(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint(reply=_wrong_every(3)) as cand:
+        out = _gate(_project(tmp_path, base, cand), "--seed", "7")
+        asked = len(cand.requests)
+    assert out.exit_code == 1, out.output
+    seq = _report(tmp_path)["sequential"]
+    assert seq["stopped_early"] and seq["cases_asked"] == 200 == asked and len(seq["looks"]) == 1
+    assert seq["requests_saved"] == 2 * 800 and seq["seed"] == 7
+    assert seq["looks"][0]["verdict"] == "regression" and seq["looks"][0]["metrics"][0]["verdict"] == "regression"
+    assert "Sequential gate: 200 of 1000 cases asked in 1 of 5 looks" in out.output
+    asked_ids = {f"c{_number(b)}" for b in cand.requests}
+    assert len({i for i in asked_ids if int(i[1:]) < 500}) not in (0, 200)  # the seeded order mixes both suites
+
+
+def test_an_identical_candidate_passes_before_the_last_look(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        out = _gate(_project(tmp_path, base, cand))
+        asked = len(cand.requests)
+    assert out.exit_code == 0, out.output
+    seq = _report(tmp_path)["sequential"]
+    assert seq["stopped_early"] and asked == seq["cases_asked"] < N and seq["looks"][-1]["verdict"] == "pass"
+    look = seq["looks"][-1]["metrics"][0]
+    assert look["ci_low"] > -look["margin"] and look["statistic"] >= look["boundary"]
+
+
+def test_a_marginal_candidate_runs_to_the_last_look_and_decides_as_the_fixed_gate(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint(reply=_wrong_every(20)) as cand:  # 5% lost: the margin itself
+        out = _gate(_project(tmp_path, base, cand), "--seed", "3")
+        asked = len(cand.requests)
+    assert out.exit_code == 3, out.output
+    report = _report(tmp_path)
+    seq = report["sequential"]
+    assert not seq["stopped_early"] and asked == N and [k["verdict"] for k in seq["looks"]] == ["continue"] * 4 + [
+        "inconclusive"]
+    assert report["verdict"] == "inconclusive" and "ran to its last look" in out.output
+
+
+def test_a_sequential_gate_stopped_midway_resumes_its_slot_and_asks_no_case_twice(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand, extra="circuit_breaker: 3")
+        cand.behaviour = lambda n, body: (500, {}, b'{"error": "down"}') if n > 250 else None  # dies during look 2
+        first = _gate(project, "--seed", "11")
+        assert first.exit_code == 2, first.output
+        cand.behaviour = None
+        second = _gate(project)  # no seed given: the stopped gate's own is used
+    assert second.exit_code == 0, second.output
+    seq = _report(project)["sequential"]
+    assert seq["resumed"] and seq["seed"] == 11
+    asked = Counter(_number(b) for b in base.requests)
+    assert max(asked.values()) == 1  # the baseline's answers of the first attempt were kept
+    ok_cand = Counter(_number(b) for b in cand.requests[:250]) + Counter(_number(b) for b in cand.requests[250 + 3:])
+    assert ok_cand and max(ok_cand.values()) <= 2  # only the few answers that errored were asked again
+
+
+def test_sequential_goes_with_fresh_measurement_only(tmp_path: Path) -> None:
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        out = _gate(_project(tmp_path, base, cand, n=20), "--reuse")
+    assert out.exit_code == 2 and "--sequential" in out.output and "--reuse" in out.output
+
+
+@pytest.mark.parametrize("args", [["--looks", "3"], ["--seed", "1"]])
+def test_looks_and_seed_need_sequential(tmp_path: Path, args: list[str]) -> None:
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand, n=20)
+        out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", *args])
+    assert out.exit_code == 2 and "--sequential" in out.output
