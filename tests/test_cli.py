@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
@@ -73,6 +74,12 @@ def test_help_teaches_with_examples() -> None:
     assert "evalsvc init" in top and "resumes" in top
     run_help = CliRunner().invoke(main, ["run", "--help"]).output
     assert "Examples:" in run_help and "--slot" in run_help and "Exit code" in run_help
+
+
+@pytest.mark.parametrize("command", ["run", "gate", "fire", "serve", "drift"])
+def test_a_commands_help_exits_0_without_a_traceback(command: str) -> None:
+    out = CliRunner().invoke(main, [command, "--help"])
+    assert out.exit_code == 0 and "Traceback" not in out.output and "Usage:" in out.output, out.output
 
 
 def test_failed_run_exit_code_and_table_name_the_cause(echo_project: Path, fake: FakeEndpoint) -> None:

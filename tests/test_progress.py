@@ -139,3 +139,29 @@ def test_arena_draws_its_bars_by_default_when_stderr_is_a_terminal(tmp_path: Pat
     drawn = _stderr_on_a_terminal([sys.executable, "-m", "evalsvc.cli", "arena", "-c", str(config), "-s", "echo", "-v", "a",
                                    "-v", "b", "-j", "checks"], tmp_path)
     assert set(_bars(drawn)) == {"echo × a", "echo × b"}, drawn
+
+
+def test_where_stderr_is_not_a_terminal_a_run_prints_a_plain_line_every_interval_and_no_bar() -> None:
+    import io
+    import time
+
+    from evalsvc.engine.progress import RunBar
+
+    out = io.StringIO()
+    with RunBar("echo", "fake", 10, 2, enabled=None, file=out, plain_every_s=0.05) as bar:
+        bar.done(3, errored=1)
+        deadline = time.monotonic() + 10
+        while "echo × fake: 5/10 cases, errors=1" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = out.getvalue().splitlines()
+    assert lines and all(re.fullmatch(r"echo × fake: \d+/10 cases, errors=\d, [\d.]+ cases/s", line) for line in lines), lines
+    assert "\r" not in out.getvalue()  # no bar redrawn in a log
+
+
+def test_a_runner_left_to_decide_prints_plain_lines_where_stderr_is_not_a_terminal(monkeypatch: Any, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    write_config(tmp_path, "store: sqlite:///store.db\nvariants: []\n")
+    cfg = load_config(tmp_path / "evalsvc.yaml")
+    runner = Runner(cfg, open_engine(cfg.store))
+    assert runner.progress is None  # RunBar's "plain lines" setting
+    assert Runner(cfg, open_engine(cfg.store), progress=False).progress is False

@@ -81,6 +81,8 @@ class _Group(click.Group):
         except EvalsvcError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.exceptions.Exit:  # --help, and ctx.exit(): click's own way out, with its code
+            raise
         except click.ClickException as exc:  # click exits 1 on its own errors; 1 is the gate's "regression"
             exc.exit_code = 2
             raise
