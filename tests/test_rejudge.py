@@ -119,3 +119,23 @@ def test_a_baseline_that_cannot_be_re_judged_leaves_its_suite_undecided_and_says
     with Session(open_engine(load_config(config).store_url())) as s:  # kept failed, saying why: a later gate resumes it
         attempt = s.scalars(select(Run).where(Run.slot.like(f"rejudge:{pinned['judged']}:%"))).one()
     assert attempt.status == "failed" and "re-judging: " in (attempt.error or "")
+
+
+def test_a_baseline_whose_answers_are_not_stored_cannot_be_re_judged(tmp_path: Path) -> None:
+    """The pinned run kept its scores but not its answers (as an imported run may): there is nothing to judge again,
+    so its suite cannot be decided (exit 3), saying so; nothing is asked of the judge about the pinned run."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand, FakeEndpoint(reply=sound_judge(8)) as judge_a, \
+            FakeEndpoint(reply=sound_judge(8)) as judge_b:
+        config = _project(tmp_path, base, cand, judge_a, "a")
+        pinned = _run(config, "base")
+        with Session(open_engine(load_config(config).store_url())) as s, s.begin():
+            for row in s.scalars(select(CaseResult).where(CaseResult.run_id == pinned["judged"])):
+                row.output = None
+        _project(tmp_path, base, cand, judge_b, "b")
+        gate = CliRunner().invoke(main, ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base",
+                                         "--baseline-run", str(pinned["plain"]), "--baseline-run", str(pinned["judged"])])
+        asked = _answers_judged(judge_b)
+    assert gate.exit_code == 3, gate.output
+    assert (f"the baseline answers (run {pinned['judged']}) could not be re-judged with the current judge: run "
+            f"{pinned['judged']} holds no answer for case") in gate.output
+    assert asked == N  # the candidate's answers only
