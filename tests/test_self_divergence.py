@@ -30,17 +30,20 @@ def test_the_series_only_learns_before_its_minimum_history() -> None:
     assert excess(5.0, [0.001] * (MIN_HISTORY - 1), 0.01) is None
 
 
-def test_a_lognormal_series_is_flagged_at_the_level_of_the_bound() -> None:
+def test_a_lognormal_series_is_flagged_at_the_level_of_the_unwidened_bound_and_less_at_the_default() -> None:
     """Under the model (log self-divergence normal, independent runs) the one-sided prediction bound is exceeded with
-    probability exactly ``level``: 4000 seeded draws of 8-run histories land within binomial error of 0.05."""
+    probability exactly ``level``: 4000 seeded draws of 8-run histories land within binomial error of 0.05; the
+    widened default flags fewer."""
     rng = np.random.default_rng(7)
-    flags = 0
+    flags, widened = 0, 0
     for _ in range(4000):
         draws = np.exp(rng.normal(math.log(0.01), 0.4, 9))
-        found = excess(float(draws[-1]), [float(v) for v in draws[:-1]], 0.05)
-        assert found is not None
-        flags += found.flagged
+        found = excess(float(draws[-1]), [float(v) for v in draws[:-1]], 0.05, widen=1.0)
+        default = excess(float(draws[-1]), [float(v) for v in draws[:-1]], 0.05)
+        assert found is not None and default is not None
+        flags, widened = flags + found.flagged, widened + default.flagged
     assert abs(flags / 4000 - 0.05) < 3 * math.sqrt(0.05 * 0.95 / 4000)
+    assert widened < flags / 2
 
 
 def test_a_deterministic_series_flags_a_rise_past_the_floor_only() -> None:
