@@ -139,3 +139,26 @@ def test_a_baseline_whose_answers_are_not_stored_cannot_be_re_judged(tmp_path: P
     assert (f"the baseline answers (run {pinned['judged']}) could not be re-judged with the current judge: run "
             f"{pinned['judged']} holds no answer for case") in gate.output
     assert asked == N  # the candidate's answers only
+
+
+def test_a_re_judging_the_judge_broke_off_is_resumed_by_the_next_gate(tmp_path: Path) -> None:
+    """The judge fails while the pinned run is being re-judged: that gate is undecided, and the next one resumes the
+    same re-judging run (its run key) once the judge answers, and decides."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand, FakeEndpoint(reply=sound_judge(8)) as judge_a, \
+            FakeEndpoint(reply=sound_judge(8)) as judge_b:
+        config = _project(tmp_path, base, cand, judge_a, "a")
+        pinned = _run(config, "base")
+        _project(tmp_path, base, cand, judge_b, "b")
+        _run(config, "cand")
+        gate = ["gate", "-c", str(config), "--candidate", "cand", "--baseline", "base", "--reuse",
+                "--baseline-run", str(pinned["plain"]), "--baseline-run", str(pinned["judged"])]
+        judge_b.behaviour = lambda n, body: (503, {}, b"overloaded")
+        broken = CliRunner().invoke(main, gate)
+        judge_b.behaviour = None
+        resumed = CliRunner().invoke(main, gate)
+    assert broken.exit_code == 3 and "could not be re-judged with the current judge" in broken.output, broken.output
+    assert resumed.exit_code == 0, resumed.output
+    with Session(open_engine(load_config(config).store_url())) as s:
+        run = s.scalars(select(Run).where(Run.slot.like(f"rejudge:{pinned['judged']}:%"))).one()
+    assert run.status == "succeeded" and run.attempts == 2
+    assert f"(its answers from run {pinned['judged']}, judged again in run {run.id})" in resumed.output
