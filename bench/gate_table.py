@@ -34,10 +34,10 @@ def project(folder: Path, models: Path, quants: list[str], sampled: bool) -> Pat
     return folder
 
 
-def gate(folder: Path, candidate: str) -> tuple[dict, float]:
+def gate(folder: Path, candidate: str, extra: tuple[str, ...] = ()) -> tuple[dict, float]:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "evalsvc.cli", "gate", "-c", str(folder / "evalsvc.yaml"), "--candidate", candidate,
-                    "--baseline", "smollm2-f16", "--no-progress", "--json", str(folder / "gate.json")],
+                    "--baseline", "smollm2-f16", "--no-progress", "--json", str(folder / "gate.json"), *extra],
                    cwd=folder, capture_output=True, text=True, check=False)
     return json.loads((folder / "gate.json").read_text()), time.perf_counter() - start
 
@@ -65,7 +65,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--out", type=Path, default=Path("/tmp/gate-table"))
+    parser.add_argument("--sequential", action="store_true", help="gate with --sequential (5 looks, O'Brien-Fleming, "
+                        "seed 1) and print the cases each verdict asked")
     args = parser.parse_args()
+    if args.sequential:
+        return sequential(args)
     print("| candidate vs F16 | pooled Δ pass [90% CI] (decides) | suite vetoes | flips ↓/↑ | tokens/s ratio | "
           "p95 latency | verdict | exit |")
     print("|---|---|---|---|---|---|---|---|")
@@ -75,6 +79,21 @@ def main() -> None:
         folder = project(args.out / quant.lower(), args.models, quants, sampled)
         report, seconds = gate(folder, f"smollm2-{quant.lower()}")
         print(row(label, report), f"<!-- {seconds:.0f} s -->", flush=True)
+
+
+def sequential(args: argparse.Namespace) -> None:
+    print("| candidate vs F16 | sequential verdict | exit | cases asked (of all) | stopped at look | requests saved |")
+    print("|---|---|---|---|---|---|")
+    for quant, label, sampled in (("Q8_0", "Q8_0", False), ("Q4_0", "Q4_0", False), ("Q2_K", "Q2_K", False),
+                                  ("F16", "F16 vs itself (A/A, temperature 0.8)", True)):
+        quants = ["F16"] if quant == "F16" else ["F16", quant]
+        folder = project(args.out / f"seq-{quant.lower()}", args.models, quants, sampled)
+        report, seconds = gate(folder, f"smollm2-{quant.lower()}", ("--sequential", "--seed", "1"))
+        seq = report.get("sequential") or {}
+        looks = seq.get("looks") or [{}]
+        print(f"| {label} | {report['verdict']} | {report['exit_code']} | {seq.get('cases_asked')} of {seq.get('cases_total')} "
+              f"| {looks[-1].get('look')} of {len(seq.get('planned_looks') or [])} | {seq.get('requests_saved')} |",
+              f"<!-- {seconds:.0f} s -->", flush=True)
 
 
 if __name__ == "__main__":

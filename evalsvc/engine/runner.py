@@ -101,7 +101,8 @@ class Runner:
                  locks: RunLocks, only: dict[str, frozenset[str]] | None = None) -> list[Job]:
         jobs = [self.planner.plan(suite, variant, fp, slot, locks) for suite in suites]
         for job in jobs:
-            job.only = None if only is None else only.get(job.suite.name, frozenset())
+            if only is not None and job.suite.harness is None:  # (an lm-eval task runs whole)
+                job.only = only.get(job.suite.name, frozenset())
             if not job.finished and job.suite.harness is None:
                 try:
                     self.planner.answer_from_cache(variant, fp, job)

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 from evalsvc.config import Config
 from evalsvc.config.sequential import SPENDING, SequentialGate
 from evalsvc.engine.runner import Outcome, Runner
-from evalsvc.errors import ConfigError
 from evalsvc.serving import serve
 from evalsvc.store.latest import runs_by_id
 from evalsvc.store.locks import RunLocks
@@ -56,9 +55,9 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
                    logs: Any, gone: str, make_arms: Any) -> tuple[Report | None, list[Outcome]]:
     """The report of the look that decided (None and the failed runs when a look could not be made)."""
     whole = [s.name for s in suites if s.harness is not None]
-    if whole:
-        raise ConfigError("--sequential", f"{', '.join(whole)} is an lm-eval task, which runs whole",
-                          "gate it without --sequential, or leave it out with -s")
+    if whole:  # its cases still enter the pooled tests in the seeded order only
+        notes.append(f"sequential gate: {', '.join(whole)} {'is an lm-eval task' if len(whole) == 1 else 'are lm-eval tasks'}"
+                     ", run whole at the first look")
     slot, seed, resumed = _slot(cfg, engine, suites, candidate, seq.seed, gone)
     arms: Arms = make_arms(slot)
     order = case_order(suites, seed)
