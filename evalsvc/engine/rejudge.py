@@ -146,9 +146,10 @@ def _flat(stored: dict[str, set[tuple[str, str]]]) -> Identity | None:
 
 
 def _cannot(suite: str, who: str, pair: tuple[int, int], why: str) -> str:
-    runs = f"run {pair[0] if who == 'baseline' else pair[1]}" if who != "both" else f"runs {pair[0]} and {pair[1]}"
-    return (f"{suite}: the two runs were judged by different judges or prompt templates, and the {who} answers "
-            f"({runs}) could not be re-judged with the current judge: {why}")
+    whose = {"baseline": f"the baseline answers (run {pair[0]})", "candidate": f"the candidate answers (run {pair[1]})"
+             }.get(who, f"the answers (runs {pair[0]} and {pair[1]})")
+    return (f"{suite}: the two runs were judged by different judges or prompt templates, and {whose} could not be "
+            f"re-judged with the current judge: {why}")
 
 
 def _start(engine: Engine, run_id: int) -> None:
