@@ -120,3 +120,24 @@ def test_looks_and_seed_need_sequential(tmp_path: Path, args: list[str]) -> None
         project = _project(tmp_path, base, cand, n=20)
         out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", *args])
     assert out.exit_code == 2 and "--sequential" in out.output
+
+
+@pytest.mark.parametrize(("wrong_every", "exit_code", "early"), [(3, 1, True), (None, 0, True), (20, 3, False)],
+                         ids=["collapse", "identical", "marginal"])
+def test_the_anytime_mode_decides_within_its_budget_or_is_inconclusive_at_it(
+        tmp_path: Path, wrong_every: int | None, exit_code: int, early: bool) -> None:
+    reply = _wrong_every(wrong_every) if wrong_every else None
+    with FakeEndpoint() as base, (FakeEndpoint(reply=reply) if reply else FakeEndpoint()) as cand:
+        out = _gate(_project(tmp_path, base, cand), "--sequential", "anytime", "--budget", "400", "--seed", "2")
+        asked = len(cand.requests)
+    assert out.exit_code == exit_code, out.output
+    report = _report(tmp_path)
+    seq = report["sequential"]
+    assert seq["spending"] == "anytime" and seq["planned_looks"] == list(range(20, 401, 20))
+    assert asked == seq["cases_asked"] and (asked < 400) == early and seq["stopped_early"]  # 400 of 1000 at most
+    last = seq["looks"][-1]["metrics"][0]
+    assert "e_pass" in last and "betting" in last["method"]
+    pooled = next(c for c in report["comparisons"] if c["scope"] == "all suites" and c["metric"] == "pass")
+    assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((last["ci_low"], last["ci_high"]))  # the sequence, not fixed-n
+    if exit_code == 3:
+        assert "budget of 400 cases was reached" in out.output and "confidence sequence" in out.output

@@ -138,17 +138,22 @@ def arena(config_path: str, suite_name: str, variants: tuple[str, ...], judge_na
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("--plan", is_flag=True, help="Measure nothing: print the cases each suite, and the gated suites pooled, need "
               "to pass at the configured margins (with no change, and at a typical 5% of cases flipping).")
-@click.option("--sequential/--fixed", "sequential", default=None, help="Ask the cases in looks (a seeded random order, "
-              "both arms together) and stop at the first look that decides, at the fixed gate's error rates "
-              "(default: --sequential when evalsvc.yaml sets gate.sequential; docs/gate.md).")
+@click.option("--sequential", type=click.Choice(["looks", "anytime"]), is_flag=False, flag_value="looks", default=None,
+              help="Ask the cases in a seeded random order, both arms together, and stop at the first look that decides, "
+              "at the fixed gate's error rates: `looks` (the default) at group-sequential looks over all gated cases; "
+              "`anytime` with a betting test valid at any look, asking at most --budget cases (docs/gate.md). "
+              "Default: as gate.sequential in evalsvc.yaml.")
+@click.option("--fixed", is_flag=True, help="Ask every case, even where evalsvc.yaml sets gate.sequential.")
+@click.option("--budget", type=click.IntRange(2), default=None, help="With --sequential anytime: the most cases asked "
+              "(default gate.sequential.budget, else every gated case).")
 @click.option("--looks", type=click.IntRange(2, 20), default=None, help="With --sequential: how many looks (default "
               "gate.sequential.looks, else 5).")
 @click.option("--seed", type=int, default=None, help="With --sequential: the case order's seed (default: a new one, "
               "printed in the report; a stopped sequential gate is resumed with its own).")
 def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[str, ...], reuse: bool, no_run: bool,
          max_age: str | None, baseline_runs: tuple[int, ...], fail_on_inconclusive: bool | None, markdown_path: str | None,
-         junit_path: str | None, json_path: str | None, progress: bool | None, plan: bool, sequential: bool | None,
-         looks: int | None, seed: int | None) -> None:
+         junit_path: str | None, json_path: str | None, progress: bool | None, plan: bool, sequential: str | None,
+         fixed: bool, budget: int | None, looks: int | None, seed: int | None) -> None:
     """Pre-deploy gate: is the candidate non-inferior to the baseline, case by case?
 
     \b
@@ -169,6 +174,7 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     Examples:
       evalsvc gate --candidate smollm2-q8_0 --baseline smollm2-f16 --junit gate.xml
       evalsvc gate --candidate smollm2-q4_0 --sequential --looks 5
+      evalsvc gate --candidate api-new --sequential anytime --budget 2000
       evalsvc gate --candidate api-new --reuse --max-age 24h
     A variant that is not in evalsvc.yaml but has stored results (`evalsvc import`)
     is gated on its latest stored runs: nothing is measured now.
@@ -209,7 +215,8 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
                                   run_missing=not no_run, max_age=svc.parse_age(max_age) if max_age else None,
                                   baseline_runs=baseline_runs, fail_on_inconclusive=fail_on_inconclusive,
                                   markdown_path=paths[0], junit_path=paths[1], json_path=paths[2], progress=progress,
-                                  logs=log_dir(config_path), sequential=_sequential(cfg, sequential, looks, seed))
+                                  logs=log_dir(config_path),
+                                  sequential=_sequential(cfg, None if fixed else sequential, fixed, budget, looks, seed))
     except EvalsvcError:
         raise  # the service wrote the files
     except Exception as exc:  # a bug must not read as a regression, nor leave CI without its report: exit 2, files written
@@ -218,17 +225,21 @@ def gate(config_path: str, candidate: str, baseline: str | None, suites: tuple[s
     _exit_with(result)
 
 
-def _sequential(cfg: Any, on: bool | None, looks: int | None, seed: int | None) -> Any:
+def _sequential(cfg: Any, mode: str | None, fixed: bool, budget: int | None, looks: int | None, seed: int | None) -> Any:
     """The sequential settings this gate runs with (None: the fixed gate): evalsvc.yaml's, with the options over them."""
     from evalsvc.config.sequential import SequentialGate
 
     configured = cfg.gate.sequential
-    if on is False or (on is None and configured is None):
-        if looks is not None or seed is not None:
-            raise click.UsageError("--looks and --seed go with --sequential (or gate.sequential in evalsvc.yaml)")
+    if fixed or (mode is None and configured is None):
+        if looks is not None or seed is not None or budget is not None:
+            raise click.UsageError("--looks, --budget and --seed go with --sequential (or gate.sequential in evalsvc.yaml)")
         return None
     chosen = configured or SequentialGate()
-    return chosen.model_copy(update={k: v for k, v in (("looks", looks), ("seed", seed)) if v is not None})
+    chosen = chosen.model_copy(update={k: v for k, v in (("mode", mode), ("looks", looks), ("budget", budget), ("seed", seed))
+                                       if v is not None})
+    if chosen.mode == "looks" and budget is not None:
+        raise click.UsageError("--budget goes with --sequential anytime: group-sequential looks cover every gated case")
+    return chosen
 
 
 def _known_variants(cfg: Any, engine: Any, **names: str | None) -> None:

@@ -32,7 +32,16 @@ from evalsvc.store.locks import RunLocks
 from evalsvc.store.schema import Run, utcnow
 from evalsvc.suites import Suite
 from evalsvc.verdicts.compare import Report
-from evalsvc.verdicts.sequential import SequentialSummary, case_order, evaluate_look, kinds_of, looks_for
+from evalsvc.verdicts.sequential import (
+    Rule,
+    SequentialSummary,
+    anytime_looks,
+    case_order,
+    evaluate_look,
+    evidence,
+    kinds_of,
+    looks_for,
+)
 
 PREFIX = "gate:seq:"
 RESUMABLE = ("running", "failed", "cancelled")
@@ -62,11 +71,17 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
     arms: Arms = make_arms(slot)
     order = case_order(suites, seed)
     total = len(order)
-    planned = looks_for(total, seq.looks)
-    spending = SPENDING[seq.spending]
-    summary = SequentialSummary(seed, slot, planned, total, seq.spending, resumed=resumed)
     early_pass = not arms.timed and not any(s.model_graded for s in suites) and not any(
         cfg.gate.suite(s.name).critical for s in suites)
+    if seq.mode == "anytime":
+        budget = min(seq.budget or total, total)
+        planned = anytime_looks(budget, seq.every)
+        rule = Rule("anytime", budget, early_pass=early_pass, population=total if seq.finite else None)
+        summary = SequentialSummary(seed, slot, planned, total, "anytime", resumed=resumed)
+    else:
+        planned = looks_for(total, seq.looks)
+        rule = Rule("looks", total, SPENDING[seq.spending], early_pass)
+        summary = SequentialSummary(seed, slot, planned, total, seq.spending, resumed=resumed)
     if not early_pass:
         notes.append("sequential gate: it can stop early only with a regression here (a judged or critical suite, or "
                      "a speed margin, is decided on complete runs), so a pass comes at the last look")
@@ -94,8 +109,7 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
                 rows = runs_by_id(s, [o.run_id for o in [*base, *cand]])
                 by_suite = {o.suite: rows[o.run_id] for o in base}
                 runs = {o.suite: (by_suite[o.suite], rows[o.run_id]) for o in cand}
-                look, report = evaluate_look(s, cfg.gate, baseline, candidate, runs, order, sizes, total, spending,
-                                             early_pass, kinds, notes)
+                look, report = evaluate_look(s, cfg.gate, baseline, candidate, runs, order, sizes, rule, kinds, notes)
             summary.looks.append(look)
             _say(look, total, planned, started)
             if report is not None:
@@ -142,8 +156,7 @@ def _slot(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, seed
 
 def _say(look: Any, total: int, planned: list[int], started: float) -> None:
     """One plain line per look on stderr (a CI log shows where the gate stands)."""
-    parts = [f"{r.metric} Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] z {r.statistic:+.2f} vs ±{r.boundary:.2f}"
-             for r in look.rows]
+    parts = [f"{r.metric} Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {evidence(r)}" for r in look.rows]
     print(f"sequential gate: look {look.look}/{len(planned)}, {look.asked}/{total} cases asked, "
           f"{'; '.join(parts) or 'too few pairs yet'}: {look.verdict} ({time.monotonic() - started:.0f} s)",
           file=sys.stderr, flush=True)

@@ -38,12 +38,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from evalsvc.config import GateConfig
+from evalsvc.stats.betting import betting_paired
 from evalsvc.stats.comparison import margin_from
-from evalsvc.stats.sequential import Look, equal_looks, sequential_binary, sequential_continuous
+from evalsvc.stats.sequential import equal_looks, sequential_binary, sequential_continuous
 from evalsvc.suites import Suite
-from evalsvc.verdicts.compare import POOLED, Report, compare_runs, per_case
-
-__all__ = ["LookRecord", "SequentialSummary", "case_order", "equal_looks", "evaluate_look", "kinds_of", "looks_for"]
+from evalsvc.verdicts.compare import POOLED, NotComparable, Report, compare_runs, per_case
 
 _GOOD = ("pass", "improvement")
 
@@ -56,7 +55,7 @@ class LookRecord:
     asked: int  # cases asked so far, over all gated suites (both arms)
     verdict: str  # continue, pass, improvement, regression, inconclusive
     level: float  # the nominal one-sided level the look decided at, 1 - Phi(b_k)
-    rows: list[Look]  # one per primary metric pooled over the suites
+    rows: list[Any]  # one per primary metric pooled over the suites: stats.sequential.Look or stats.betting.BettingLook
 
 
 @dataclass
@@ -93,21 +92,41 @@ def looks_for(total: int, looks: int) -> list[int]:
     return equal_looks(total, max(1, min(looks, total // 2)))
 
 
+def anytime_looks(budget: int, every: int | None) -> list[int]:
+    """Case counts at the anytime test's looks: every ``every`` cases (default a twentieth of the budget, at least 20)
+    up to the budget, which is the last."""
+    step = every or max(20, budget // 20)
+    return [*range(step, budget, step), budget]
+
+
 def kinds_of(suites: Sequence[Suite]) -> dict[str, dict[str, tuple[str, bool]]]:
     """metric -> (kind, higher is better) per suite, from the suites' checks (runs asked in part have no metric points)."""
     return {s.name: {m: (spec.kind, spec.higher_is_better) for m, spec in s.metrics().items()} for s in suites}
 
 
+@dataclass(frozen=True)
+class Rule:
+    """How the looks decide: group-sequential boundaries over ``n_max`` cases, or the anytime betting test."""
+
+    mode: str  # "looks" or "anytime"
+    n_max: int  # the planned last look (all gated cases, or the anytime budget)
+    spending: str = "obrien-fleming"
+    early_pass: bool = True  # False: judged, critical or speed-decided suites pass only at the last look
+    population: int | None = None  # anytime, a claim about the finite suites: their size
+
+
 def evaluate_look(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
-                  order: list[tuple[str, str]], sizes: list[int], total: int, spending: str, early_pass: bool,
+                  order: list[tuple[str, str]], sizes: list[int], rule: Rule,
                   kinds: dict[str, dict[str, tuple[str, bool]]], notes: list[str]) -> tuple[LookRecord, Report | None]:
     """The look after the first ``sizes[-1]`` cases of ``order`` were asked (``sizes``: the looks so far).
 
     Returns the look and, when it decides (or is the last), the report to publish; None while the gate goes on."""
-    final = sizes[-1] >= total
+    final = sizes[-1] >= rule.n_max
     alpha = gate.alpha / max(1, len(gate.primary))
     rows = [look for metric in gate.primary
-            if (look := _pooled_look(s, gate, metric, runs, order, sizes, total, alpha, spending, final, kinds)) is not None]
+            if (look := _pooled_look(s, gate, metric, runs, order, sizes, alpha, rule, final, kinds)) is not None]
+    if rule.mode == "anytime":
+        return _anytime(s, gate, baseline, candidate, runs, sizes, rule, final, rows, kinds, notes)
     level = min((r.level for r in rows), default=gate.alpha if final else 0.0)
     verdicts = [r.verdict for r in rows]
     if not final and level <= 0.0:  # this look spends nothing: it cannot decide
@@ -119,22 +138,88 @@ def evaluate_look(s: Session, gate: GateConfig, baseline: str, candidate: str, r
     elif "regression" in verdicts or report.verdict == "regression":
         verdict = "regression"
         if report.verdict != "regression":  # the pooled boundary was crossed downwards: that decides
-            report.verdict = "regression"
-            if report.decision is not None:
-                report.decision.reasons.extend(f"{POOLED}/{r.metric} crossed the lower boundary at look {r.look}: "
-                                               f"Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] below −{r.margin:.3f}"
-                                               for r in rows if r.verdict == "regression")
-    elif early_pass and rows and all(v in _GOOD for v in verdicts) and report.verdict in _GOOD:
+            _regressed(report, rows, "crossed the lower boundary")
+    elif rule.early_pass and rows and all(v in _GOOD for v in verdicts) and report.verdict in _GOOD:
         verdict = report.verdict
     else:
         return LookRecord(len(sizes), sizes[-1], "continue", level, rows), None
     return LookRecord(len(sizes), sizes[-1], verdict, level, rows), report
 
 
+def _regressed(report: Report, rows: Sequence[Any], how: str) -> None:
+    report.verdict = "regression"
+    if report.decision is not None:
+        report.decision.reasons.extend(f"{POOLED}/{r.metric} {how} at look {r.look}: Δ {r.delta:+.3f} "
+                                       f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}] below −{r.margin:.3f}"
+                                       for r in rows if r.verdict == "regression")
+
+
+def _anytime(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]], sizes: list[int],
+             rule: Rule, final: bool, rows: list[Any], kinds: dict[str, dict[str, tuple[str, bool]]], notes: list[str]
+             ) -> tuple[LookRecord, Report | None]:
+    """The anytime rule: only the e-processes claim (a fixed-n test re-read at every look would not hold its level);
+    the pooled rule's vetoes, at alpha, can only stop a pass. At the budget, no crossing is inconclusive."""
+    verdicts = [r.verdict for r in rows]
+    crossed_down = "regression" in verdicts
+    crossed_up = bool(rows) and all(v in _GOOD for v in verdicts)
+    if not (final or crossed_down or crossed_up):
+        return LookRecord(len(sizes), sizes[-1], "continue", gate.alpha, rows), None
+    report = compare_runs(s, gate, baseline, candidate, runs, list(notes), kinds=kinds)
+    report.pooled = [(scope, _with_sequence(c, rows)) for scope, c in report.pooled]
+    if report.decision is not None:  # the pooled rows' reasons, read off the confidence sequence
+        report.decision.reasons[:] = [r for r in report.decision.reasons if not r.startswith(f"{POOLED}/")] + [
+            f"{POOLED}/{r.metric} {r.verdict if r.verdict != 'continue' else 'not decided'} by its e-process: Δ {r.delta:+.3f}, "
+            f"confidence sequence [{r.ci_low:+.3f}, {r.ci_high:+.3f}], margin {r.margin:.3f}, n {r.n}"
+            for r in rows if r.verdict not in _GOOD]
+    if crossed_down:
+        _regressed(report, rows, "was shown below the margin by its e-process")
+    elif crossed_up and rule.early_pass and report.verdict in _GOOD:
+        pass
+    elif crossed_up and not final:
+        return LookRecord(len(sizes), sizes[-1], "continue", gate.alpha, rows), None
+    else:
+        report.verdict = "inconclusive"
+        if report.decision is not None:
+            report.decision.reasons.append(f"the budget of {rule.n_max} cases was reached with no e-process at 1/alpha = "
+                                           f"{1 / gate.alpha:g}" if not crossed_up else "a suite vetoes the pass")
+    return LookRecord(len(sizes), sizes[-1], report.verdict, gate.alpha, rows), report
+
+
+def _with_sequence(c: Any, rows: list[Any]) -> Any:
+    """A pooled row with the confidence sequence and the anytime p-values in place of the fixed-n interval."""
+    from dataclasses import replace
+
+    row = next((r for r in rows if r.metric == c.metric), None)
+    if row is None:
+        return c
+    return replace(c, ci_low=row.ci_low, ci_high=row.ci_high, p_noninferior=row.p_noninferior, p_inferior=row.p_inferior,
+                   verdict="inconclusive" if row.verdict == "continue" else row.verdict, n_needed=None, method=row.method)
+
+
 def _pooled_look(s: Session, gate: GateConfig, metric: str, runs: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
-                 sizes: list[int], total: int, alpha: float, spending: str, final: bool,
-                 kinds: dict[str, dict[str, tuple[str, bool]]]) -> Look | None:
-    """The group-sequential test of one primary metric pooled over the suites, its pairs in the seeded order."""
+                 sizes: list[int], alpha: float, rule: Rule, final: bool,
+                 kinds: dict[str, dict[str, tuple[str, bool]]]) -> Any:
+    """The sequential test of one primary metric pooled over the suites, its pairs in the seeded order."""
+    pairs = _pairs(s, gate, metric, runs, order, sizes, kinds)
+    if pairs is None:
+        return None  # too few pairs yet (or none new at this look)
+    base, cand, looks, binary, scale = pairs
+    m = gate.margin_for(metric)
+    margin = margin_from(sum(base) / len(base), m.absolute, m.relative)
+    if rule.mode == "anytime":
+        if min(base + cand) < 0 or max(base + cand) > scale:
+            raise NotComparable(f"{metric}: the anytime test needs scores in [0, 1] (pass/fail, or a score of that range); "
+                                "use --sequential looks for it")
+        return betting_paired(metric, base, cand, looks, margin, alpha, scale, rule.population, final)[-1]
+    test = sequential_binary if binary else sequential_continuous
+    return test(metric, base, cand, looks, rule.n_max, margin, alpha, rule.spending, final=final)[-1]  # (or the look that decided)
+
+
+def _pairs(s: Session, gate: GateConfig, metric: str, runs: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
+           sizes: list[int], kinds: dict[str, dict[str, tuple[str, bool]]]
+           ) -> tuple[list[float], list[float], list[int], bool, float] | None:
+    """The metric's oriented pairs among the first ``sizes[-1]`` cases of the order, the paired count at each look
+    that added pairs, whether they are pass/fail, and the largest value a scaled score can take."""
     scored = {name: (per_case(s, b.id, gate.samples_pass), per_case(s, c.id, gate.samples_pass))
               for name, (b, c) in runs.items()}
     base: list[float] = []
@@ -160,25 +245,28 @@ def _pooled_look(s: Session, gate: GateConfig, metric: str, runs: dict[str, tupl
             paired_at.append(len(base))
             end = next(ends, -1)
     looks = [n for k, n in enumerate(paired_at) if n >= 2 and (k == 0 or n > max(paired_at[:k]))]
-    if not looks or looks[-1] != len(base) or len(base) < 2:
-        return None  # too few pairs yet (or none new at this look)
+    if not looks or looks[-1] != len(base):
+        return None
+    scale = 1.0
     if len(set(weights)) > 1:  # weighted pooling, as the fixed gate does it (compare._compare_pooled): scaled values
         k = [w * len(weights) / sum(weights) for w in weights]
         base, cand, binary = [b * f for b, f in zip(base, k, strict=True)], [c * f for c, f in zip(cand, k, strict=True)], False
-    m = gate.margin_for(metric)
-    margin = margin_from(sum(base) / len(base), m.absolute, m.relative)
-    test = sequential_binary if binary else sequential_continuous
-    return test(metric, base, cand, looks, total, margin, alpha, spending, final=final)[-1]  # (or the look that decided)
+        scale = max(k)
+    return base, cand, looks, binary, scale
 
 
 def markdown_lines(summary: SequentialSummary) -> list[str]:
     """The looks as a table: where the gate stopped, what it asked, the boundary and each pooled metric's interval."""
+    how = ("anytime-valid betting test: intervals are its confidence sequence, valid at any look and any stop "
+           "[wsr2024]" if summary.spending == "anytime" else
+           "intervals are repeated confidence intervals, valid at whatever look the gate stops [jt1989]")
     head = (f"Sequential gate: {summary.asked} of {summary.total} cases asked in {len(summary.looks)} of "
-            f"{len(summary.planned)} looks ({summary.spending} spending, seed {summary.seed})"
+            f"{len(summary.planned)} looks ({summary.spending}{'' if summary.spending == 'anytime' else ' spending'}, "
+            f"seed {summary.seed})"
             + (f", {summary.requests_saved} requests saved" if summary.stopped_early else ", every case asked")
-            + ". Intervals are repeated confidence intervals, valid at whatever look the gate stops [jt1989]:")
-    lines = [head, "", "| look | cases asked | metric | Δ | interval | z at −m | boundary | pooled test | gate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+            + f"; {how}:")
+    lines = [head, "", "| look | cases asked | metric | Δ | interval | evidence | pooled test | gate |",
+             "|---|---|---|---|---|---|---|---|"]
     for look in summary.looks:
         for r in look.rows or [None]:
             if r is None:
@@ -186,8 +274,15 @@ def markdown_lines(summary: SequentialSummary) -> list[str]:
                 continue
             test = r.verdict if r.look == look.look else f"{r.verdict} (at look {r.look}, which it holds)"
             lines.append(f"| {look.look} | {look.asked} | {r.metric} | {r.delta:+.3f} | [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
-                         f"| {r.statistic:+.2f} | ±{r.boundary:.2f} | {test} | {look.verdict} |")
+                         f"| {evidence(r)} | {test} | {look.verdict} |")
     return [*lines, ""]
+
+
+def evidence(r: Any) -> str:
+    """What a look's pooled test saw against what would decide."""
+    if hasattr(r, "boundary"):
+        return f"z at −m {r.statistic:+.2f} vs ±{r.boundary:.2f}"
+    return f"e {r.e_pass:.3g} (pass) / {r.e_regression:.3g} (regression) vs {1 / r.alpha:g}"
 
 
 def as_dict(summary: SequentialSummary) -> dict[str, Any]:
@@ -200,6 +295,8 @@ def as_dict(summary: SequentialSummary) -> dict[str, Any]:
             "requests_saved": summary.requests_saved, "resumed": summary.resumed,
             "looks": [{"look": k.look, "cases_asked": k.asked, "verdict": k.verdict, "level": k.level,
                        "metrics": [{"metric": r.metric, "n": r.n, "delta": num(r.delta), "ci_low": num(r.ci_low),
-                                    "ci_high": num(r.ci_high), "statistic": num(r.statistic), "boundary": num(r.boundary),
-                                    "fraction": r.fraction, "margin": r.margin, "verdict": r.verdict, "method": r.method}
+                                    "ci_high": num(r.ci_high), "margin": r.margin, "verdict": r.verdict, "method": r.method,
+                                    **({"statistic": num(r.statistic), "boundary": num(r.boundary), "fraction": r.fraction}
+                                       if hasattr(r, "boundary") else
+                                       {"e_pass": num(r.e_pass), "e_regression": num(r.e_regression)})}
                                    for r in k.rows]} for k in summary.looks]}
