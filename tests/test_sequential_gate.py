@@ -141,3 +141,58 @@ def test_the_anytime_mode_decides_within_its_budget_or_is_inconclusive_at_it(
     assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((last["ci_low"], last["ci_high"]))  # the sequence, not fixed-n
     if exit_code == 3:
         assert "budget of 400 cases was reached" in out.output and "confidence sequence" in out.output
+
+
+def _stored(url: str) -> dict[str, set[int]]:
+    """Case numbers with an answer, by variant name."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from evalsvc.store.schema import CaseResult, Run
+
+    engine = create_engine(url)
+    try:
+        with Session(engine) as s:
+            rows = s.execute(select(Run.variant_name, CaseResult.case_id).join(Run, Run.id == CaseResult.run_id)
+                             .where(CaseResult.status != "errored")).all()
+    except Exception:  # not created yet
+        return {}
+    finally:
+        engine.dispose()
+    out: dict[str, set[int]] = {}
+    for name, cid in rows:
+        out.setdefault(name, set()).add(int(cid[1:]))
+    return out
+
+
+def test_a_sequential_gate_killed_mid_way_is_resumed_by_the_next_and_asks_no_stored_case_again(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n = 200
+    with FakeEndpoint(delay_s=0.05) as base, FakeEndpoint(delay_s=0.05) as cand:
+        project = _project(tmp_path, base, cand, n=n, extra="concurrency: 2")
+        url = f"sqlite:///{project / 'store.db'}"
+        cmd = [sys.executable, "-m", "evalsvc.cli", "gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand",
+               "--sequential", "--seed", "5", "--no-progress"]
+        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while len(_stored(url).get("cand", ())) < 50 and time.monotonic() < deadline:  # inside look 2 (40 cases a look)
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before = _stored(url)
+        sent = (len(base.requests), len(cand.requests))
+        assert 40 < len(before["cand"]) < n, "the kill must land mid-way"
+        again = _gate(project)  # no --seed: the killed gate's slot and seed are found
+        assert again.exit_code == 0, again.output
+        seq = _report(project)["sequential"]
+        assert seq["resumed"] and seq["seed"] == 5
+        for fake, name, k in ((base, "base", 0), (cand, "cand", 1)):
+            resent = {_number(b) for b in fake.requests[sent[k]:]} & before[name]
+            assert not resent, f"{name}: cases stored before the kill were asked again: {sorted(resent)}"
+        after = _stored(url)
+        assert before["cand"] <= after["cand"] and len(after["cand"]) == seq["cases_asked"]
