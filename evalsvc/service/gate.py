@@ -144,7 +144,9 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
                           "leave out --reuse/--no-run/--baseline-run, or gate without --sequential")
     if sequential is not None:
         aa = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
-        found, failed = run_sequential(cfg, engine, suites, baseline, candidate, sequential, made, [A_A_NOTE] * aa,
+        arms_note = [] if _arms(cfg, engine, baseline, candidate, "", progress, logs).together else [ONE_AT_A_TIME_NOTE]
+        found, failed = run_sequential(cfg, engine, suites, baseline, candidate, sequential, made,
+                                       [A_A_NOTE] * aa + arms_note,
                                        progress=progress, logs=logs, gone=GATE_GONE,
                                        make_arms=lambda slot: _arms(cfg, engine, baseline, candidate, slot, progress, logs))
         if found is None:

@@ -253,6 +253,9 @@ class VerdictRecord(Base):
     flips_up: Mapped[int]
     n_needed: Mapped[int | None]
     overall: Mapped[str] = mapped_column(String(16))  # the whole comparison's verdict (same on every row of a report)
+    # a sequential gate's stop, the same on every row of its report (None: a fixed comparison): {"look", "looks",
+    # "asked", "total", "seed", "slot", "stopped_early", "requests_saved"} (verdicts/record.py)
+    sequential: Mapped[dict[str, Any] | None]
 
 
 class DriftMark(Base):

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, null
 from sqlalchemy.orm import Session
 
 from evalsvc.store.schema import Run, VerdictRecord
 from evalsvc.verdicts import divergence
 from evalsvc.verdicts.compare import NotComparable, Report, compare, compare_runs
 from evalsvc.verdicts.health import HEALTH
+from evalsvc.verdicts.sequential import SequentialSummary
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ def record(engine: Engine, report: Report) -> str:
     alone = set(report.decision.alone) if report.decision else set()
     pooled = [c for _, c in report.pooled if pooled_rule and c.metric not in alone]
     deciding = {id(c) for c in [*(c for _, c in report.primary), *pooled]}  # the rows that decide or can veto
+    stop = stopped(report.sequential) or null()  # SQL NULL for a fixed comparison, not the JSON value null
     rows = []
     served = [(HEALTH, report.health)] if report.health is not None else []
     for scope, c in [*report.pooled, *report.primary, *report.secondary, *served, *report.speed]:
@@ -40,7 +43,7 @@ def record(engine: Engine, report: Report) -> str:
             candidate_run_ts=cand_run.created_at if cand_run else None, metric=c.metric, kind=c.kind,
             primary=id(c) in deciding, lower_is_better=lower, n=c.n, baseline_mean=base, candidate_mean=cand,
             delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high, margin=c.margin, verdict=c.verdict,
-            flips_down=c.flips_down, flips_up=c.flips_up, n_needed=c.n_needed, overall=report.verdict))
+            flips_down=c.flips_down, flips_up=c.flips_up, n_needed=c.n_needed, overall=report.verdict, sequential=stop))
     for scope, summary in report.divergence:  # shown, never deciding (the Trends and Quality-vs-speed pages plot kld)
         numbers = divergence.recorded(summary)
         if numbers is not None:
@@ -49,10 +52,20 @@ def record(engine: Engine, report: Report) -> str:
                 report_id=report_id, baseline=report.baseline, candidate=report.candidate, scope=scope,
                 baseline_run_id=base_run.id if base_run else None, candidate_run_id=cand_run.id if cand_run else None,
                 candidate_run_ts=cand_run.created_at if cand_run else None, primary=False, margin=0.0,
-                verdict=divergence.SHOWN, flips_down=0, flips_up=0, n_needed=None, overall=report.verdict, **numbers))
+                verdict=divergence.SHOWN, flips_down=0, flips_up=0, n_needed=None, overall=report.verdict, sequential=stop,
+                **numbers))
     with Session(engine) as s, s.begin():
         s.add_all(rows)
     return report_id
+
+
+def stopped(summary: SequentialSummary | None) -> dict[str, Any] | None:
+    """Where a sequential gate stopped, as its verdict rows keep it (None for a fixed comparison)."""
+    if summary is None or not summary.looks:
+        return None
+    return {"look": summary.looks[-1].look, "looks": len(summary.planned), "asked": summary.asked, "total": summary.total,
+            "seed": summary.seed, "slot": summary.slot, "stopped_early": summary.stopped_early,
+            "requests_saved": summary.requests_saved}
 
 
 def compare_with_baselines(engine: Engine, cfg, suites: list, variants: Iterable,
