@@ -53,6 +53,7 @@ class Judged:
 
     ids: dict[str, tuple[int, int]]
     notes: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)  # suite -> why its runs could not be judged alike
 
 
 def judged_alike(cfg: Config, engine: Engine, suites: list[Suite], ids: dict[str, tuple[int, int]],
@@ -71,7 +72,8 @@ def judged_alike(cfg: Config, engine: Engine, suites: list[Suite], ids: dict[str
         try:
             now = current_identity(cfg, suite)
         except EvalsvcError as exc:
-            out.notes.append(_cannot(name, "both", pair, f"a judge of the suite is not configured: {exc}"))
+            out.why[name] = _cannot("both", pair, f"a judge of the suite is not configured: {exc}")
+            out.notes.append(f"{name}: the two runs were judged by different judges or prompt templates, and {out.why[name]}")
             continue
         new = list(pair)
         for k, (who, run_id) in enumerate(zip(("baseline", "candidate"), pair, strict=True)):
@@ -80,7 +82,9 @@ def judged_alike(cfg: Config, engine: Engine, suites: list[Suite], ids: dict[str
             try:
                 new[k] = rejudge(cfg, engine, suite, run_id, now, log_dir)
             except EvalsvcError as exc:
-                out.notes.append(_cannot(name, who, pair, str(exc)))
+                out.why[name] = _cannot(who, pair, str(exc))
+                out.notes.append(f"{name}: the two runs were judged by different judges or prompt templates, and "
+                                 f"{out.why[name]}")
                 break
             judges = ", ".join(sorted(judge_checks(suite)))
             out.notes.append(f"{name}: {who} re-judged with {judges} (its answers from run {run_id}, judged again in "
@@ -145,11 +149,10 @@ def _flat(stored: dict[str, set[tuple[str, str]]]) -> Identity | None:
     return {label: next(iter(ids)) for label, ids in stored.items()}
 
 
-def _cannot(suite: str, who: str, pair: tuple[int, int], why: str) -> str:
+def _cannot(who: str, pair: tuple[int, int], why: str) -> str:
     whose = {"baseline": f"the baseline answers (run {pair[0]})", "candidate": f"the candidate answers (run {pair[1]})"
              }.get(who, f"the answers (runs {pair[0]} and {pair[1]})")
-    return (f"{suite}: the two runs were judged by different judges or prompt templates, and {whose} could not be "
-            f"re-judged with the current judge: {why}")
+    return f"{whose} could not be re-judged with the current judge: {why}"
 
 
 def _start(engine: Engine, run_id: int) -> None:

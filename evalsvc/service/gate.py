@@ -166,7 +166,7 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
         ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
         first = [A_A_NOTE] * (cfg.fingerprint(baseline) == cfg.fingerprint(candidate)) + notes
     judged = judged_alike(cfg, engine, suites, ids, logs)  # a stored run judged by another judge: its answers re-judged
-    report = _compare_ids(engine, cfg, baseline, candidate, judged.ids, first + judged.notes)
+    report = _compare_ids(engine, cfg, baseline, candidate, judged.ids, first + judged.notes, judged.why)
     return _published(engine, cfg, report, max_age, fail_on_inconclusive, markdown_path, junit_path, json_path)
 
 
@@ -264,11 +264,11 @@ def _pinned(engine: Engine, suites: list[Suite], run_ids: tuple[int, ...]) -> di
 
 
 def _compare_ids(engine: Engine, cfg: Config, baseline: str, candidate: str, ids: dict[str, tuple[int, int]],
-                 notes: list[str]) -> Report:
+                 notes: list[str], unjudged: dict[str, str] | None = None) -> Report:
     with Session(engine) as s:
         rows = runs_by_id(s, [i for pair in ids.values() for i in pair])
         return compare_runs(s, cfg.gate, baseline, candidate, {name: (rows[b], rows[c]) for name, (b, c) in ids.items()},
-                            list(notes))
+                            list(notes), unjudged=unjudged)
 
 
 def _provenance(engine: Engine, report: Report, max_age: timedelta | None) -> list[str]:

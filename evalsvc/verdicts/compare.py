@@ -164,8 +164,12 @@ def stored_runs(engine: Engine, cfg: Config, suites: list[Suite], baseline: str,
 
 
 def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]],
-                 notes: list[str] | None = None, kinds: dict[str, dict[str, tuple[str, bool]]] | None = None) -> Report:
+                 notes: list[str] | None = None, kinds: dict[str, dict[str, tuple[str, bool]]] | None = None,
+                 unjudged: dict[str, str] | None = None) -> Report:
     """Pair each suite's two runs case by case and decide every metric.
+
+    ``unjudged``: per suite, why its runs, judged by different judges, could not be judged alike (engine/rejudge.py):
+    said where that suite cannot be decided.
 
     Every suite decides: its primary metrics are the deciding comparisons (``Report.primary``), combined by
     ``decide_suites``: an overall pass needs every suite to pass, regressions are Holm-adjusted across
@@ -236,7 +240,8 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
             notes.append(f"{suite_name}: {', '.join(sorted(mismatched | {'pass'}))} not compared: the two runs were judged "
                          "by different judges or prompt templates (a case's pass holds its judge verdicts); measure both "
                          "now, or re-judge the older run with the current judge")
-            why[suite_name] = "its runs were judged by different judges or prompt templates"
+            why[suite_name] = "its runs were judged by different judges or prompt templates" + (
+                f", and {unjudged[suite_name]}" if unjudged and suite_name in unjudged else "")
         if untrusted - {"pass"} - mismatched:
             why[suite_name] = "its judge is fooled by its canaries more often than it was (a judge alert is open)"
             notes.append(f"{suite_name}: {', '.join(sorted(untrusted))} not decided: its judge is fooled by its canaries "
