@@ -20,6 +20,7 @@ from evalsvc.dashboard.divergence import divergence_metrics as divergence_metric
 from evalsvc.dashboard.divergence import divergence_series as divergence_series
 from evalsvc.dashboard.divergence import kld_of
 from evalsvc.dashboard.frames import frame as _frame
+from evalsvc.dashboard.sequential import sequential_verdict as sequential_verdict
 from evalsvc.service.compare import compare_latest
 from evalsvc.stats import ratings
 from evalsvc.store.latest import BY_NAME, latest_ids, rejudged_ids

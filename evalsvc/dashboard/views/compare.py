@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from evalsvc.dashboard import cases as case_view
-from evalsvc.dashboard import charts, ui
+from evalsvc.dashboard import charts, sequential, ui
 from evalsvc.dashboard.diff import side_by_side
 
 cfg = ui.config()
@@ -18,18 +18,46 @@ family = next((v.family for v in cfg.variants if v.name == candidate), None)
 baseline = ui.pick("Baseline", "baseline", [v for v in names["variants"] if v != candidate],
                    default=cfg.baselines.get(family or "", None))
 suites = ui.pick_many("Suites", "suite", names["suites"])
+
+
+def banner(verdict: str, text: str) -> None:
+    (st.error if verdict == "regression" else st.warning if verdict == "inconclusive" else st.success)(text)
+
+
+def mark(stop: dict, compared: set[int]) -> None:
+    """The newest stored verdict of the pair, when a sequential gate made it: where it stopped, and on which runs."""
+    st.markdown(f":violet-badge[{sequential.note(stop)}]")
+    said = f"the newest stored verdict of this pair ({stop['verdict']}, stored {stop['at']:%Y-%m-%d %H:%M} UTC)"
+    if stop["runs"] and set(stop["runs"]) <= compared:
+        st.caption(f"Sequential: {said} is an `evalsvc gate --sequential` verdict on the runs compared here, decided at "
+                   "its stopping look's boundary; this page pairs the same runs at the fixed gate's level.")
+    elif stop["stopped_early"]:
+        st.caption(f"Sequential: {said} is an `evalsvc gate --sequential` verdict on runs asked in part (slot "
+                   f"{stop['slot']}), which this page does not pair: it compares complete runs. "
+                   f"`evalsvc run -s SUITE -v VARIANT --slot {stop['slot']}` completes them.")
+    else:
+        st.caption(f"Sequential: {said} is an `evalsvc gate --sequential` verdict on earlier runs than those compared "
+                   "here.")
+
+
 result = ui.query(cfg, "comparison", cfg.gate.model_dump(mode="json"), baseline, candidate, tuple(suites))
+stop = ui.query(cfg, "sequential_verdict", baseline, candidate)
 if result is None:
+    if stop is not None:  # a sequential gate that stopped early leaves partial runs only
+        banner(stop["verdict"], f"**{candidate} vs {baseline}: {stop['verdict']}** (the newest stored verdict of this "
+                                "pair, by `evalsvc gate --sequential`)")
+        mark(stop, set())
     st.info(f"{candidate} and {baseline} have no succeeded runs on a common suite version.")
     st.stop()
 if "error" in result:
     st.error(result["error"])
     st.stop()
 verdict, metrics, flips = result["verdict"], result["metrics"], result["flips"]
-(st.error if verdict == "regression" else st.warning if verdict == "inconclusive" else st.success)(
-    f"**{candidate} vs {baseline}: {verdict}** (what `evalsvc gate` decides on their newest shared runs of "
-    f"{', '.join(result['runs'])}: gate metrics {', '.join(cfg.gate.primary)}, the 'all suites' rows pooled over the "
-    "suites; margins and alpha from evalsvc.yaml)")
+banner(verdict, f"**{candidate} vs {baseline}: {verdict}** (what `evalsvc gate` decides on their newest shared runs of "
+                f"{', '.join(result['runs'])}: gate metrics {', '.join(cfg.gate.primary)}, the 'all suites' rows pooled "
+                "over the suites; margins and alpha from evalsvc.yaml)")
+if stop is not None:
+    mark(stop, {c for _, c in result["runs"].values()})
 st.markdown(result["how"])
 if result["reasons"]:
     st.markdown(("**Why:**" if verdict == "regression" else "**What blocked the pass:**") + "\n"

@@ -1,0 +1,95 @@
+"""A sequential gate's verdict as the store keeps it and the Compare page marks it: where the gate stopped, how many
+cases it asked; a fixed gate's verdict carries nothing of the kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from streamlit.testing.v1 import AppTest
+
+from evalsvc.cli import main
+from evalsvc.config import load_config
+from evalsvc.store.db import open_engine
+from evalsvc.store.schema import VerdictRecord
+from tests.conftest import ROOT
+from tests.fake_endpoint import FakeEndpoint
+from tests.test_sequential_gate import _project, _wrong_every
+
+COMPARE = ROOT / "evalsvc" / "dashboard" / "views" / "compare.py"
+
+
+def _gate(project: Path, *args: str) -> dict:
+    out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand",
+                                    "--json", str(project / "gate.json"), *args], catch_exceptions=False)
+    assert out.exit_code in (0, 1, 3), out.output
+    return json.loads((project / "gate.json").read_text())
+
+
+def _rows(project: Path) -> dict[str, list[dict | None]]:
+    """Each stored report's ``sequential`` values, by report id, oldest report first."""
+    with Session(open_engine(load_config(project / "evalsvc.yaml").store_url())) as s:
+        rows = s.execute(select(VerdictRecord.report_id, VerdictRecord.sequential).order_by(VerdictRecord.id)).all()
+    out: dict[str, list[dict | None]] = {}
+    for report_id, seq in rows:
+        out.setdefault(report_id, []).append(seq)
+    return out
+
+
+def _compare(project: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EVALSVC_CONFIG", str(project / "evalsvc.yaml"))
+    at = AppTest.from_file(str(COMPARE), default_timeout=60)
+    at.query_params["baseline"] = "base"
+    at.query_params["candidate"] = "cand"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _shown(at: AppTest) -> str:
+    return " ".join(e.value for kind in ("error", "warning", "success", "info", "caption", "markdown")
+                    for e in getattr(at, kind))
+
+
+def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks_it(tmp_path: Path, monkeypatch) -> None:
+    """A gate that stopped at its first look on a collapse: every stored row of its report says where it stopped; the
+    Compare page (whose live comparison needs complete runs, which a stopped gate leaves partial) shows the gate's
+    verdict marked sequential with its look and the cases asked. A fixed gate after it stores none, and the page then
+    shows its comparison with no sequential mark."""
+    with FakeEndpoint() as base, FakeEndpoint(reply=_wrong_every(3)) as cand:
+        project = _project(tmp_path, base, cand, extra="dashboard: {cache_ttl_s: 0}")
+        seq = _gate(project, "--sequential", "--seed", "7")["sequential"]
+        assert seq["stopped_early"]
+        (stored,) = _rows(project).values()
+        look = len(seq["looks"])
+        expected = {"look": look, "looks": len(seq["planned_looks"]), "asked": seq["cases_asked"],
+                    "total": seq["cases_total"], "seed": 7, "stopped_early": True, "slot": seq["slot"],
+                    "requests_saved": seq["requests_saved"]}
+        assert stored and all(row == expected for row in stored)
+        at = _compare(project, monkeypatch)
+        shown = _shown(at)
+        assert [e.value.split("**")[1] for e in at.error] == ["cand vs base: regression"]
+        assert (f"sequential: stopped at look {look} of {expected['looks']} ({seq['cases_asked']} of 1000 cases asked"
+                in shown)
+        assert f"--slot {seq['slot']}" in shown  # how to complete its partial runs
+
+        _gate(project)  # the fixed gate: both runs asked in full
+        fixed = list(_rows(project).values())[-1]
+        assert fixed and all(row is None for row in fixed)
+        after = _compare(project, monkeypatch)
+        assert [e.value.split("**")[1] for e in after.error] == ["cand vs base: regression"]
+        assert "sequential" not in _shown(after)
+
+
+def test_the_mark_says_whether_the_gate_stopped_early_or_ran_to_its_last_look() -> None:
+    from evalsvc.dashboard.sequential import note
+
+    ran = {"look": 5, "looks": 5, "asked": 1000, "total": 1000, "seed": 3, "stopped_early": False,
+           "slot": "gate:seq:3:x", "requests_saved": 0}
+    assert note(ran).startswith("sequential: ran to its last look (5 of 5, all 1000 cases asked")
+    early = {**ran, "look": 2, "asked": 400, "stopped_early": True, "requests_saved": 1200}
+    assert note(early).startswith("sequential: stopped at look 2 of 5 (400 of 1000 cases asked")
+    assert "1200 requests not sent" in note(early)
