@@ -58,12 +58,13 @@ class Runner:
     def run(self, suite: Suite, variant: VariantConfig, slot: str | None = None) -> Outcome:
         return self.run_variant([suite], variant, slot)[0]
 
-    def run_variant(self, suites: list[Suite], variant: VariantConfig, slot: str | None = None) -> list[Outcome]:
-        """Run every suite on one variant, starting its managed server at most once."""
+    def run_variant(self, suites: list[Suite], variant: VariantConfig, slot: str | None = None,
+                    only: dict[str, frozenset[str]] | None = None) -> list[Outcome]:
+        """Run every suite on one variant, starting its managed server at most once (``only``: as ``run_pair``)."""
         fp = self.cfg.fingerprint(variant.name)
         try:
             with RunLocks(self.engine) as locks:
-                jobs = self._planned(suites, variant, fp, slot, locks)
+                jobs = self._planned(suites, variant, fp, slot, locks, only)
                 with _cancelling(jobs, self.finisher):
                     self._generate_all(jobs, variant, fp)
                     self._judge_all(jobs)
@@ -155,7 +156,8 @@ class Runner:
             return
         try:
             generator = Generator(self.cfg, self.engine, self.planner, self.progress, self.log_dir)
-            with serve(variant, self.log_dir) as served:
+            with ExitStack() as stack:
+                served = self._serve(stack, variant)
                 for job in pending:
                     _alone(generator, served, variant, fp, job)
         except EvalsvcError as exc:  # the server did not start or died: every unfinished run here fails with the cause

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import sys
 import time
 from contextlib import ExitStack
@@ -99,8 +100,12 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
         for n_k in planned:
             sizes.append(n_k)
             only = _batch(order[:n_k])
-            base, cand = arms.first.run_pair(arms.second, (suites, vb, arms.slots[0]), (suites, vc, arms.slots[1]),
-                                             arms.coin, only=only)
+            if arms.together:
+                base, cand = arms.first.run_pair(arms.second, (suites, vb, arms.slots[0]), (suites, vc, arms.slots[1]),
+                                                 arms.coin, only=only)
+            else:  # two vLLM servers on the same GPUs: one after the other, each look (the fixed gate's note says so)
+                base = arms.first.run_variant(suites, vb, arms.slots[0], only)
+                cand = arms.second.run_variant(suites, vc, arms.slots[1], only)
             made += [*base, *cand]
             failed = [o for o in [*base, *cand] if o.status not in ("succeeded", "cancelled")]
             if failed:
@@ -145,7 +150,7 @@ def _slot(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, seed
     with RunLocks(engine) as locks:
         for run in found:
             stopped = run.status == "failed" or run.error == gone or (run.status == "running" and locks.acquire(run.id))
-            slot = run.slot.removesuffix(":b")
+            slot = re.sub(r":[ab]$", "", run.slot)  # (an A/A gate's two arms: <slot>:a and <slot>:b)
             if stopped and (seed is None or slot.startswith(f"{PREFIX}{seed}:")):
                 return slot, int(slot.removeprefix(PREFIX).split(":")[0]), True
     if seed is None:
