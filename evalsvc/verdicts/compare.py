@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from evalsvc.config import Config, GateConfig
+from evalsvc.config.drift import RUN_LEVEL  # metric points that describe a run, not its cases
 from evalsvc.errors import EvalsvcError
 from evalsvc.stats import speed
 from evalsvc.stats.binary import compare_binary
@@ -31,7 +32,6 @@ from evalsvc.verdicts import health, timing
 from evalsvc.verdicts.decision import Decision, decide_gate
 from evalsvc.verdicts.judges import canaries, drifting_judges, judge_ids
 
-RUN_LEVEL = ("_canary_failure_rate",)  # metric points that describe a run, not its cases
 POOLED = "all suites"  # the scope of the pooled summary
 
 
