@@ -20,6 +20,7 @@ from tests.fake_endpoint import FakeEndpoint
 from tests.test_sequential_gate import _project, _wrong_every
 
 COMPARE = ROOT / "evalsvc" / "dashboard" / "views" / "compare.py"
+OVERVIEW = COMPARE.with_name("overview.py")
 
 
 def _gate(project: Path, *args: str) -> dict:
@@ -39,11 +40,12 @@ def _rows(project: Path) -> dict[str, list[dict | None]]:
     return out
 
 
-def _compare(project: Path, monkeypatch) -> AppTest:
+def _page(project: Path, monkeypatch, page: Path = COMPARE) -> AppTest:
     monkeypatch.setenv("EVALSVC_CONFIG", str(project / "evalsvc.yaml"))
-    at = AppTest.from_file(str(COMPARE), default_timeout=60)
-    at.query_params["baseline"] = "base"
-    at.query_params["candidate"] = "cand"
+    at = AppTest.from_file(str(page), default_timeout=60)
+    if page == COMPARE:
+        at.query_params["baseline"] = "base"
+        at.query_params["candidate"] = "cand"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -69,19 +71,26 @@ def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks
                     "total": seq["cases_total"], "seed": 7, "stopped_early": True, "slot": seq["slot"],
                     "requests_saved": seq["requests_saved"]}
         assert stored and all(row == expected for row in stored)
-        at = _compare(project, monkeypatch)
+        at = _page(project, monkeypatch)
         shown = _shown(at)
         assert [e.value.split("**")[1] for e in at.error] == ["cand vs base: regression"]
         assert (f"sequential: stopped at look {look} of {expected['looks']} ({seq['cases_asked']} of 1000 cases asked"
                 in shown)
         assert f"--slot {seq['slot']}" in shown  # how to complete its partial runs
+        overview = _page(project, monkeypatch, OVERVIEW)
+        gate = overview.dataframe[0].value.set_index("candidate")
+        assert gate.loc["cand", "sequential"].startswith(f"stopped at look {look} of {expected['looks']} (")
+        assert f"sequential: stopped at look {look} of" in overview.error[0].value  # the regression's callout
 
         _gate(project)  # the fixed gate: both runs asked in full
         fixed = list(_rows(project).values())[-1]
         assert fixed and all(row is None for row in fixed)
-        after = _compare(project, monkeypatch)
+        after = _page(project, monkeypatch)
         assert [e.value.split("**")[1] for e in after.error] == ["cand vs base: regression"]
         assert "sequential" not in _shown(after)
+        overview = _page(project, monkeypatch, OVERVIEW)
+        assert set(overview.dataframe[0].value.set_index("candidate")["sequential"]) == {""}
+        assert "sequential" not in overview.error[0].value
 
 
 def test_the_mark_says_whether_the_gate_stopped_early_or_ran_to_its_last_look() -> None:

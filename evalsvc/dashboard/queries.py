@@ -93,7 +93,8 @@ def _status(last_status: str, verdict: Any, upstream: Any, is_baseline: bool) ->
 
 
 def latest_verdicts(engine: Engine) -> pd.DataFrame:
-    """Every row of the newest comparison of each candidate, per scope (suite or 'all suites')."""
+    """Every row of the newest comparison of each candidate, per scope (suite or 'all suites'), with where a sequential
+    gate stopped (``sequential``, None for a fixed comparison)."""
     newest = select(VerdictRecord.candidate, VerdictRecord.scope, func.max(VerdictRecord.id).label("id")).group_by(
         VerdictRecord.candidate, VerdictRecord.scope).subquery()
     reports = select(VerdictRecord.report_id, VerdictRecord.scope).join(newest, VerdictRecord.id == newest.c.id)
@@ -101,7 +102,7 @@ def latest_verdicts(engine: Engine) -> pd.DataFrame:
             VerdictRecord.primary, VerdictRecord.lower_is_better, VerdictRecord.verdict, VerdictRecord.delta,
             VerdictRecord.ci_low, VerdictRecord.ci_high, VerdictRecord.margin, VerdictRecord.n, VerdictRecord.baseline_mean,
             VerdictRecord.candidate_mean, VerdictRecord.flips_down, VerdictRecord.flips_up, VerdictRecord.overall,
-            VerdictRecord.created_at.label("compared_at")]
+            VerdictRecord.sequential, VerdictRecord.created_at.label("compared_at")]
     return _frame(engine, select(*cols).where(tuple_(VerdictRecord.report_id, VerdictRecord.scope).in_(reports)))
 
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from evalsvc.dashboard import charts, ui
+from evalsvc.dashboard import charts, sequential, ui
 from evalsvc.verdicts.compare import POOLED
 
 cfg = ui.config()
@@ -44,7 +44,9 @@ for name in regressed:  # one callout per regressed candidate, like the alert
     for r in cells[cells["variant"] == name].itertuples():
         baseline = baseline or r.baseline
         parts.append(f"{r.suite}: {r.metric} Δ {ui.fmt_delta(r.delta, r.ci_low, r.ci_high)}")
-    st.error(f"**Regression: {name} vs {baseline}**: " + "; ".join(parts) + " (margin and intervals as in `evalsvc gate`). "
+    stop = next((s for s in gate["sequential"] if isinstance(s, dict)), None) if not gate.empty else None
+    st.error(f"**Regression: {name} vs {baseline}**: " + "; ".join(parts) + " (margin and intervals as in `evalsvc gate`"
+             + (f"; {sequential.note(stop)}" if stop else "") + "). "
              f"[Compare]({ui.link('compare', baseline=baseline or '', candidate=name)})")
 for r in frame[frame["status"] == "failed run"].itertuples():
     st.warning(f"**Failed run: {r.variant} on {r.suite}** (an endpoint problem, not a quality verdict): {r.error or ''} "
@@ -58,10 +60,14 @@ st.altair_chart(charts.status_matrix(frame), width="stretch")
 if not pooled.empty:
     st.subheader("Gate verdict per candidate")
     st.caption("Each candidate's newest comparison with its baseline, as stored when `evalsvc gate` or a schedule made "
-               "it; Δ is the gate metric pooled over the suites.")
+               "it; Δ is the gate metric pooled over the suites. *Sequential*: where an `evalsvc gate --sequential` "
+               "stopped (blank for a fixed comparison).")
     ui.table(pooled.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
-                                     zip(pooled["delta"], pooled["ci_low"], pooled["ci_high"], strict=True)]),
-             ["candidate", "baseline", "overall", "metric", "delta_ci", "margin", "n", "flips_down", "flips_up", "compared_at"])
+                                     zip(pooled["delta"], pooled["ci_low"], pooled["ci_high"], strict=True)],
+                           sequential=[sequential.note(s).removeprefix("sequential: ") if isinstance(s, dict) else ""
+                                       for s in pooled["sequential"]]),
+             ["candidate", "baseline", "overall", "metric", "delta_ci", "margin", "n", "flips_down", "flips_up", "sequential",
+              "compared_at"])
 
 st.subheader("Every variant x suite")
 table = frame.assign(delta_ci=[ui.fmt_delta(d, lo, hi) for d, lo, hi in
