@@ -407,3 +407,134 @@ def test_the_report_shows_delta_p_the_change_in_the_baselines_chosen_token_proba
     assert row["estimate"] == pytest.approx(-0.2, abs=1e-3) and row["n"] == 12
     assert -1.0 <= row["ci_low"] <= row["estimate"] <= row["ci_high"] <= 1.0
     assert "| echo | delta_p | -0.2 |" in text and "Δp" in text
+
+
+# teacher forcing (engine/teacher_forced.py): a stand-in vLLM that tokenizes by words and scores a given continuation
+PROMPT_IDS = [1, 2, 3]
+WORDS = {"Paris": 10, " is": 11, " big": 12, " nice": 13, " the": 14}
+P_BASE = [{"Paris": 0.7, " the": 0.2}, {" is": 0.9, " big": 0.05}, {" big": 0.6, " nice": 0.3}]  # the rest: the tail
+Q_CAND = [{"Paris": 0.5, " the": 0.3}, {" is": 0.8, " big": 0.1}, {" nice": 0.5, " big": 0.4}]
+
+
+def _stored(dists: list[dict[str, float]], answer: list[str]) -> list[list[Any]]:
+    return [[t, math.log(d[t]), [[a, math.log(p)] for a, p in d.items()]] for t, d in zip(answer, dists, strict=True)]
+
+
+def _forced_vllm(q: list[dict[str, float]]) -> Any:
+    """A stand-in for vLLM's /tokenize and completions-with-prompt_logprobs, with the candidate's distributions ``q``."""
+    ids_word = {i: w for w, i in WORDS.items()}
+
+    def behaviour(number: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        if "prompt_logprobs" in body:
+            ids = body["prompt"]
+            entries: list[Any] = [None] * len(PROMPT_IDS)
+            for pos, tid in enumerate(ids[len(PROMPT_IDS):]):
+                listed = {str(WORDS[w]): {"logprob": math.log(p), "rank": r + 1, "decoded_token": w}
+                          for r, (w, p) in enumerate(sorted(q[pos].items(), key=lambda wp: -wp[1]))}
+                entries.append(listed if str(tid) in listed else
+                               {**listed, str(tid): {"logprob": -9.0, "rank": 99, "decoded_token": ids_word[tid]}})
+            return 200, {}, json.dumps({"choices": [{"index": 0, "text": "x", "finish_reason": "length",
+                                                     "prompt_logprobs": entries}]}).encode()
+        if "messages" in body:
+            return 200, {}, json.dumps({"count": 3, "tokens": PROMPT_IDS}).encode()
+        words = body["prompt"].replace(" ", "\0 ").split("\0")
+        return 200, {}, json.dumps({"tokens": [WORDS[w] for w in words if w]}).encode()
+    return behaviour
+
+
+def _kl(p: dict[str, float], q: dict[str, float]) -> float:
+    """KL of the grouped distributions (each listed token alone, the rest one tail) when both list the same tokens."""
+    keys = sorted(p)
+    return float(entropy([*(p[k] for k in keys), 1 - sum(p.values())], [*(q[k] for k in keys), 1 - sum(q.values())]))
+
+
+def test_teacher_forcing_scores_every_token_of_the_baseline_answer_with_known_kl_and_top1() -> None:
+    from evalsvc.engine.teacher_forced import Scorer, score_cases
+    from evalsvc.serving.base import Served
+
+    answer = ["Paris", " is", " big"]
+    with FakeEndpoint() as cand:
+        cand.behaviour = _forced_vllm(Q_CAND)
+        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
+        forced = score_cases(scorer, [("c1", [{"role": "user", "content": "Capital?"}], _stored(P_BASE, answer))])
+        scorer.close()
+    asked = [r for r in cand.requests if "prompt_logprobs" in r]
+    assert asked == [{"model": "cand", "prompt": [1, 2, 3, 10, 11, 12], "prompt_logprobs": 5, "max_tokens": 1,
+                      "temperature": 0}]
+    assert {"messages": [{"role": "user", "content": "Capital?"}], "add_generation_prompt": True,
+            "model": "cand"} in cand.requests
+    assert forced.skipped == {}
+    got = forced.cases["c1"]
+    assert got.mode == "teacher_forced" and got.positions == 3  # every token, past the first disagreement too
+    expected = [_kl(p, q) for p, q in zip(P_BASE, Q_CAND, strict=True)]
+    assert got.kld == pytest.approx(sum(expected) / 3, abs=1e-4)  # stored log-probabilities are rounded to 1e-4
+    assert got.top1_agreement == pytest.approx(2 / 3)  # the candidate prefers " nice" at the third position
+    assert (got.first_divergence, got.same_output, got.baseline_token, got.candidate_token) == (2, 0, " big", " nice")
+    assert got.delta_p == pytest.approx(((0.5 - 0.7) + (0.8 - 0.9) + (0.4 - 0.6)) / 3, abs=1e-4)
+
+
+def test_teacher_forcing_with_the_baseline_own_distributions_has_no_divergence() -> None:
+    from evalsvc.engine.teacher_forced import Scorer, score_cases
+    from evalsvc.serving.base import Served
+
+    with FakeEndpoint() as cand:
+        cand.behaviour = _forced_vllm(P_BASE)
+        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
+        got = score_cases(scorer, [("c1", [{"role": "user", "content": "q"}],
+                                    _stored(P_BASE, ["Paris", " is", " big"]))]).cases["c1"]
+        scorer.close()
+    assert got.kld == pytest.approx(0.0, abs=1e-4) and got.top1_agreement == 1.0 and got.same_output == 1
+    assert got.first_divergence == 3 and (got.baseline_token, got.candidate_token) == (None, None)
+
+
+def test_teacher_forcing_keeps_the_exact_value_of_a_baseline_token_outside_the_candidates_top_k() -> None:
+    from evalsvc.engine.teacher_forced import Scorer, score_cases
+    from evalsvc.serving.base import Served
+
+    q = [{"Paris": 0.5, " the": 0.3}, {" is": 0.8, " big": 0.1}, {" nice": 0.5, " is": 0.4}]  # " big" unlisted at 3
+    with FakeEndpoint() as cand:
+        cand.behaviour = _forced_vllm(q)
+        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
+        got = score_cases(scorer, [("c1", [{"role": "user", "content": "q"}],
+                                    _stored(P_BASE, ["Paris", " is", " big"]))]).cases["c1"]
+        scorer.close()
+    assert got.delta_p == pytest.approx(((0.5 - 0.7) + (0.8 - 0.9) + (math.exp(-9.0) - 0.6)) / 3, abs=1e-4)
+
+
+def test_teacher_forcing_skips_a_case_whose_tokens_the_candidate_splits_otherwise() -> None:
+    from evalsvc.engine.teacher_forced import Scorer, score_cases
+    from evalsvc.serving.base import Served
+
+    stored = _stored([{"Paris is": 0.9}, P_BASE[2]], ["Paris is", " big"])  # another tokenizer: "Paris is" one token
+    with FakeEndpoint() as cand:
+        cand.behaviour = _forced_vllm(Q_CAND)
+        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
+        forced = score_cases(scorer, [("c1", [{"role": "user", "content": "q"}], stored), ("c2", [], [])])
+        scorer.close()
+    assert forced.cases == {}
+    assert "positions do not match" in forced.skipped["c1"] and "no tokens" in forced.skipped["c2"]
+
+
+def test_compact_prompt_names_a_position_that_does_not_list_its_own_token() -> None:
+    from evalsvc.serving.logprobs import compact_prompt
+
+    entries = [None, {"7": {"logprob": -0.1, "rank": 1, "decoded_token": "a"}}]
+    assert compact_prompt(entries, [5, 7], 1) == [["a", -0.1, [["a", -0.1]]]]
+    with pytest.raises(MalformedResponseError, match=r"prompt_logprobs\[1\] does not list the prompt's token 8"):
+        compact_prompt(entries, [5, 8], 1)
+    with pytest.raises(MalformedResponseError, match="one entry per prompt token"):
+        compact_prompt(entries, [5, 7, 9], 1)
+
+
+def test_summaries_of_teacher_forced_cases_show_top1_and_name_their_mode() -> None:
+    from evalsvc.stats.divergence import compare_forced
+
+    base = from_stored(_stored(P_BASE, ["Paris", " is", " big"]))
+    forced = from_stored(_stored(Q_CAND, ["Paris", " is", " big"]))
+    rows = {r.metric: r for r in summarise([compare_forced(base, forced), compare_forced(base, base)], n_boot=200)}
+    assert rows["top1_agreement"].estimate == pytest.approx((2 / 3 + 1) / 2)
+    assert all("teacher-forced" in r.method for r in rows.values())
+    shared = summarise([compare_answers(base, forced)], n_boot=200)
+    assert "top1_agreement" not in {r.metric for r in shared} and all("shared prefix" in r.method for r in shared)
+    with pytest.raises(ValueError, match="not the baseline's answer"):
+        compare_forced(base, base[:2])

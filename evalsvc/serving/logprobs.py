@@ -83,3 +83,34 @@ def compact(logprobs: object, api: str) -> list[list[Any]] | None:
                     _lp(chosen[i], f"choices[0].logprobs.token_logprobs[{i}]"),
                     [[_text(t, field), _lp(v, f"{field}[{t!r}]")] for t, v in alts.items()]])
     return out
+
+
+def forced_params(k: int) -> dict[str, Any]:
+    """What a completions request adds to score its prompt's tokens with ``k`` alternatives each (vLLM's
+    ``prompt_logprobs`` extension) while generating as little as it can (one greedy token, not used)."""
+    return {"prompt_logprobs": k, "max_tokens": 1, "temperature": 0}
+
+
+def compact_prompt(prompt_logprobs: object, ids: list[int], start: int) -> list[list[Any]]:
+    """The stored form of the prompt positions ``start`` onwards of vLLM's ``choices[0].prompt_logprobs``.
+
+    vLLM returns one entry per prompt token (None for the first, which nothing predicts), each an object from token id
+    to ``{"logprob", "rank", "decoded_token"}`` holding the top alternatives and always the prompt's own token (with
+    its rank, however low). The own token and its log-probability are the stored token; every listed entry is an
+    alternative, so a token outside the top k that the prompt holds keeps its exact value.
+    """
+    if not isinstance(prompt_logprobs, list) or len(prompt_logprobs) != len(ids):
+        raise MalformedResponseError("unexpected response shape: choices[0].prompt_logprobs is not a list of one entry "
+                                     f"per prompt token ({len(ids)}; vLLM's prompt_logprobs extension)")
+    out: list[list[Any]] = []
+    for i in range(start, len(ids)):
+        field = f"choices[0].prompt_logprobs[{i}]"
+        entry = prompt_logprobs[i]
+        own = entry.get(str(ids[i])) if isinstance(entry, dict) else None
+        if not isinstance(own, dict):
+            raise MalformedResponseError(f"unexpected response shape: {field} does not list the prompt's token {ids[i]}")
+        alts = [[_text(v.get("decoded_token") if isinstance(v, dict) else v, f"{field}[{a}].decoded_token"),
+                 _lp(v.get("logprob") if isinstance(v, dict) else v, f"{field}[{a}].logprob")] for a, v in entry.items()]
+        out.append([_text(own.get("decoded_token"), f"{field}[{ids[i]}].decoded_token"),
+                    _lp(own.get("logprob"), f"{field}[{ids[i]}].logprob"), sorted(alts, key=lambda av: -av[1])])
+    return out

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+MODES = {"shared_prefix": "shared prefix: the positions up to the answers' first difference",
+         "teacher_forced": "teacher-forced: the candidate scored on every token of the baseline's answer"}
 MIN_MASS = 1e-12  # a bucket whose listed complement rounds to 0 or below: float error in the sums, not a certainty
 
 
@@ -57,6 +59,8 @@ class CaseDivergence:
     positions: int
     baseline_token: str | None = None
     candidate_token: str | None = None
+    top1_agreement: float | None = None  # teacher-forced only: share of positions whose top-1 tokens agree
+    mode: str = "shared_prefix"  # or "teacher_forced" (compare_forced)
 
 
 def from_stored(stored: Sequence[Sequence[Any]]) -> list[Token]:
@@ -116,11 +120,39 @@ def compare_answers(base: Sequence[Token], cand: Sequence[Token]) -> CaseDiverge
                           candidate_token=differ[1])
 
 
+def compare_forced(base: Sequence[Token], forced: Sequence[Token]) -> CaseDivergence:
+    """Compare the baseline's answer with the candidate's distributions on that same answer (teacher forcing).
+
+    ``forced`` holds the candidate's top-k at each position of the baseline's answer, scored with the baseline's
+    tokens as context (``engine/teacher_forced.py``), so every position is predicted from a shared context: ``kld``
+    averages over all of them, and ``top1_agreement`` is the share of positions where the candidate's most likely
+    token is the baseline's. At temperature 0 the candidate's own answer would follow the baseline's up to its first
+    disagreement, so ``first_divergence`` is that position (censored at the answer's length) and ``same_output`` 1
+    when there is none (the end-of-text token is not scored). ``delta_p`` averages over every position too.
+    """
+    if [t.token for t in base] != [t.token for t in forced]:
+        raise ValueError("the forced tokens are not the baseline's answer: the candidate scored other tokens")
+    kls = [topk_kl(b.top, f.top) for b, f in zip(base, forced, strict=True)]
+    agree = [_top1(b) == _top1(f) for b, f in zip(base, forced, strict=True)]
+    first = agree.index(False) if False in agree else len(agree)
+    dps = [math.exp(f.logprob) - math.exp(b.logprob) for b, f in zip(base, forced, strict=True)]
+    differ = (None, None) if first == len(agree) else (base[first].token, _top1(forced[first]))
+    return CaseDivergence(kld=sum(kls) / len(kls) if kls else None, same_output=int(first == len(agree)),
+                          first_divergence=first, delta_p=sum(dps) / len(dps) if dps else None, positions=len(kls),
+                          baseline_token=differ[0], candidate_token=differ[1],
+                          top1_agreement=sum(agree) / len(agree) if agree else None, mode="teacher_forced")
+
+
+def _top1(t: Token) -> str:
+    """A position's most likely token (its chosen token when no alternative is listed)."""
+    return max(t.top.items(), key=lambda kv: kv[1])[0] if t.top else t.token
+
+
 @dataclass(frozen=True)
 class Summary:
     """One divergence statistic over a suite's paired cases, with a case-resampling bootstrap interval."""
 
-    metric: str  # kld (mean), same_output (share), delta_p (mean), first_divergence_median
+    metric: str  # kld (mean), same_output (share), delta_p (mean), top1_agreement (mean), first_divergence_median
     estimate: float
     ci_low: float
     ci_high: float
@@ -129,9 +161,10 @@ class Summary:
 
 
 def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int = 4000, seed: int = 0) -> list[Summary]:
-    """Mean ``kld``, the share of ``same_output``, mean ``delta_p`` and the median ``first_divergence`` over cases, each
-    with a two-sided (1 − 2 alpha) interval that resamples cases (a case's tokens are not independent draws; the case
-    is the unit).
+    """Mean ``kld``, the share of ``same_output``, mean ``delta_p``, mean ``top1_agreement`` (teacher-forced cases) and
+    the median ``first_divergence`` over cases, each with a two-sided (1 − 2 alpha) interval that resamples cases (a
+    case's tokens are not independent draws; the case is the unit). Each row's ``method`` names the mode its cases were
+    measured in (``MODES``).
 
     The means and the share reuse the gate's paired BCa bootstrap (``bootstrap.compare_continuous``, Efron and
     Tibshirani 1993, ch. 14) against the baseline's own values (a KL of 0 from itself, always the same output, no change
@@ -143,18 +176,20 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
     from evalsvc.stats.bootstrap import compare_continuous
 
     out: list[Summary] = []
+    mode = MODES[cases[0].mode] if cases and len({c.mode for c in cases}) == 1 else "mixed modes"
     kld = np.array([c.kld for c in cases if c.kld is not None], dtype=float)
     same = np.array([c.same_output for c in cases], dtype=float)
     dp = np.array([c.delta_p for c in cases if c.delta_p is not None], dtype=float)
+    top1 = np.array([c.top1_agreement for c in cases if c.top1_agreement is not None], dtype=float)
     # (statistic, values, the baseline's own value, the range the statistic can take)
     for metric, values, baseline, (bottom, top) in (("kld", kld, 0.0, (0.0, math.inf)), ("same_output", same, 1.0, (0.0, 1.0)),
-                                                    ("delta_p", dp, 0.0, (-1.0, 1.0))):
+                                                    ("delta_p", dp, 0.0, (-1.0, 1.0)), ("top1_agreement", top1, 1.0, (0.0, 1.0))):
         if len(values) == 0:
             continue
         c = compare_continuous(metric, np.full(len(values), baseline), values, 0.0, alpha, n_boot=n_boot, seed=seed)
         # an interval past the statistic's range says no more than its end
         out.append(Summary(metric, float(values.mean()), max(bottom, baseline + c.ci_low), min(top, baseline + c.ci_high),
-                           len(values), c.method))
+                           len(values), f"{c.method}; {mode}"))
     first = np.array([c.first_divergence for c in cases], dtype=float)
     if len(first):
         rng = np.random.default_rng(seed)
@@ -162,5 +197,5 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
         lo, hi = np.quantile(medians, [alpha, 1 - alpha])
         out.append(Summary("first_divergence_median", float(np.median(first)), float(lo), float(hi), len(first),
                            f"percentile bootstrap of the median over cases [efron-tibshirani1993], {n_boot} resamples "
-                           f"(seed {seed}); censored at the answer's length where the answers never differ"))
+                           f"(seed {seed}); censored at the answer's length where the answers never differ; {mode}"))
     return out
