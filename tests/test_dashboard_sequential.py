@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 
 from evalsvc.cli import main
 from evalsvc.config import load_config
-from evalsvc.store.db import open_engine
+from evalsvc.store.db import open_engine, upgrade
 from evalsvc.store.schema import VerdictRecord
 from tests.conftest import ROOT
 from tests.fake_endpoint import FakeEndpoint
@@ -56,13 +56,18 @@ def _shown(at: AppTest) -> str:
                     for e in getattr(at, kind))
 
 
-def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks_it(tmp_path: Path, monkeypatch) -> None:
+def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks_it(tmp_path: Path, store_url: str,
+                                                                                      monkeypatch) -> None:
     """A gate that stopped at its first look on a collapse: every stored row of its report says where it stopped; the
     Compare page (whose live comparison needs complete runs, which a stopped gate leaves partial) shows the gate's
     verdict marked sequential with its look and the cases asked. A fixed gate after it stores none, and the page then
     shows its comparison with no sequential mark."""
     with FakeEndpoint() as base, FakeEndpoint(reply=_wrong_every(3)) as cand:
         project = _project(tmp_path, base, cand, extra="dashboard: {cache_ttl_s: 0}")
+        config = project / "evalsvc.yaml"
+        config.write_text(config.read_text().replace("store: sqlite:///store.db", f"store: {store_url}"))
+        if not store_url.startswith("sqlite"):
+            upgrade(store_url)
         seq = _gate(project, "--sequential", "--seed", "7")["sequential"]
         assert seq["stopped_early"]
         (stored,) = _rows(project).values()
@@ -85,6 +90,8 @@ def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks
         _gate(project)  # the fixed gate: both runs asked in full
         fixed = list(_rows(project).values())[-1]
         assert fixed and all(row is None for row in fixed)
+        with open_engine(store_url).connect() as conn:  # SQL NULL, not the JSON value null: IS NULL finds them
+            assert conn.scalar(select(func.count()).where(VerdictRecord.sequential.is_(None))) == len(fixed)
         after = _page(project, monkeypatch)
         assert [e.value.split("**")[1] for e in after.error] == ["cand vs base: regression"]
         assert "sequential" not in _shown(after)
