@@ -80,6 +80,19 @@ def test_a_run_stores_its_self_divergence_from_the_previous_run_of_its_series(tm
     assert third.upstream_change is None  # one earlier self-divergence: the series is still learning its noise
 
 
+def test_a_deterministic_server_swapped_for_one_with_the_same_answers_is_flagged_on_its_first_run(tmp_path: Path) -> None:
+    """Identical log-probabilities every run: a history of zeros, no spread to learn; the floor decides."""
+    with FakeEndpoint() as fake:
+        fake.logprobs = word_logprobs
+        project = _project(tmp_path, fake, n=20)
+        steady = [_run(project) for _ in range(MIN_HISTORY + 1)]
+        fake.logprobs = functools.partial(word_logprobs, sureness=0.6)
+        swapped = _run(project)
+    assert all(o.upstream_change is None for o in steady)
+    assert swapped.metrics["pass"] == 1.0 and swapped.upstream_change is not None
+    assert "self-divergence 0.0915 nats" in swapped.upstream_change and "temperature-0 outputs differ" not in swapped.upstream_change
+
+
 def _jittered(night: dict[str, int], swapped: dict[str, bool]) -> tuple[Any, Any]:
     """A stable nondeterministic server: each run, every token's log-probabilities carry a small random jitter and a
     pseudo-random 3% of the answers are worded differently (seeded by run and case, so the test is deterministic).
