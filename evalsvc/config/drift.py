@@ -27,7 +27,9 @@ class DriftConfig(Strict):
                          "family (quality, speed): every series of a family is scanned at alpha / its size (Bonferroni)")
     warmup: int = Field(5, ge=2, le=50, description="runs that set a series' reference level before it is looked at")
     upstream_alpha: float = Field(0.05, gt=0, lt=0.5, description="chance of any false 'upstream change' flag over 20 "
-                                  "runs of a stable series (each run tested at alpha / 20 against its learned output noise)")
+                                  "runs of a stable series (each run tested at alpha / 20 against its learned output "
+                                  "noise; where runs store log-probabilities, alpha / 40 each for moved outputs and "
+                                  "self-divergence)")
     metrics: list[str] = Field(["pass"], min_length=1, description="quality metrics watched: the quality family is every "
                                "configured variant x suite x these metrics")
     speed_metrics: list[SpeedMetric] = Field(["latency_p95", "tokens_per_s"], description="speed metrics watched, a "
