@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from evalsvc.store.schema import VerdictRecord
 
@@ -15,7 +15,8 @@ def sequential_verdict(engine: Engine, baseline: str, candidate: str) -> dict[st
     (look, looks, asked, total, seed, slot, stopped_early, requests_saved) with its ``verdict``, when it was stored
     (``at``) and its candidate runs (``runs``); None when that comparison was a fixed one, or there is none."""
     mine = (VerdictRecord.candidate == candidate, VerdictRecord.baseline == baseline)
-    newest = select(VerdictRecord.report_id).where(*mine).order_by(VerdictRecord.id.desc()).limit(1).scalar_subquery()
+    top = select(func.max(VerdictRecord.id)).where(*mine).scalar_subquery()  # read from the index alone
+    newest = select(VerdictRecord.report_id).where(VerdictRecord.id == top).scalar_subquery()
     with engine.connect() as conn:
         rows = conn.execute(select(VerdictRecord.sequential, VerdictRecord.overall, VerdictRecord.created_at,
                                    VerdictRecord.candidate_run_id).where(*mine, VerdictRecord.report_id == newest)).all()
