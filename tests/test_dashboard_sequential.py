@@ -60,8 +60,8 @@ def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks
                                                                                       monkeypatch) -> None:
     """A gate that stopped at its first look on a collapse: every stored row of its report says where it stopped; the
     Compare page (whose live comparison needs complete runs, which a stopped gate leaves partial) shows the gate's
-    verdict marked sequential with its look and the cases asked. A fixed gate after it stores none, and the page then
-    shows its comparison with no sequential mark."""
+    verdict marked sequential with its look and the cases asked, and so does the Overview. A fixed gate after it stores
+    none, and neither page then marks anything."""
     with FakeEndpoint() as base, FakeEndpoint(reply=_wrong_every(3)) as cand:
         project = _project(tmp_path, base, cand, extra="dashboard: {cache_ttl_s: 0}")
         config = project / "evalsvc.yaml"
@@ -98,6 +98,23 @@ def test_a_sequential_verdict_is_stored_with_its_stopping_look_and_compare_marks
         overview = _page(project, monkeypatch, OVERVIEW)
         assert set(overview.dataframe[0].value.set_index("candidate")["sequential"]) == {""}
         assert "sequential" not in overview.error[0].value
+
+
+def test_a_sequential_gate_that_ran_to_its_last_look_is_marked_on_the_runs_compare_pairs(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """A critical suite cannot pass early: an identical candidate's gate runs to its last look and leaves complete
+    runs, which Compare pairs live; the badge says it ran to its last look, on the runs compared here."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand, extra="gate: {suites: {first: {critical: true}}}")
+        with (project / "evalsvc.yaml").open("a") as config:
+            config.write("dashboard: {cache_ttl_s: 0}\n")
+        seq = _gate(project, "--sequential", "--seed", "3")["sequential"]
+    assert not seq["stopped_early"] and seq["cases_asked"] == seq["cases_total"]
+    at = _page(project, monkeypatch)
+    assert [e.value.split("**")[1] for e in at.success] == ["cand vs base: pass"]
+    shown = _shown(at)
+    assert f"sequential: ran to its last look ({len(seq['looks'])} of {len(seq['planned_looks'])}, all 1000" in shown
+    assert "on the runs compared here" in shown and "--slot" not in shown
 
 
 def test_the_mark_says_whether_the_gate_stopped_early_or_ran_to_its_last_look() -> None:
