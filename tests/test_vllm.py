@@ -109,7 +109,7 @@ def served_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     engine.dispose()
     report = json.loads((tmp / "gate.json").read_text()) if (tmp / "gate.json").exists() else {}
     return {"out": out, "compressed": compressed, "gate": gate, "report": report, "runs": runs, "cases": cases,
-            "variant": variant, "log": log.read_text() if log.exists() else ""}
+            "variant": variant, "log": log.read_text() if log.exists() else "", "tmp": tmp}
 
 
 def test_the_launcher_serves_a_bf16_folder_with_vllm_runs_a_bundled_suite_and_stops_it(served_runs: dict[str, Any]) -> None:
@@ -153,3 +153,43 @@ def test_a_w8a8_checkpoint_made_by_llm_compressor_is_served_by_vllm_and_gated_ag
     decides = [r for r in report["comparisons"] if r["role"] == "decides"]
     assert [(r["metric"], r["n"]) for r in decides] == [("pass", 28)]
     print(gate.stdout)  # the verdict and its numbers, for docs/vllm.md (pytest -s)
+
+
+def test_teacher_forcing_scores_the_w8a8_candidate_on_every_token_of_the_bf16_answers(served_runs: dict[str, Any]) -> None:
+    """vLLM's prompt_logprobs score the W8A8 candidate on each of the bf16 baseline's stored facts answers, token by
+    token (engine/teacher_forced.py): every answer's positions are matched (the two folders share a tokenizer), the
+    kld covers every token, past where the candidate's own answer left the baseline's, and stays small (an INT8
+    model of the same weights), and the candidate mostly agrees with the baseline's top token."""
+    from evalsvc.config import load_config
+    from evalsvc.engine.teacher_forced import Scorer, score_run, supports
+    from evalsvc.serving.vllm import VllmBackend
+    from evalsvc.stats.divergence import summarise
+    from evalsvc.suites import resolve
+    from evalsvc.verdicts.divergence import per_case
+
+    tmp, runs = served_runs["tmp"], served_runs["runs"]
+    cfg = load_config(tmp / "evalsvc.yaml")
+    cand = next(v for v in cfg.variants if v.name == "smollm2-w8a8")
+    assert supports(cand)
+    suite = resolve(tmp / "suites", ["facts"])[0]
+    base, own = runs[("smollm2-bf16", "facts")], runs[("smollm2-w8a8", "facts")]
+    (tmp / "forced-logs").mkdir()
+    engine = create_engine(f"sqlite:///{tmp / 'store.db'}")
+    with VllmBackend().serve(cand, tmp / "forced-logs") as served, Session(engine) as s:
+        scorer = Scorer(served, k=5)
+        forced = score_run(s, scorer, suite, cand, base.id)
+        scorer.close()
+        shared = per_case(s, base.id, own.id)
+        lengths = {r.case_id: len(r.logprobs) for r in s.scalars(select(CaseResult).where(CaseResult.run_id == base.id))}
+    engine.dispose()
+    # an empty answer has no token to score; every other one must be matched position by position
+    assert all("no tokens" in why for why in forced.skipped.values()), forced.skipped
+    assert sorted(forced.cases) == sorted(k for k in shared if lengths[k]) and len(forced.cases) >= 20
+    cases = forced.cases
+    assert all(c.mode == "teacher_forced" and c.positions == lengths[k] for k, c in cases.items())
+    assert all(c.positions >= shared[k].positions for k, c in cases.items())
+    assert any(c.positions > shared[k].positions for k, c in cases.items())  # past the answers' first difference
+    rows = {r.metric: r for r in summarise(list(cases.values()))}
+    assert 0 < rows["kld"].estimate < 0.1 and rows["top1_agreement"].estimate > 0.8
+    assert "teacher-forced" in rows["kld"].method
+    print({m: (round(r.estimate, 4), round(r.ci_low, 4), round(r.ci_high, 4)) for m, r in rows.items()})

@@ -23,11 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from evalsvc.config.variants import VariantConfig
 from evalsvc.errors import FatalEndpointError, MalformedResponseError, TransientEndpointError
 from evalsvc.serving import Served, logprobs
 from evalsvc.stats.divergence import CaseDivergence, Token, compare_forced, from_stored
+from evalsvc.store.schema import CaseResult
+from evalsvc.suites import Suite
 
 
 def supports(variant: VariantConfig) -> bool:
@@ -111,3 +115,14 @@ def score_cases(scorer: Scorer, cases: Iterable[tuple[str, list[dict[str, str]],
             continue
         out.cases[case_id] = compare_forced(base, forced)
     return out
+
+
+def score_run(session: Session, scorer: Scorer, suite: Suite, variant: VariantConfig, base_run_id: int) -> Forced:
+    """Every ok answer of the baseline's run of ``suite`` that stored log-probabilities (its first sample: at
+    temperature 0 a case has one answer), scored by the candidate ``variant`` after its own messages for the case."""
+    rows = session.execute(select(CaseResult.case_id, CaseResult.logprobs).where(
+        CaseResult.run_id == base_run_id, CaseResult.status == "ok", CaseResult.sample_index == 0,
+        CaseResult.logprobs.is_not(None)))
+    stored = {case_id: value for case_id, value in rows}
+    return score_cases(scorer, ((case.id, suite.messages(case, variant.system_prompt), stored[case.id])
+                                for case in suite.cases if case.id in stored))
