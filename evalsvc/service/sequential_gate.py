@@ -65,9 +65,10 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
                    logs: Any, gone: str, make_arms: Any) -> tuple[Report | None, list[Outcome]]:
     """The report of the look that decided (None and the failed runs when a look could not be made)."""
     whole = [s.name for s in suites if s.harness is not None]
-    if whole:  # its cases still enter the pooled tests in the seeded order only
+    if whole:  # lm-eval reads its own documents: they are not in the seeded order, so not in the sequential tests
         notes.append(f"sequential gate: {', '.join(whole)} {'is an lm-eval task' if len(whole) == 1 else 'are lm-eval tasks'}"
-                     ", run whole at the first look")
+                     ", run whole at the first look: decided at each look by the pooled rule (its vetoes and the pooled "
+                     "rows), not by the sequential test of the other suites' cases")
     slot, seed, resumed = _slot(cfg, engine, suites, candidate, seq.seed, gone)
     arms: Arms = make_arms(slot)
     order = case_order(suites, seed)
