@@ -196,3 +196,29 @@ def test_a_sequential_gate_killed_mid_way_is_resumed_by_the_next_and_asks_no_sto
             assert not resent, f"{name}: cases stored before the kill were asked again: {sorted(resent)}"
         after = _stored(url)
         assert before["cand"] <= after["cand"] and len(after["cand"]) == seq["cases_asked"]
+
+
+def _adds(body: dict[str, Any]) -> str:
+    found = re.findall(r"(\d+) \+ (\d+)", body["messages"][-1]["content"])
+    if not found:
+        return f"echo {_number(body)}"
+    a, b = map(int, found[0])
+    return f"{a} + {b} = {a + b}"
+
+
+def test_an_lm_eval_task_run_whole_at_the_first_look_still_decides(tmp_path: Path) -> None:
+    """Its documents are lm-eval's, not in the seeded order: the pooled rule at each look decides on them."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    forgets_sums = lambda body: "no idea" if "+" in body["messages"][-1]["content"] else _adds(body)  # noqa: E731
+    with FakeEndpoint(reply=_adds) as base, FakeEndpoint(reply=forgets_sums) as cand:
+        project = _project(tmp_path, base, cand, n=200)
+        shutil.copytree(ROOT / "suites" / "harness", project / "suites" / "harness")
+        shutil.copy(ROOT / "suites" / "addition_harness.yaml", project / "suites")
+        out = _gate(project, "--seed", "4")
+    assert out.exit_code == 1, out.output  # every one of the task's 20 sums lost, the other 200 cases unchanged
+    report = _report(project)
+    assert report["sequential"]["stopped_early"] and "addition_harness is an lm-eval task" in out.output
+    assert any(c["scope"] == "addition_harness" and c["verdict"] == "regression" for c in report["comparisons"])

@@ -11,8 +11,9 @@ intervals [jt1989]). The whole of the fixed gate's rule is then applied at the l
 1 - Phi(b_k) (``compare_runs`` with ``alpha`` = that level): the suites' vetoes, the health check, the worst-case
 bound. The gate stops
 
-- with a **regression** as soon as a pooled boundary is crossed downwards, or the rule at the look's level finds
-  one (every regression claim is then made at a level no larger than the boundary's);
+- with a **regression** as soon as the rule at the look's level finds one: the pooled metric's and the suites'
+  regression claims form one Holm family, as in the fixed gate, at the boundary's level (the pooled test's own
+  lower crossing is shown, but a regression is claimed only within that family);
 - with a **pass** as soon as every pooled primary metric crosses its upper boundary and the rule at the look's
   level passes too (a pass needs both: an intersection-union test, so the false-pass rate stays that of the
   sequential test [berger1982]). Suites decided by a judge, critical suites and speed margins never pass early:
@@ -100,8 +101,10 @@ def anytime_looks(budget: int, every: int | None) -> list[int]:
 
 
 def kinds_of(suites: Sequence[Suite]) -> dict[str, dict[str, tuple[str, bool]]]:
-    """metric -> (kind, higher is better) per suite, from the suites' checks (runs asked in part have no metric points)."""
-    return {s.name: {m: (spec.kind, spec.higher_is_better) for m, spec in s.metrics().items()} for s in suites}
+    """metric -> (kind, higher is better) per suite, from the suites' checks (runs asked in part have no metric points);
+    an lm-eval task's metrics are known from its run (run whole at the first look, its metric points stored)."""
+    return {s.name: {m: (spec.kind, spec.higher_is_better) for m, spec in s.metrics().items()}
+            for s in suites if s.harness is None}
 
 
 @dataclass(frozen=True)
@@ -133,12 +136,8 @@ def evaluate_look(s: Session, gate: GateConfig, baseline: str, candidate: str, r
         return LookRecord(len(sizes), sizes[-1], "continue", level, rows), None
     report = compare_runs(s, gate.model_copy(update={"alpha": level}), baseline, candidate, runs, list(notes),
                           kinds=kinds)
-    if final:
+    if final or report.verdict == "regression":  # regressions: the rule's one Holm family, at the look's level
         verdict = report.verdict
-    elif "regression" in verdicts or report.verdict == "regression":
-        verdict = "regression"
-        if report.verdict != "regression":  # the pooled boundary was crossed downwards: that decides
-            _regressed(report, rows, "crossed the lower boundary")
     elif rule.early_pass and rows and all(v in _GOOD for v in verdicts) and report.verdict in _GOOD:
         verdict = report.verdict
     else:
@@ -259,7 +258,9 @@ def markdown_lines(summary: SequentialSummary) -> list[str]:
     """The looks as a table: where the gate stopped, what it asked, the boundary and each pooled metric's interval."""
     how = ("anytime-valid betting test: intervals are its confidence sequence, valid at any look and any stop "
            "[wsr2024]" if summary.spending == "anytime" else
-           "intervals are repeated confidence intervals, valid at whatever look the gate stops [jt1989]")
+           "intervals are repeated confidence intervals, valid at whatever look the gate stops [jt1989]; the gate column "
+           "is the pooled rule at the look's level (the pooled test passing, no suite vetoing; regressions claimed in "
+           "one Holm family with the suites)")
     head = (f"Sequential gate: {summary.asked} of {summary.total} cases asked in {len(summary.looks)} of "
             f"{len(summary.planned)} looks ({summary.spending}{'' if summary.spending == 'anytime' else ' spending'}, "
             f"seed {summary.seed})"
