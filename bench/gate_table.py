@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/gate-table"))
     parser.add_argument("--sequential", action="store_true", help="gate with --sequential (5 looks, O'Brien-Fleming, "
                         "seed 1) and print the cases each verdict asked")
+    parser.add_argument("--only", nargs="+", choices=["Q8_0", "Q4_0", "Q2_K", "F16"], help="with --sequential: these rows")
     args = parser.parse_args()
     if args.sequential:
         return sequential(args)
@@ -86,6 +87,8 @@ def sequential(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|")
     for quant, label, sampled in (("Q8_0", "Q8_0", False), ("Q4_0", "Q4_0", False), ("Q2_K", "Q2_K", False),
                                   ("F16", "F16 vs itself (A/A, temperature 0.8)", True)):
+        if args.only and quant not in args.only:
+            continue
         quants = ["F16"] if quant == "F16" else ["F16", quant]
         folder = project(args.out / f"seq-{quant.lower()}", args.models, quants, sampled)
         report, seconds = gate(folder, f"smollm2-{quant.lower()}", ("--sequential", "--seed", "1"))
