@@ -442,6 +442,20 @@ def _forced_vllm(q: list[dict[str, float]]) -> Any:
     return behaviour
 
 
+def _score_forced(q: list[dict[str, float]], cases: list[Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """``score_cases`` against the stand-in vLLM with the candidate's distributions ``q``; with the requests it got."""
+    from evalsvc.engine.teacher_forced import Scorer, score_cases
+    from evalsvc.serving.base import Served
+
+    with FakeEndpoint() as cand:
+        cand.behaviour = _forced_vllm(q)
+        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
+        try:
+            return score_cases(scorer, cases), cand.requests
+        finally:
+            scorer.close()
+
+
 def _kl(p: dict[str, float], q: dict[str, float]) -> float:
     """KL of the grouped distributions (each listed token alone, the rest one tail) when both list the same tokens."""
     keys = sorted(p)
@@ -449,20 +463,13 @@ def _kl(p: dict[str, float], q: dict[str, float]) -> float:
 
 
 def test_teacher_forcing_scores_every_token_of_the_baseline_answer_with_known_kl_and_top1() -> None:
-    from evalsvc.engine.teacher_forced import Scorer, score_cases
-    from evalsvc.serving.base import Served
-
     answer = ["Paris", " is", " big"]
-    with FakeEndpoint() as cand:
-        cand.behaviour = _forced_vllm(Q_CAND)
-        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
-        forced = score_cases(scorer, [("c1", [{"role": "user", "content": "Capital?"}], _stored(P_BASE, answer))])
-        scorer.close()
-    asked = [r for r in cand.requests if "prompt_logprobs" in r]
+    forced, requests = _score_forced(Q_CAND, [("c1", [{"role": "user", "content": "Capital?"}], _stored(P_BASE, answer))])
+    asked = [r for r in requests if "prompt_logprobs" in r]
     assert asked == [{"model": "cand", "prompt": [1, 2, 3, 10, 11, 12], "prompt_logprobs": 5, "max_tokens": 1,
                       "temperature": 0}]
     assert {"messages": [{"role": "user", "content": "Capital?"}], "add_generation_prompt": True,
-            "model": "cand"} in cand.requests
+            "model": "cand"} in requests
     assert forced.skipped == {}
     got = forced.cases["c1"]
     assert got.mode == "teacher_forced" and got.positions == 3  # every token, past the first disagreement too
@@ -474,43 +481,21 @@ def test_teacher_forcing_scores_every_token_of_the_baseline_answer_with_known_kl
 
 
 def test_teacher_forcing_with_the_baseline_own_distributions_has_no_divergence() -> None:
-    from evalsvc.engine.teacher_forced import Scorer, score_cases
-    from evalsvc.serving.base import Served
-
-    with FakeEndpoint() as cand:
-        cand.behaviour = _forced_vllm(P_BASE)
-        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
-        got = score_cases(scorer, [("c1", [{"role": "user", "content": "q"}],
-                                    _stored(P_BASE, ["Paris", " is", " big"]))]).cases["c1"]
-        scorer.close()
+    got = _score_forced(P_BASE, [("c1", [{"role": "user", "content": "q"}],
+                                  _stored(P_BASE, ["Paris", " is", " big"]))])[0].cases["c1"]
     assert got.kld == pytest.approx(0.0, abs=1e-4) and got.top1_agreement == 1.0 and got.same_output == 1
     assert got.first_divergence == 3 and (got.baseline_token, got.candidate_token) == (None, None)
 
 
 def test_teacher_forcing_keeps_the_exact_value_of_a_baseline_token_outside_the_candidates_top_k() -> None:
-    from evalsvc.engine.teacher_forced import Scorer, score_cases
-    from evalsvc.serving.base import Served
-
     q = [{"Paris": 0.5, " the": 0.3}, {" is": 0.8, " big": 0.1}, {" nice": 0.5, " is": 0.4}]  # " big" unlisted at 3
-    with FakeEndpoint() as cand:
-        cand.behaviour = _forced_vllm(q)
-        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
-        got = score_cases(scorer, [("c1", [{"role": "user", "content": "q"}],
-                                    _stored(P_BASE, ["Paris", " is", " big"]))]).cases["c1"]
-        scorer.close()
+    got = _score_forced(q, [("c1", [{"role": "user", "content": "q"}], _stored(P_BASE, ["Paris", " is", " big"]))])[0].cases["c1"]
     assert got.delta_p == pytest.approx(((0.5 - 0.7) + (0.8 - 0.9) + (math.exp(-9.0) - 0.6)) / 3, abs=1e-4)
 
 
 def test_teacher_forcing_skips_a_case_whose_tokens_the_candidate_splits_otherwise() -> None:
-    from evalsvc.engine.teacher_forced import Scorer, score_cases
-    from evalsvc.serving.base import Served
-
     stored = _stored([{"Paris is": 0.9}, P_BASE[2]], ["Paris is", " big"])  # another tokenizer: "Paris is" one token
-    with FakeEndpoint() as cand:
-        cand.behaviour = _forced_vllm(Q_CAND)
-        scorer = Scorer(Served(base_url=cand.base_url, model="cand"), k=5)
-        forced = score_cases(scorer, [("c1", [{"role": "user", "content": "q"}], stored), ("c2", [], [])])
-        scorer.close()
+    forced = _score_forced(Q_CAND, [("c1", [{"role": "user", "content": "q"}], stored), ("c2", [], [])])[0]
     assert forced.cases == {}
     assert "positions do not match" in forced.skipped["c1"] and "no tokens" in forced.skipped["c2"]
 
