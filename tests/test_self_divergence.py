@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from evalsvc.config import load_config
 from evalsvc.stats.self_divergence import MIN_HISTORY, MIN_KLD, excess
 from evalsvc.store.db import open_engine
 from evalsvc.store.schema import Run
 from tests.fake_endpoint import FakeEndpoint, answer_from_prompt, word_logprobs
-from tests.test_alerts import Receiver
-from tests.test_upstream import _project, _run
+from tests.test_upstream import _project, _run, twenty_nights_then_a_swap
 
 # -- the rule on a series of self-divergences ---------------------------------------------------------------------------
 
@@ -121,29 +119,14 @@ def _jittered(night: dict[str, int], swapped: dict[str, bool]) -> tuple[Any, Any
 
 def test_a_stable_nondeterministic_server_is_not_flagged_in_20_firings_and_a_same_answer_swap_is_on_its_first(
         tmp_path: Path) -> None:
-    from evalsvc.service.schedule import fire
-
     night, swapped = {"n": 0}, {"on": False}
     reply, logprobs = _jittered(night, swapped)
-    receiver = Receiver()
-    try:
-        with FakeEndpoint(reply=reply) as fake:
-            fake.logprobs = logprobs
-            (tmp_path / "hook").write_text(receiver.url)
-            project = _project(tmp_path, fake, n=60, extra="alerts: {slack: {webhook_file: hook}}\n        "
-                               "drift: {alerts: false}\n        schedules: [{name: nightly, cron: '0 2 * * *'}]")
-            cfg = load_config(project / "evalsvc.yaml")
-            for n in range(1, 21):
-                night["n"] = n
-                fire(cfg, str(project / "evalsvc.yaml"), cfg.schedules[0], f"2026-11-{n:02d}T02:00Z")
-            quiet = list(receiver.posts)
-            swapped["on"], night["n"] = True, 21
-            fire(cfg, str(project / "evalsvc.yaml"), cfg.schedules[0], "2026-11-21T02:00Z")
-    finally:
-        receiver.close()
+    with FakeEndpoint(reply=reply) as fake:
+        fake.logprobs = logprobs
+        quiet, posts, project = twenty_nights_then_a_swap(tmp_path, fake, night, swapped, n=60)
     assert quiet == [], [p["text"] for p in quiet]
-    assert [p["text"] for p in receiver.posts] == ["fake answers differently on echo"]
-    assert "self-divergence" in json.dumps(receiver.posts[0])
+    assert [p["text"] for p in posts] == ["fake answers differently on echo"]
+    assert "self-divergence" in json.dumps(posts[0])
     engine = open_engine(f"sqlite:///{project / 'store.db'}")
     with Session(engine) as s:
         runs = s.query(Run).order_by(Run.id).all()

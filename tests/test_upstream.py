@@ -104,25 +104,33 @@ def _noisy(night: dict[str, int], swapped: dict[str, bool]) -> Any:
     return reply
 
 
-def test_stable_output_noise_raises_no_upstream_alert_in_20_firings_and_a_swap_raises_one(tmp_path: Path) -> None:
+def twenty_nights_then_a_swap(tmp_path: Path, fake: FakeEndpoint, night: dict[str, int], swapped: dict[str, bool],
+                              n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Path]:
+    """A nightly schedule fired 20 times at ``fake`` (``night["n"]`` the night), then once more after the swap:
+    the Slack posts of the 20 quiet nights, those of the night of the swap, and the project."""
     from evalsvc.service.schedule import fire
 
-    night, swapped = {"n": 0}, {"on": False}
     receiver = Receiver()
     try:
-        with FakeEndpoint(reply=_noisy(night, swapped)) as fake:
-            (tmp_path / "hook").write_text(receiver.url)
-            project = _project(tmp_path, fake, n=100, extra="alerts: {slack: {webhook_file: hook}}\n        "
-                               "drift: {alerts: false}\n        schedules: [{name: nightly, cron: '0 2 * * *'}]")
-            cfg = load_config(project / "evalsvc.yaml")
-            for n in range(1, 21):
-                night["n"] = n
-                fire(cfg, str(project / "evalsvc.yaml"), cfg.schedules[0], f"2026-11-{n:02d}T02:00Z")
-            quiet = list(receiver.posts)
-            swapped["on"], night["n"] = True, 21
-            fire(cfg, str(project / "evalsvc.yaml"), cfg.schedules[0], "2026-11-21T02:00Z")
+        (tmp_path / "hook").write_text(receiver.url)
+        project = _project(tmp_path, fake, n=n, extra="alerts: {slack: {webhook_file: hook}}\n        "
+                           "drift: {alerts: false}\n        schedules: [{name: nightly, cron: '0 2 * * *'}]")
+        cfg = load_config(project / "evalsvc.yaml")
+        for k in range(1, 21):
+            night["n"] = k
+            fire(cfg, str(project / "evalsvc.yaml"), cfg.schedules[0], f"2026-11-{k:02d}T02:00Z")
+        quiet = list(receiver.posts)
+        swapped["on"], night["n"] = True, 21
+        fire(cfg, str(project / "evalsvc.yaml"), cfg.schedules[0], "2026-11-21T02:00Z")
+        return quiet, receiver.posts[len(quiet):], project
     finally:
         receiver.close()
+
+
+def test_stable_output_noise_raises_no_upstream_alert_in_20_firings_and_a_swap_raises_one(tmp_path: Path) -> None:
+    night, swapped = {"n": 0}, {"on": False}
+    with FakeEndpoint(reply=_noisy(night, swapped)) as fake:
+        quiet, posts, _ = twenty_nights_then_a_swap(tmp_path, fake, night, swapped, n=100)
     assert quiet == [], [p["text"] for p in quiet]
-    assert [p["text"] for p in receiver.posts] == ["fake answers differently on echo"]
-    assert "temperature-0 outputs differ" in json.dumps(receiver.posts[0])
+    assert [p["text"] for p in posts] == ["fake answers differently on echo"]
+    assert "temperature-0 outputs differ" in json.dumps(posts[0])
