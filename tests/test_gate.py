@@ -28,6 +28,11 @@ def _project(tmp_path: Path, base: FakeEndpoint, cand: FakeEndpoint, n: int = N,
     cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
                       for i in range(n))
     write_suite(tmp_path / "suites", "echo", cases)
+    return base_and_cand(tmp_path, base, cand, extra)
+
+
+def base_and_cand(tmp_path: Path, base: FakeEndpoint, cand: FakeEndpoint, extra: str = "") -> Path:
+    """evalsvc.yaml with variants ``base`` (the family's baseline) and ``cand`` on the two stand-ins."""
     write_config(tmp_path, f"""\
         store: sqlite:///store.db
         max_retries: 0

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from evalsvc.cli import main
-from tests.conftest import write_config, write_suite
+from tests.conftest import write_suite
 from tests.fake_endpoint import FakeEndpoint
+from tests.test_gate import base_and_cand
 
 N = 1000
 
@@ -32,17 +33,7 @@ def _project(tmp_path: Path, base: FakeEndpoint, cand: FakeEndpoint, n: int = N,
     for name, lo, hi in (("first", 0, half), ("second", half, n)):  # two suites: one order over both
         write_suite(tmp_path / "suites", name, "\n".join(
             f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(lo, hi)))
-    write_config(tmp_path, f"""\
-        store: sqlite:///store.db
-        max_retries: 0
-        concurrency: 8
-        baselines: {{f: base}}
-        {extra}
-        variants:
-          - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
-          - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
-        """)
-    return tmp_path
+    return base_and_cand(tmp_path, base, cand, "concurrency: 8\n        " + extra)
 
 
 def _gate(project: Path, *args: str):
