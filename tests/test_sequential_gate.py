@@ -213,3 +213,15 @@ def test_an_lm_eval_task_run_whole_at_the_first_look_still_decides(tmp_path: Pat
     report = _report(project)
     assert report["sequential"]["stopped_early"] and "addition_harness is an lm-eval task" in out.output
     assert any(c["scope"] == "addition_harness" and c["verdict"] == "regression" for c in report["comparisons"])
+
+
+def test_an_anytime_gate_with_a_critical_suite_passes_once_every_case_is_asked(tmp_path: Path) -> None:
+    """A critical suite cannot pass early; asked in full, the pass the e-process showed stands."""
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        project = _project(tmp_path, base, cand, n=400, extra="gate: {suites: {first: {critical: true}}}")
+        out = _gate(project, "--sequential", "anytime")
+        asked = len(cand.requests)
+    assert out.exit_code == 0, out.output
+    seq = _report(project)["sequential"]
+    assert asked == seq["cases_asked"] == 400 and seq["looks"][-1]["verdict"] == "pass"
+    assert any(k["metrics"][0]["verdict"] == "pass" for k in seq["looks"][:-1])  # shown before, held back until then

@@ -20,8 +20,8 @@ from evalsvc.store import queries, repo
 from evalsvc.store.schema import MetricPoint, Run, utcnow
 from evalsvc.suites.harness import metric_specs
 
-PARTIAL = ("a sequential gate asks the cases in looks and stops once its verdict is decided; `evalsvc run` with this "
-           "run's --slot (or a fixed gate) completes it, asking no case twice")
+PARTIAL = ("a sequential gate asks the cases in looks and stops once its verdict is decided; `evalsvc run -s SUITE -v "
+           "VARIANT --slot <this run's slot>` completes it, asking no case twice")
 
 
 @dataclass

@@ -129,7 +129,8 @@ def evaluate_look(s: Session, gate: GateConfig, baseline: str, candidate: str, r
     rows = [look for metric in gate.primary
             if (look := _pooled_look(s, gate, metric, runs, order, sizes, alpha, rule, final, kinds)) is not None]
     if rule.mode == "anytime":
-        return _anytime(s, gate, baseline, candidate, runs, sizes, rule, final, rows, kinds, notes)
+        can_pass = rule.early_pass or sizes[-1] >= len(order)  # (a judged or critical suite: on complete runs only)
+        return _anytime(s, gate, baseline, candidate, runs, sizes, rule, final, can_pass, rows, kinds, notes)
     level = min((r.level for r in rows), default=gate.alpha if final else 0.0)
     verdicts = [r.verdict for r in rows]
     if not final and level <= 0.0:  # this look spends nothing: it cannot decide
@@ -154,8 +155,8 @@ def _regressed(report: Report, rows: Sequence[Any], how: str) -> None:
 
 
 def _anytime(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: dict[str, tuple[Any, Any]], sizes: list[int],
-             rule: Rule, final: bool, rows: list[Any], kinds: dict[str, dict[str, tuple[str, bool]]], notes: list[str]
-             ) -> tuple[LookRecord, Report | None]:
+             rule: Rule, final: bool, can_pass: bool, rows: list[Any], kinds: dict[str, dict[str, tuple[str, bool]]],
+             notes: list[str]) -> tuple[LookRecord, Report | None]:
     """The anytime rule: only the e-processes claim (a fixed-n test re-read at every look would not hold its level);
     the pooled rule's vetoes, at alpha, can only stop a pass. At the budget, no crossing is inconclusive."""
     verdicts = [r.verdict for r in rows]
@@ -172,15 +173,18 @@ def _anytime(s: Session, gate: GateConfig, baseline: str, candidate: str, runs: 
             for r in rows if r.verdict not in _GOOD]
     if crossed_down:
         _regressed(report, rows, "was shown below the margin by its e-process")
-    elif crossed_up and rule.early_pass and report.verdict in _GOOD:
+    elif crossed_up and can_pass and report.verdict in _GOOD:
         pass
     elif crossed_up and not final:
         return LookRecord(len(sizes), sizes[-1], "continue", gate.alpha, rows), None
     else:
         report.verdict = "inconclusive"
-        if report.decision is not None:
-            report.decision.reasons.append(f"the budget of {rule.n_max} cases was reached with no e-process at 1/alpha = "
-                                           f"{1 / gate.alpha:g}" if not crossed_up else "a suite vetoes the pass")
+        if report.decision is not None and not crossed_up:
+            report.decision.reasons.append(f"the budget of {rule.n_max} cases was reached with no e-process at "
+                                           f"1/alpha = {1 / gate.alpha:g}")
+        elif report.decision is not None and not can_pass:
+            report.decision.reasons.append("a judged or critical suite, or a speed margin, is decided on complete runs, "
+                                           "and the budget left these partial")
     return LookRecord(len(sizes), sizes[-1], report.verdict, gate.alpha, rows), report
 
 
