@@ -144,9 +144,7 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
                           "leave out --reuse/--no-run/--baseline-run, or gate without --sequential")
     if sequential is not None:
         aa = cfg.fingerprint(baseline) == cfg.fingerprint(candidate)
-        arms_note = [] if _arms(cfg, engine, baseline, candidate, "", progress, logs).together else [ONE_AT_A_TIME_NOTE]
-        found, failed = run_sequential(cfg, engine, suites, baseline, candidate, sequential, made,
-                                       [A_A_NOTE] * aa + arms_note,
+        found, failed = run_sequential(cfg, engine, suites, baseline, candidate, sequential, made, [A_A_NOTE] * aa,
                                        progress=progress, logs=logs, gone=GATE_GONE,
                                        make_arms=lambda slot: _arms(cfg, engine, baseline, candidate, slot, progress, logs))
         if found is None:
@@ -204,8 +202,8 @@ def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str
                  progress, logs)
     base_suites = [s for s in suites if s.name not in pinned]
     vb, vc = cfg.variant(baseline), cfg.variant(candidate)
+    notes += arms.notes
     if not arms.together:
-        notes.append(ONE_AT_A_TIME_NOTE)
         base = arms.first.run_variant(base_suites, vb, slot=arms.slots[0]) if base_suites else []
         made += base
         cand = arms.second.run_variant(suites, vc, slot=arms.slots[1])
@@ -231,7 +229,7 @@ def _arms(cfg: Config, engine: Engine, baseline: str, candidate: str, slot: str,
     slots = (f"{slot}:a", f"{slot}:b") if same else (slot, slot)
     coin = int.from_bytes(hashlib.sha256(slot.encode()).digest()[:4], "big")  # which arm of a case goes first
     together = same or not _one_gpu_server_at_a_time(cfg.variant(baseline), cfg.variant(candidate))
-    return Arms(first, second, slots, coin, timed, together)
+    return Arms(first, second, slots, coin, timed, together, [] if together else [ONE_AT_A_TIME_NOTE])
 
 
 def _one_gpu_server_at_a_time(a: VariantConfig, b: VariantConfig) -> bool:

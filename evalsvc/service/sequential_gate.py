@@ -58,6 +58,7 @@ class Arms:
     coin: int
     timed: bool  # both arms are timed in full (a speed margin decides, or an A/A gate): no stored answer stands in
     together: bool  # both variants can be served at once (not two vLLM servers on the same GPUs)
+    notes: list[str]  # what the report says of how they were measured
 
 
 def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str,
@@ -71,6 +72,7 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
                      "rows), not by the sequential test of the other suites' cases")
     slot, seed, resumed = _slot(cfg, engine, suites, candidate, seq.seed, gone)
     arms: Arms = make_arms(slot)
+    notes += arms.notes
     order = case_order(suites, seed)
     total = len(order)
     early_pass = not arms.timed and not any(s.model_graded for s in suites) and not any(

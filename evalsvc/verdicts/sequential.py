@@ -126,8 +126,10 @@ def evaluate_look(s: Session, gate: GateConfig, baseline: str, candidate: str, r
     Returns the look and, when it decides (or is the last), the report to publish; None while the gate goes on."""
     final = sizes[-1] >= rule.n_max
     alpha = gate.alpha / max(1, len(gate.primary))
+    scored = {name: (per_case(s, b.id, gate.samples_pass), per_case(s, c.id, gate.samples_pass))
+              for name, (b, c) in runs.items()}
     rows = [look for metric in gate.primary
-            if (look := _pooled_look(s, gate, metric, runs, order, sizes, alpha, rule, final, kinds)) is not None]
+            if (look := _pooled_look(gate, metric, scored, order, sizes, alpha, rule, final, kinds)) is not None]
     if rule.mode == "anytime":
         can_pass = rule.early_pass or sizes[-1] >= len(order)  # (a judged or critical suite: on complete runs only)
         return _anytime(s, gate, baseline, candidate, runs, sizes, rule, final, can_pass, rows, kinds, notes)
@@ -199,11 +201,11 @@ def _with_sequence(c: Any, rows: list[Any]) -> Any:
                    verdict="inconclusive" if row.verdict == "continue" else row.verdict, n_needed=None, method=row.method)
 
 
-def _pooled_look(s: Session, gate: GateConfig, metric: str, runs: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
+def _pooled_look(gate: GateConfig, metric: str, scored: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
                  sizes: list[int], alpha: float, rule: Rule, final: bool,
                  kinds: dict[str, dict[str, tuple[str, bool]]]) -> Any:
     """The sequential test of one primary metric pooled over the suites, its pairs in the seeded order."""
-    pairs = _pairs(s, gate, metric, runs, order, sizes, kinds)
+    pairs = _pairs(gate, metric, scored, order, sizes, kinds)
     if pairs is None:
         return None  # too few pairs yet (or none new at this look)
     base, cand, looks, binary, scale = pairs
@@ -218,13 +220,12 @@ def _pooled_look(s: Session, gate: GateConfig, metric: str, runs: dict[str, tupl
     return test(metric, base, cand, looks, rule.n_max, margin, alpha, rule.spending, final=final)[-1]  # (or the look that decided)
 
 
-def _pairs(s: Session, gate: GateConfig, metric: str, runs: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
+def _pairs(gate: GateConfig, metric: str, scored: dict[str, tuple[Any, Any]], order: list[tuple[str, str]],
            sizes: list[int], kinds: dict[str, dict[str, tuple[str, bool]]]
            ) -> tuple[list[float], list[float], list[int], bool, float] | None:
-    """The metric's oriented pairs among the first ``sizes[-1]`` cases of the order, the paired count at each look
-    that added pairs, whether they are pass/fail, and the largest value a scaled score can take."""
-    scored = {name: (per_case(s, b.id, gate.samples_pass), per_case(s, c.id, gate.samples_pass))
-              for name, (b, c) in runs.items()}
+    """The metric's oriented pairs among the first ``sizes[-1]`` cases of the order (``scored``: each suite's cases
+    per run), the paired count at each look that added pairs, whether they are pass/fail, and the largest value a
+    scaled score can take."""
     base: list[float] = []
     cand: list[float] = []
     weights: list[float] = []
