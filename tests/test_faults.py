@@ -493,7 +493,7 @@ def test_two_processes_on_different_slots_of_a_fresh_store_both_complete(store_u
     if store_url.startswith("postgresql"):
         upgrade(store_url)
     with FakeEndpoint(delay_s=0.05) as fake:
-        config = _project(tmp_path, fake, n, store=store_url, extra="    cache: true\n")
+        config = _project(tmp_path, fake, n, store=store_url, extra="    cache: true\n", timeout_s=10)
         procs = [_start(config, "--slot", slot) for slot in ("2026-11-21T06:00Z", "2026-11-21T07:00Z")]
         outs = [p.communicate(timeout=60)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(outs)
@@ -579,7 +579,7 @@ def test_postgresql_stopped_mid_run_is_exit_2_keeps_what_was_stored_and_resumes(
     url = own_postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
     upgrade(url)
     with FakeEndpoint(delay_s=0.1) as fake:
-        config = _project(tmp_path, fake, n, store=url)
+        config = _project(tmp_path, fake, n, store=url, timeout_s=10)  # no retry on a busy machine
         proc = subprocess.Popen([sys.executable, "-m", "evalsvc.cli", "run", "-c", str(config), "--no-progress"],
                                 cwd=tmp_path, env=_env(EVALSVC_STORE=_with_password(url, "hunter2")),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -637,7 +637,7 @@ def test_sqlite_locked_mid_run_past_the_busy_timeout_is_exit_2_and_resumes(tmp_p
     n = 12
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with FakeEndpoint(delay_s=0.1) as fake:
-        config = _project(tmp_path, fake, n)
+        config = _project(tmp_path, fake, n, timeout_s=10)
         proc = _start(config)
         _wait_for(lambda: _count(url) >= 3, what="results before the lock")
         blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
