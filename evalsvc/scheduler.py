@@ -38,8 +38,14 @@ lease: SchedulerLease | None = None  # the serving process's lease: no firing st
 
 
 def trigger(spec: ScheduleSpec) -> Any:
+    """The cron's trigger in UTC; six fields put the second in front (``from_crontab`` reads five only)."""
     from apscheduler.triggers.cron import CronTrigger
 
+    fields = spec.cron.split()
+    if len(fields) == 6:
+        second, minute, hour, day, month, day_of_week = fields
+        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week,
+                           timezone="UTC")
     return CronTrigger.from_crontab(spec.cron, timezone="UTC")
 
 

@@ -111,13 +111,14 @@ def fire(config_path: str, schedule: str, slot: str | None, submission_id: str |
     from evalsvc.config import load_config
     from evalsvc.scheduler import slot_at
     from evalsvc.service.schedule import fire as fire_slot
+    from evalsvc.service.schedule_state import slot_name
 
     _driver_logging()  # a Ray Job's log shows where each variant ran and what the driver did
     cfg = load_config(config_path)
     spec = next((s for s in cfg.schedules if s.name == schedule), None)
     if spec is None:
         raise click.ClickException(f"no schedule '{schedule}'; known: {', '.join(s.name for s in cfg.schedules) or 'none'}")
-    slot = slot or slot_at(spec, datetime.now(UTC)).strftime("%Y-%m-%dT%H:%MZ")  # service.schedule_state.SLOT_FORMAT
+    slot = slot or slot_name(slot_at(spec, datetime.now(UTC)))
     summary = fire_slot(cfg, str(Path(config_path).resolve()), spec, slot, submission_id)
     for (variant, suite, status), error in zip(summary["runs"], summary["errors"], strict=True):
         click.echo(f"{summary['slot']}  {variant:<20} {suite:<20} {status}" + (f"  {error}" if error else ""))

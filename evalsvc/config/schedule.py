@@ -1,7 +1,8 @@
 """`schedules:` in evalsvc.yaml: what `evalsvc serve` runs, and when.
 
 The crontab expression is checked here, field by field, with the ranges and names that
-APScheduler's ``CronTrigger.from_crontab`` accepts, so that reading the file needs no scheduler.
+APScheduler's ``CronTrigger`` accepts, so that reading the file needs no scheduler. Five fields are the classic
+crontab; a sixth in front is the second (``*/10 * * * * *``: every ten seconds), for tests, soaks and fast polls.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # (name, lowest, highest, names allowed in place of numbers)
 _FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()), ("month", 1, 12, _MONTHS),
            ("day of week", 0, 6, _DAYS))
+_SECOND = ("second", 0, 59, ())
 _PART = re.compile(r"^(?:(?P<any>\*)|(?P<lo>[A-Za-z0-9]+)(?:-(?P<hi>[A-Za-z0-9]+))?)(?:/(?P<step>\d+))?$")
 
 
@@ -33,11 +35,12 @@ def _value(token: str, lo: int, hi: int, names: tuple[str, ...]) -> int:
 
 
 def check_crontab(cron: str) -> None:
-    """Raise ValueError naming the field at fault unless ``cron`` is a five-field crontab expression."""
+    """Raise ValueError naming the field at fault unless ``cron`` is a five-field crontab expression, or six with the
+    second in front."""
     fields = cron.split()
-    if len(fields) != 5:
-        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
-    for text, (name, lo, hi, names) in zip(fields, _FIELDS, strict=True):
+    if len(fields) not in (5, 6):
+        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5 (or 6, with a second in front)")
+    for text, (name, lo, hi, names) in zip(fields, _FIELDS if len(fields) == 5 else (_SECOND, *_FIELDS), strict=True):
         for part in text.split(","):
             m = _PART.match(part)
             if m is None:
@@ -63,7 +66,8 @@ class ScheduleSpec(Strict):
     """One entry of ``schedules:`` in evalsvc.yaml."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    cron: str = Field(description="crontab expression in UTC, e.g. '0 3 * * *' (daily at 03:00)")
+    cron: str = Field(description="crontab expression in UTC, e.g. '0 3 * * *' (daily at 03:00); a sixth "
+                      "field in front is the second: '*/10 * * * * *' (every ten seconds)")
     suites: list[str] | None = Field(None, description="default: the config's suites")
     variants: list[str] | None = Field(None, description="default: every variant")
     compare: bool = Field(True, description="after the runs, compare each variant with its family's baseline and alert")
@@ -74,5 +78,5 @@ class ScheduleSpec(Strict):
         try:
             check_crontab(cron)
         except ValueError as exc:
-            raise ValueError(f"invalid crontab expression {cron!r}: {exc} (five fields: minute hour day month weekday)") from None
+            raise ValueError(f"invalid crontab expression {cron!r}: {exc} (five fields: minute hour day month weekday; or six, second first)") from None
         return cron

@@ -25,11 +25,11 @@ from evalsvc.store.locks import RunLocks
 from evalsvc.store.schema import Firing, Run, ScheduleState, utcnow
 
 MAX_ATTEMPTS = 3  # a firing cut off this many times (a slot that kills its serve) is closed, not fired again
-SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
+SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"  # a fire time off the minute (a cron with a seconds field) names its second too
 
 
 def slot_name(t: datetime) -> str:
-    return t.strftime(SLOT_FORMAT)
+    return t.strftime(SLOT_FORMAT if t.second == 0 else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def sync_states(engine: Engine, schedules: list[ScheduleSpec], now: datetime | None = None) -> dict[str, bool]:
@@ -68,7 +68,7 @@ def set_paused(engine: Engine, name: str, value: bool) -> None:
 def last_fire_time(trigger: Any, since: datetime, now: datetime) -> datetime | None:
     """The trigger's latest fire time in [since, now], or None: looked for in growing windows back from now, so a
     minutely cron costs a handful of steps and a yearly one stays bounded."""
-    for back in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), timedelta(days=3000)):
+    for back in (timedelta(minutes=2), timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), timedelta(days=3000)):
         start = max(since, now - back)
         t = trigger.get_next_fire_time(None, start)
         latest = None
