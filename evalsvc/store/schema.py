@@ -311,3 +311,29 @@ class DriftAlarm(Base):
     level: Mapped[float] = mapped_column(Float)  # the family's alpha / size when it was raised
     reference_mean: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ForcedCase(Base):
+    """One case of a candidate run scored by teacher forcing on the baseline run's answer (engine/teacher_forced.py).
+
+    ``status`` "ok": the comparison's numbers (stats.divergence.CaseDivergence, mode teacher_forced); "skipped": the
+    case cannot be forced (an empty answer, or tokens the candidate's tokenizer does not give back), never asked again;
+    "error": the endpoint failed on it, asked again by the next gate of the same pair. ``note`` says why for both;
+    the gate's divergence rows compare those cases on the shared prefix instead (verdicts/divergence.py).
+    """
+
+    __tablename__ = "forced_cases"
+    candidate_run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    baseline_run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    kld: Mapped[float | None] = mapped_column(Float)
+    top1_agreement: Mapped[float | None] = mapped_column(Float)
+    delta_p: Mapped[float | None] = mapped_column(Float)
+    same_output: Mapped[int | None]
+    first_divergence: Mapped[int | None]
+    positions: Mapped[int | None]
+    baseline_token: Mapped[str | None] = mapped_column(Text)  # where the candidate's top-1 first differs (None: never)
+    candidate_token: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
