@@ -14,6 +14,12 @@ baseline's tokens joined and tokenized without special tokens. Where that gives 
 and the case is not compared: it is reported, never guessed. Only vLLM serves both ``/tokenize`` and
 ``prompt_logprobs`` (``supports``); llama.cpp's server returns no prompt log-probabilities that can be trusted, and
 chat-only APIs none.
+
+A gate runs it (``force_runs``) after the candidate's runs, while the candidate's server is still up, where
+``divergence.mode`` asks for it (``wanted``), and stores each case's result (``store.schema.ForcedCase``), so that the
+verdicts and the dashboard read it without asking again, and a gate of the same pair asks only what is missing. An
+endpoint error is never fatal: the case is stored as an error with its cause, and the verdicts compare it on the shared
+prefix instead, saying so.
 """
 
 from __future__ import annotations
@@ -23,20 +29,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.config.variants import VariantConfig
-from evalsvc.errors import FatalEndpointError, MalformedResponseError, TransientEndpointError
+from evalsvc.errors import ConfigError, EndpointError, FatalEndpointError, MalformedResponseError, TransientEndpointError
 from evalsvc.serving import Served, logprobs
 from evalsvc.stats.divergence import CaseDivergence, Token, compare_forced, from_stored
-from evalsvc.store.schema import CaseResult
+from evalsvc.store.schema import CaseResult, ForcedCase
 from evalsvc.suites import Suite
+
+BREAKER = 3  # endpoint errors in a row after which a run's other cases are not asked (the server is likely gone)
 
 
 def supports(variant: VariantConfig) -> bool:
     """Whether the variant's engine scores a given continuation: evalsvc's vLLM backend (``local.engine: vllm``)."""
     return variant.local is not None and variant.local.engine == "vllm"
+
+
+def wanted(mode: str, variant: VariantConfig) -> bool:
+    """Whether a gate scores the candidate ``variant`` by teacher forcing under ``divergence.mode``: ``auto`` where it
+    can, ``teacher_forced`` always (a variant that cannot is a configuration error), ``shared_prefix`` never."""
+    if mode == "shared_prefix":
+        return False
+    if supports(variant):
+        return True
+    if mode == "teacher_forced":
+        served_by = f"local.engine: {variant.local.engine}" if variant.local is not None else "an endpoint"
+        raise ConfigError("divergence.mode", f"teacher_forced needs a candidate whose engine scores a given "
+                          f"continuation (vLLM's prompt_logprobs), and variant '{variant.name}' is served by {served_by}",
+                          f"serve '{variant.name}' with local.engine: vllm, or set divergence.mode: auto (teacher-forced "
+                          "where the candidate supports it, else the shared prefix) or shared_prefix")
+    return False
 
 
 @dataclass
@@ -120,9 +144,72 @@ def score_cases(scorer: Scorer, cases: Iterable[tuple[str, list[dict[str, str]],
 def score_run(session: Session, scorer: Scorer, suite: Suite, variant: VariantConfig, base_run_id: int) -> Forced:
     """Every ok answer of the baseline's run of ``suite`` that stored log-probabilities (its first sample: at
     temperature 0 a case has one answer), scored by the candidate ``variant`` after its own messages for the case."""
-    rows = session.execute(select(CaseResult.case_id, CaseResult.logprobs).where(
-        CaseResult.run_id == base_run_id, CaseResult.status == "ok", CaseResult.sample_index == 0,
-        CaseResult.logprobs.is_not(None)))
-    stored = {case_id: value for case_id, value in rows}
+    stored = _answers(session, base_run_id)
     return score_cases(scorer, ((case.id, suite.messages(case, variant.system_prompt), stored[case.id])
                                 for case in suite.cases if case.id in stored))
+
+
+def _answers(session: Session, run_id: int) -> dict[str, Any]:
+    """Each ok case's stored log-probabilities (its first sample: at temperature 0 a case has one answer)."""
+    rows = session.execute(select(CaseResult.case_id, CaseResult.logprobs).where(
+        CaseResult.run_id == run_id, CaseResult.status == "ok", CaseResult.sample_index == 0,
+        CaseResult.logprobs.is_not(None)))
+    return {case_id: value for case_id, value in rows}
+
+
+def force_runs(engine: Engine, served: Served, variant: VariantConfig, k: int,
+               pairs: Sequence[tuple[Suite, int, int]]) -> int:
+    """Score the served candidate ``variant`` on each ``(suite, baseline run id, candidate run id)``'s baseline
+    answers and store every case (``ForcedCase``); returns how many cases were asked. A case already stored ok or
+    skipped is not asked again; one stored as an error is. After ``BREAKER`` endpoint errors in a row the run's other
+    cases are stored as errors without being asked."""
+    scorer = Scorer(served, k)
+    asked = 0
+    try:
+        for suite, base_run_id, cand_run_id in pairs:
+            if suite.harness is None:
+                asked += _force_run(engine, scorer, suite, variant, base_run_id, cand_run_id)
+    finally:
+        scorer.close()
+    return asked
+
+
+def _force_run(engine: Engine, scorer: Scorer, suite: Suite, variant: VariantConfig, base_run_id: int,
+               cand_run_id: int) -> int:
+    key = {"candidate_run_id": cand_run_id, "baseline_run_id": base_run_id}
+    with Session(engine) as s:
+        done = set(s.scalars(select(ForcedCase.case_id).filter_by(**key).where(ForcedCase.status != "error")))
+        stored = _answers(s, base_run_id)
+    todo = [(case.id, suite.messages(case, variant.system_prompt), stored[case.id])
+            for case in suite.cases if case.id in stored and case.id not in done]
+    errors, last, asked = 0, "", 0
+    for case_id, messages, answer in todo:
+        row = ForcedCase(case_id=case_id, **key)
+        if errors >= BREAKER:
+            row.status, row.note = "error", f"not asked after {BREAKER} endpoint errors in a row (the last: {last})"
+        else:
+            asked += 1
+            try:
+                one = score_cases(scorer, [(case_id, messages, answer)])
+            except EndpointError as exc:
+                errors, last = errors + 1, str(exc)
+                row.status, row.note = "error", last
+            else:
+                errors = 0
+                _fill(row, one)
+        with Session(engine) as s:
+            s.merge(row)
+            s.commit()
+    return asked
+
+
+def _fill(row: ForcedCase, one: Forced) -> None:
+    """A scored case's numbers, or why it was skipped."""
+    if row.case_id in one.skipped:
+        row.status, row.note = "skipped", one.skipped[row.case_id]
+        return
+    d = one.cases[row.case_id]
+    row.status = "ok"
+    row.kld, row.top1_agreement, row.delta_p, row.same_output = d.kld, d.top1_agreement, d.delta_p, d.same_output
+    row.first_divergence, row.positions = d.first_divergence, d.positions
+    row.baseline_token, row.candidate_token = d.baseline_token, d.candidate_token

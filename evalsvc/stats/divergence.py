@@ -158,6 +158,13 @@ class Summary:
     ci_high: float
     n: int
     method: str
+    mode: str = "shared_prefix"  # the cases' mode (a key of MODES), or "mixed" when they were measured in both
+
+
+def mode_of(cases: Sequence[CaseDivergence]) -> str:
+    """The one mode the cases were measured in (a key of ``MODES``), or "mixed"."""
+    modes = {c.mode for c in cases}
+    return modes.pop() if len(modes) == 1 else "mixed"
 
 
 def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int = 4000, seed: int = 0) -> list[Summary]:
@@ -176,7 +183,8 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
     from evalsvc.stats.bootstrap import compare_continuous
 
     out: list[Summary] = []
-    mode = MODES[cases[0].mode] if cases and len({c.mode for c in cases}) == 1 else "mixed modes"
+    key = mode_of(cases)
+    mode = MODES.get(key, "mixed modes")
     kld = np.array([c.kld for c in cases if c.kld is not None], dtype=float)
     same = np.array([c.same_output for c in cases], dtype=float)
     dp = np.array([c.delta_p for c in cases if c.delta_p is not None], dtype=float)
@@ -189,7 +197,7 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
         c = compare_continuous(metric, np.full(len(values), baseline), values, 0.0, alpha, n_boot=n_boot, seed=seed)
         # an interval past the statistic's range says no more than its end
         out.append(Summary(metric, float(values.mean()), max(bottom, baseline + c.ci_low), min(top, baseline + c.ci_high),
-                           len(values), f"{c.method}; {mode}"))
+                           len(values), f"{c.method}; {mode}", key))
     first = np.array([c.first_divergence for c in cases], dtype=float)
     if len(first):
         rng = np.random.default_rng(seed)
@@ -197,5 +205,5 @@ def summarise(cases: Sequence[CaseDivergence], alpha: float = 0.05, n_boot: int 
         lo, hi = np.quantile(medians, [alpha, 1 - alpha])
         out.append(Summary("first_divergence_median", float(np.median(first)), float(lo), float(hi), len(first),
                            f"percentile bootstrap of the median over cases [efron-tibshirani1993], {n_boot} resamples "
-                           f"(seed {seed}); censored at the answer's length where the answers never differ; {mode}"))
+                           f"(seed {seed}); censored at the answer's length where the answers never differ; {mode}", key))
     return out

@@ -279,6 +279,7 @@ def compare_runs(s: Session, gate: GateConfig, baseline: str, candidate: str, ru
     undecided += speed_undecided
     divergence = div.measure(s, runs, gate, POOLED)  # a divergence statistic with a bound in gate.margins decides like speed
     undecided += divergence.undecided
+    notes += divergence.notes  # cases that fell back from teacher forcing to the shared prefix
     summary = [(POOLED, _compare_pooled(metric, pooled, gate)) for metric in gate.primary if metric in pooled.values]
     summary, primary, strict, decision = decide_gate(summary, deciding, gated_speed + divergence.gated, gate, undecided)
     primary += strict  # a speed metric or divergence statistic with its own margin must hold in every suite

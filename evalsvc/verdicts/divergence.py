@@ -15,12 +15,18 @@ KL measures how much the distribution moved, not whether the answers got worse (
 makes it decide sets the bound it accepts. A suite has rows only when both of its runs stored log-probabilities
 (``divergence.top_logprobs`` > 0 and endpoints that give them) for the same cases; where a deciding statistic has none,
 the suite cannot be decided and vetoes a pass.
+
+Each case is compared teacher-forced where the candidate run was scored on the baseline run's answer
+(``store.schema.ForcedCase``, written by ``engine/teacher_forced.py`` while the gate's candidate server was up): its
+``kld`` covers every token of the answer and ``top1_agreement`` is shown. Every other case both runs stored
+log-probabilities for is compared on the shared prefix; a case that could not be forced (an endpoint error, another
+tokenizer) falls back to it with a note. Every row, and a deciding statistic's method, names the mode it was measured in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -31,8 +37,8 @@ from evalsvc.config.gate import DIVERGENCE_BOUNDS
 from evalsvc.stats.binary import compare_binary
 from evalsvc.stats.bootstrap import compare_continuous
 from evalsvc.stats.comparison import Comparison
-from evalsvc.stats.divergence import CaseDivergence, Summary, compare_answers, from_stored, summarise
-from evalsvc.store.schema import CaseResult
+from evalsvc.stats.divergence import MODES, CaseDivergence, Summary, compare_answers, from_stored, mode_of, summarise
+from evalsvc.store.schema import CaseResult, ForcedCase
 
 LOWER_IS_BETTER = frozenset({"kld"})
 SHOWN = "shown"  # a stored divergence row's verdict: it decides nothing
@@ -49,6 +55,7 @@ class Divergence:
     shown: list[tuple[str, Summary]] = field(default_factory=list)
     gated: list[tuple[str, Comparison]] = field(default_factory=list)
     undecided: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # cases that fell back from teacher forcing, and why
 
 
 def _logprobs(s: Session, run_id: int) -> dict[str, list[Any]]:
@@ -60,9 +67,34 @@ def _logprobs(s: Session, run_id: int) -> dict[str, list[Any]]:
 
 
 def per_case(s: Session, base_run_id: int, cand_run_id: int) -> dict[str, CaseDivergence]:
-    """Each case both runs stored log-probabilities for, compared token by token (the Compare page shows these)."""
+    """Each case scored by teacher forcing, and each other case both runs stored log-probabilities for, compared token
+    by token on the shared prefix (the Compare page shows these)."""
+    forced = {row.case_id: _forced(row) for row in _forced_rows(s, base_run_id, cand_run_id) if row.status == "ok"}
     b, c = _logprobs(s, base_run_id), _logprobs(s, cand_run_id)
-    return {k: compare_answers(from_stored(b[k]), from_stored(c[k])) for k in sorted(b.keys() & c.keys())}
+    shared = {k: compare_answers(from_stored(b[k]), from_stored(c[k])) for k in b.keys() & c.keys() if k not in forced}
+    return dict(sorted({**shared, **forced}.items()))
+
+
+def fallbacks(s: Session, base_run_id: int, cand_run_id: int) -> dict[str, str]:
+    """Per case that teacher forcing could not score (an endpoint error, or a skipped case), why."""
+    return {row.case_id: row.note or row.status for row in _forced_rows(s, base_run_id, cand_run_id) if row.status != "ok"}
+
+
+def _forced_rows(s: Session, base_run_id: int, cand_run_id: int) -> Sequence[ForcedCase]:
+    return s.scalars(select(ForcedCase).where(ForcedCase.baseline_run_id == base_run_id,
+                                              ForcedCase.candidate_run_id == cand_run_id)).all()
+
+
+def _forced(row: ForcedCase) -> CaseDivergence:
+    return CaseDivergence(kld=row.kld, same_output=row.same_output or 0, first_divergence=row.first_divergence or 0,
+                          delta_p=row.delta_p, positions=row.positions or 0, baseline_token=row.baseline_token,
+                          candidate_token=row.candidate_token, top1_agreement=row.top1_agreement, mode="teacher_forced")
+
+
+def _fallback_note(name: str, why: dict[str, str]) -> str:
+    first = next(iter(sorted(why.items())))
+    return (f"{name}: {len(why)} case(s) could not be scored teacher-forced and are compared on the shared prefix "
+            f"instead (where both runs stored log-probabilities), e.g. {first[0]}: {first[1]}")
 
 
 def gated_comparison(metric: str, cases: Sequence[CaseDivergence], gate: GateConfig) -> Comparison | None:
@@ -91,10 +123,16 @@ def measure(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig, pool
         if base is None or cand is None:
             continue
         cases = list(per_case(s, base.id, cand.id).values())
+        why = fallbacks(s, base.id, cand.id)
+        if why:
+            out.notes.append(_fallback_note(name, why))
         pooled += cases
         suites += bool(cases)
-        gated = {m: gated_comparison(m, cases, gate) for m in deciding}
+        gated = {m: _named(gated_comparison(m, cases, gate), cases) for m in deciding}
         out.gated += [(name, c) for c in gated.values() if c is not None]
+        out.notes += [f"{name}: {c.metric} decides (gate.margins) on {c.n} cases, measured "
+                      f"{MODES.get(mode_of(cases), 'in both modes (some cases fell back to the shared prefix)')}"
+                      for c in gated.values() if c is not None]
         missing = [m for m, c in gated.items() if c is None]
         if missing:
             out.undecided.append((name, f"{', '.join(missing)} decide (gate.margins) but {NO_LOGPROBS}"))
@@ -103,6 +141,11 @@ def measure(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig, pool
     if suites > 1:
         out.shown += [(pooled_scope, row) for row in summarise(pooled, gate.alpha)]
     return out
+
+
+def _named(c: Comparison | None, cases: Sequence[CaseDivergence]) -> Comparison | None:
+    """A deciding statistic's comparison, its method naming the mode its cases were measured in."""
+    return None if c is None else replace(c, method=f"{c.method}; {MODES.get(mode_of(cases), 'mixed modes')}")
 
 
 def recorded(row: Summary) -> dict[str, Any] | None:

@@ -102,12 +102,15 @@ def markdown(report: Report, top_flips: int = 10, alpha: float | None = None) ->
                   "", HEADER, *(_row(scope, c, report) for scope, c in report.secondary), "", "</details>"]
     if report.divergence:
         lines += ["", "Divergence from the baseline (informational; a statistic that gate.margins bounds decides in each "
-                  "suite's table instead; docs/divergence.md): kld is the mean per-token KL(baseline ‖ candidate) over each "
-                  "case's shared prefix, a top-k lower bound, in nats; delta_p (Δp) the mean change in the probability of "
-                  "the baseline's chosen token before the answers differ, candidate − baseline:", "",
-                  "| suite | statistic | value | CI | n |", "|---|---|---|---|---|",
-                  *(f"| {scope} | {r.metric} | {r.estimate:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.n} |"
-                    for scope, r in report.divergence)]
+                  "suite's table instead; docs/divergence.md): kld is the mean per-token KL(baseline ‖ candidate), a top-k "
+                  "lower bound, in nats, over each case's positions that its mode compares: the shared prefix (up to the "
+                  "answers' first difference) or, teacher-forced, every token of the baseline's answer, where top1_agreement "
+                  "is the share of those tokens whose most likely token the two models agree on; delta_p (Δp) the mean "
+                  "change in the probability of the baseline's chosen token over the same positions (before the answers "
+                  "differ, on the shared prefix), candidate − baseline:", "",
+                  "| suite | statistic | value | CI | n | mode |", "|---|---|---|---|---|---|",
+                  *(f"| {scope} | {r.metric} | {r.estimate:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.n} | "
+                    f"{r.mode.replace('_', ' ')} |" for scope, r in report.divergence)]
     down = [f for f in report.flips if f.direction == "down"][:top_flips]
     if down:
         lines += ["", f"Top cases that flipped pass → fail ({sum(f.direction == 'down' for f in report.flips)} in all):", "",
@@ -204,7 +207,8 @@ def as_json(report: Report, fail_on_inconclusive: bool, alpha: float | None = No
         "comparisons": [row(role, sc, c) for role, sc, c in roles(report)],
         "flips": [{"suite": f.suite, "case_id": f.case_id, "direction": f.direction} for f in report.flips],
         "divergence": [{"scope": scope, "metric": r.metric, "estimate": _num(r.estimate), "ci_low": _num(r.ci_low),
-                        "ci_high": _num(r.ci_high), "n": r.n, "method": r.method} for scope, r in report.divergence],
+                        "ci_high": _num(r.ci_high), "n": r.n, "method": r.method, "mode": r.mode}
+                       for scope, r in report.divergence],
         "sequential": sequential.as_dict(report.sequential) if report.sequential is not None else None,
         "notes": report.notes}, indent=2, allow_nan=False)
 
