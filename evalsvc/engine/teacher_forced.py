@@ -191,8 +191,8 @@ def _force_run(engine: Engine, scorer: Scorer, suite: Suite, variant: VariantCon
             asked += 1
             try:
                 one = score_cases(scorer, [(case_id, messages, answer)])
-            except EndpointError as exc:
-                errors, last = errors + 1, str(exc)
+            except (EndpointError, ValueError) as exc:  # (ValueError: an answer that is not JSON)
+                errors, last = errors + 1, str(exc) or type(exc).__name__
                 row.status, row.note = "error", last
             else:
                 errors = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +23,13 @@ from sqlalchemy.orm import Session
 
 from evalsvc.config import Config, VariantConfig
 from evalsvc.config.sequential import SequentialGate
+from evalsvc.engine import teacher_forced
 from evalsvc.engine.rejudge import judged_alike
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.errors import ConfigError, EvalsvcError
 from evalsvc.service.schedule_state import close_abandoned_runs
 from evalsvc.service.sequential_gate import Arms, run_sequential
+from evalsvc.serving import Served, serve
 from evalsvc.stats import speed
 from evalsvc.store import queries
 from evalsvc.store.latest import latest_pairs, runs_by_id
@@ -139,6 +142,7 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
           fail_on_inconclusive: bool | None, markdown_path: Path | None, junit_path: Path | None, json_path: Path | None,
           progress: bool | None, logs: Path | None, sequential: SequentialGate | None = None) -> GateResult:
     pinned = _pinned(engine, suites, baseline_runs)
+    teacher_forced.wanted(cfg.divergence.mode, cfg.variant(candidate))  # divergence.mode it cannot follow: say so now
     if sequential is not None and (reuse or pinned):
         raise ConfigError("--sequential", "a sequential gate measures both arms now, look by look",
                           "leave out --reuse/--no-run/--baseline-run, or gate without --sequential")
@@ -158,10 +162,9 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
         ids = {name: (pinned[name].id if name in pinned else b.id, c.id) for name, (b, c) in stored.items()}
     else:
         notes: list[str] = []
-        runs, failed = _measure_now(cfg, engine, suites, baseline, candidate, set(pinned), progress, logs, made, notes)
+        ids, failed = _measure_now(cfg, engine, suites, baseline, candidate, pinned, progress, logs, made, notes)
         if failed:
             return GateResult(2, failed=failed)
-        ids = {name: (pinned[name].id if name in pinned else b.run_id, c.run_id) for name, (b, c) in runs.items()}
         first = [A_A_NOTE] * (cfg.fingerprint(baseline) == cfg.fingerprint(candidate)) + notes
     judged = judged_alike(cfg, engine, suites, ids, logs)  # a stored run judged by another judge: its answers re-judged
     report = _compare_ids(engine, cfg, baseline, candidate, judged.ids, first + judged.notes, judged.why)
@@ -190,31 +193,61 @@ def _run_missing(cfg: Config, engine: Engine, suites: list[Suite], names: list[s
     return []
 
 
-def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str, pinned: set[str],
+def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str, candidate: str, pinned: dict[str, Any],
                  progress: bool | None, logs: Path | None, made: list[Outcome], notes: list[str]
-                 ) -> tuple[dict[str, tuple[Any, Outcome]], list[Outcome]]:
+                 ) -> tuple[dict[str, tuple[int, int]], list[Outcome]]:
     """Run both variants now under one new slot, their requests interleaved case by case in one time window
     (``Runner.run_pair``), so that the serving machine's load falls on both arms alike and cancels in each case's
     speed difference. Where a speed metric decides (``gate.margins``), or for an A/A gate, no stored answer stands
     in for a request: both arms are timed in full. An A/A gate's second arm draws other seeds (at temperature 0 the
-    seed changes nothing; above it, the two runs are independent draws)."""
+    seed changes nothing; above it, the two runs are independent draws). Where ``divergence.mode`` asks for teacher
+    forcing, the candidate's server is held over its runs and scores the baseline's answers before it stops
+    (``engine.teacher_forced``). Returns each suite's (baseline run id, candidate run id)."""
     arms = _arms(cfg, engine, baseline, candidate, f"gate:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}:{uuid.uuid4().hex[:8]}",
                  progress, logs)
     base_suites = [s for s in suites if s.name not in pinned]
     vb, vc = cfg.variant(baseline), cfg.variant(candidate)
+    force = teacher_forced.wanted(cfg.divergence.mode, vc)
     notes += arms.notes
-    if not arms.together:
-        base = arms.first.run_variant(base_suites, vb, slot=arms.slots[0]) if base_suites else []
-        made += base
-        cand = arms.second.run_variant(suites, vc, slot=arms.slots[1])
-        made += cand
-    else:
-        base, cand = arms.first.run_pair(arms.second, (base_suites, vb, arms.slots[0]), (suites, vc, arms.slots[1]),
-                                         arms.coin)
-        made += [*base, *cand]
-    failed = [o for o in [*base, *cand] if o.status != "succeeded"]
-    by_suite = {o.suite: o for o in base}
-    return {o.suite: (by_suite.get(o.suite), o) for o in cand}, failed
+    with ExitStack() as stack:
+        if not arms.together:
+            base = arms.first.run_variant(base_suites, vb, slot=arms.slots[0]) if base_suites else []
+            made += base
+            served = _hold(stack, arms, vb, vc, cfg, logs, notes) if force else None
+            cand = arms.second.run_variant(suites, vc, slot=arms.slots[1])
+            made += cand
+        else:
+            served = _hold(stack, arms, vb, vc, cfg, logs, notes) if force else None
+            base, cand = arms.first.run_pair(arms.second, (base_suites, vb, arms.slots[0]), (suites, vc, arms.slots[1]),
+                                             arms.coin)
+            made += [*base, *cand]
+        failed = [o for o in [*base, *cand] if o.status != "succeeded"]
+        by_suite = {o.suite: o.run_id for o in base}
+        ids = {o.suite: (pinned[o.suite].id if o.suite in pinned else by_suite[o.suite], o.run_id) for o in cand
+               if o.suite in pinned or o.suite in by_suite}
+        if served is not None and not failed:
+            pairs = [(suite, *ids[suite.name]) for suite in suites if suite.name in ids]
+            teacher_forced.force_runs(engine, served, vc, cfg.divergence.top_logprobs, pairs)
+    return ids, failed
+
+
+def _hold(stack: ExitStack, arms: Arms, vb: VariantConfig, vc: VariantConfig, cfg: Config, logs: Path | None,
+          notes: list[str]) -> Served | None:
+    """Start the candidate's server for the gate's whole measurement, so that it is still up to score the baseline's
+    answers after its runs; both runners use it. A server that does not start leaves the runners to start it (their
+    runs fail with the cause, as without teacher forcing): nothing is forced, and a note says why."""
+    try:
+        served = stack.enter_context(serve(vc, arms.second.log_dir))
+    except EvalsvcError as exc:
+        notes.append(f"teacher forcing not done: the candidate's server did not start ({exc}); the divergence rows "
+                     "compare the shared prefix")
+        return None
+    held = {vc.name: served}
+    if cfg.fingerprint(vb.name) == cfg.fingerprint(vc.name):
+        held[vb.name] = served  # an A/A gate: one server for both arms, as the runners would start
+    arms.first.held = {**arms.first.held, **held}
+    arms.second.held = {**arms.second.held, **held}
+    return served
 
 
 def _arms(cfg: Config, engine: Engine, baseline: str, candidate: str, slot: str, progress: bool | None,
