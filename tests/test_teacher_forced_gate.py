@@ -227,3 +227,17 @@ def test_teacher_forced_mode_on_a_candidate_that_cannot_is_a_config_error_naming
     assert "divergence.mode" in out.output and "variant 'cand'" in out.output and "local.engine: vllm" in out.output
     assert cand.requests == []  # said before anything was asked
 
+
+
+def test_a_sequential_gate_scores_each_look_s_new_cases_once_while_its_servers_stay_up(tmp_path: Path, stand_in: Any) -> None:
+    base, cand, forced, starts = stand_in
+    project = _project(tmp_path, base)
+    out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", "--sequential",
+                                    "--looks", "3", "--allow-inconclusive", "--json", str(project / "gate.json")],
+                             catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    report = json.loads((project / "gate.json").read_text())
+    asked = report["sequential"]["cases_asked"]
+    scored = [r["prompt"] for r in cand.requests if "prompt_logprobs" in r]
+    assert len(scored) == asked == len(_stored(tmp_path)) and len({tuple(p) for p in scored}) == asked
+    assert {r["mode"] for r in report["divergence"]} == {"teacher_forced"} and starts == ["cand"]

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from evalsvc.config import Config
 from evalsvc.config.sequential import SPENDING, SequentialGate
+from evalsvc.engine import teacher_forced
 from evalsvc.engine.runner import Outcome, Runner
 from evalsvc.serving import serve
 from evalsvc.store.latest import runs_by_id
@@ -91,6 +92,7 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
                      "a speed margin, is decided on complete runs), so a pass comes at the last look")
     kinds = kinds_of(suites)
     vb, vc = cfg.variant(baseline), cfg.variant(candidate)
+    force = teacher_forced.wanted(cfg.divergence.mode, vc)  # (between looks only where the servers stay up)
     started = time.monotonic()
     with ExitStack() as stack:
         held = {}
@@ -113,6 +115,11 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
             failed = [o for o in [*base, *cand] if o.status not in ("succeeded", "cancelled")]
             if failed:
                 return None, failed
+            if force and vc.name in held:  # the candidate's server is up between looks: score this look's new cases
+                ids = {o.suite: o.run_id for o in base}
+                teacher_forced.force_runs(engine, held[vc.name], vc, cfg.divergence.top_logprobs,
+                                          [(x, ids[x.name], o.run_id) for x in suites for o in cand
+                                           if o.suite == x.name and x.name in ids])
             with Session(engine) as s:
                 rows = runs_by_id(s, [o.run_id for o in [*base, *cand]])
                 by_suite = {o.suite: rows[o.run_id] for o in base}
