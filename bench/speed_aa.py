@@ -5,7 +5,8 @@ same cases (response cache off, the second arm with other seeds, as an A/A gate 
 in turn so that both meet the same machine: **interleaved**, as the gate measures (``Runner.run_pair``: each
 case's two requests back to back, in a random order), and **one after the other** (two ``Runner.run_variant``
 runs, as the gate measured before). Each gate's latency p50, p95 and tokens per second are compared with the
-gate's own methods (``compare_quantile``, ``compare_continuous``) at one-sided alpha 0.05, so a 90% two-sided
+gate's own method (``verdicts.timing.compare_metric``: ``compare_quantile`` for the percentiles, the signed-rank
+shift for tokens per second) at one-sided alpha 0.05, so a 90% two-sided
 interval, and the share of intervals that exclude 0 is counted per metric.
 
 The endpoint is a stand-in for a loaded serving machine (stdlib HTTP, in this process): a request of case k
@@ -37,15 +38,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from evalsvc.config import load_config
+from evalsvc.config import Margin, load_config
 from evalsvc.engine.runner import Runner
 from evalsvc.service.gate import A_A_SEED_OFFSET
 from evalsvc.stats import speed
-from evalsvc.stats.bootstrap import compare_continuous, compare_quantile
 from evalsvc.store import queries
 from evalsvc.store.db import open_engine
 from evalsvc.store.latest import runs_by_id
 from evalsvc.suites import resolve
+from evalsvc.verdicts.timing import compare_metric
 
 METRICS = ("latency_p50", "latency_p95", "tokens_per_s")
 
@@ -117,10 +118,7 @@ def excludes_zero(s: Session, base_id: int, cand_id: int) -> dict[str, bool]:
     out = {}
     for metric in METRICS:
         bv, cv = speed.values(b, metric, ids), speed.values(c, metric, ids)
-        if metric in speed.LATENCY:
-            comparison = compare_quantile(metric, bv, cv, speed.LATENCY[metric], 0.0, 0.05, n_boot=4000)
-        else:
-            comparison = compare_continuous(metric, bv, cv, 0.0, 0.05, n_boot=4000)
+        comparison = compare_metric(metric, bv, cv, Margin(absolute=0.0), 0.05)  # the gate's own method
         out[metric] = comparison.ci_low > 0 or comparison.ci_high < 0
     return out
 

@@ -22,6 +22,7 @@ from evalsvc.stats import speed
 from evalsvc.stats.bootstrap import compare_continuous, compare_quantile
 from evalsvc.stats.comparison import Comparison, margin_from
 from evalsvc.stats.multiplicity import decide
+from evalsvc.stats.signed_rank import compare_shift
 from evalsvc.store import queries
 
 SHOWN_MARGIN = Margin(relative=0.90)  # for speed rows that decide nothing: 10% slower is called out
@@ -30,7 +31,9 @@ CACHE_FIX = ("measure both now without the response cache: drop --reuse (a gate 
              "requests every answer of both arms), or set cache: false on the variants")
 
 
-def _one(metric: str, base: list[float], cand: list[float], margin: Margin, alpha: float) -> Comparison:
+def compare_metric(metric: str, base: list[float], cand: list[float], margin: Margin, alpha: float) -> Comparison:
+    """One speed metric, paired: percentiles by ``compare_quantile``, tokens_per_s by the signed-rank shift (robust to
+    stalled requests), output_tokens by the bootstrap of the mean."""
     up = speed.HIGHER_IS_BETTER[metric]
     if metric in speed.LATENCY:
         return compare_quantile(metric, base, cand, speed.LATENCY[metric], margin.absolute, alpha, higher_is_better=up,
@@ -38,6 +41,8 @@ def _one(metric: str, base: list[float], cand: list[float], margin: Margin, alph
     if not up:
         base, cand = [-v for v in base], [-v for v in cand]
     m = margin_from(sum(base) / len(base), margin.absolute, margin.relative)
+    if metric == speed.TOKENS_PER_S:  # heavy-tailed under stalls: ranks, not the mean (stats/signed_rank.py)
+        return compare_shift(metric, base, cand, m, alpha)
     return compare_continuous(metric, base, cand, m, alpha)
 
 
@@ -82,10 +87,10 @@ def compare_speed(s: Session, runs: dict[str, tuple[Any, Any]], gate: GateConfig
             pooled[metric][0].extend(bv)
             pooled[metric][1].extend(cv)
             own = gate.margins.get(metric)
-            comparison = _one(metric, bv, cv, own or SHOWN_MARGIN, gate.alpha)
+            comparison = compare_metric(metric, bv, cv, own or SHOWN_MARGIN, gate.alpha)
             # a deciding metric on partly cached runs is undecided (above) and only shown, never decided on a subset
             (gated if own is not None and not any(cached) else shown).append((name, comparison))
-    shown += [(pooled_scope, _one(m, *pooled[m], gate.margins.get(m) or SHOWN_MARGIN, gate.alpha)) for m in speed.METRICS
+    shown += [(pooled_scope, compare_metric(m, *pooled[m], gate.margins.get(m) or SHOWN_MARGIN, gate.alpha)) for m in speed.METRICS
               if len(pooled[m][0]) >= MIN_TIMED]  # the summary the dashboard's trade-off view plots
     decided = decide([c for _, c in shown], gate.alpha) if shown else []
     return gated, list(zip([n for n, _ in shown], decided, strict=True)), notes, undecided
