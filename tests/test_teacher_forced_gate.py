@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from evalsvc.cli import main
+from evalsvc.dashboard.divergence import case_divergence
 from evalsvc.serving import base as serving_base
 from evalsvc.serving.base import Served
 from evalsvc.store.schema import ForcedCase
@@ -162,6 +163,11 @@ def test_a_vllm_candidate_is_scored_on_every_token_of_the_baseline_answers_and_t
     stored = _stored(tmp_path)
     assert [r.status for r in stored] == ["ok"] * N and all(r.positions == 3 for r in stored)
     assert [r.top1_agreement for r in stored] == pytest.approx([2 / 3] * N)
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    table = case_divergence(engine, stored[0].baseline_run_id, stored[0].candidate_run_id)  # the Compare page's
+    engine.dispose()
+    assert set(table["mode"]) == {"teacher forced"} and list(table["top1_agreement"]) == pytest.approx([2 / 3] * N)
+    assert list(table["kld"]) == pytest.approx([_forced_kld()] * N, rel=1e-3)
 
 
 def test_forcing_the_same_runs_again_asks_only_the_cases_not_scored(tmp_path: Path, stand_in: Any) -> None:
@@ -230,7 +236,7 @@ def test_teacher_forced_mode_on_a_candidate_that_cannot_is_a_config_error_naming
 
 
 def test_a_sequential_gate_scores_each_look_s_new_cases_once_while_its_servers_stay_up(tmp_path: Path, stand_in: Any) -> None:
-    base, cand, forced, starts = stand_in
+    base, cand, _, starts = stand_in
     project = _project(tmp_path, base)
     out = CliRunner().invoke(main, ["gate", "-c", str(project / "evalsvc.yaml"), "--candidate", "cand", "--sequential",
                                     "--looks", "3", "--allow-inconclusive", "--json", str(project / "gate.json")],

@@ -53,14 +53,17 @@ def divergence_series(engine: Engine, suite: str, metric: str, variants: list[st
 
 def case_divergence(engine: Engine, base_run: int, cand_run: int) -> pd.DataFrame:
     """Per case of two runs, the candidate's divergence from the baseline (``verdicts/divergence.py``): kld, same
-    output, Δp, and where the answers first differ with the two tokens there (quoted, so a space shows); the most
-    diverged first. Empty when the runs stored no log-probabilities for the same cases."""
-    columns = ["case_id", "kld", "same_output", "first_divergence", "baseline_token", "candidate_token", "delta_p"]
+    output, Δp, and where the answers first differ with the two tokens there (quoted, so a space shows), with the mode
+    each case was measured in and, teacher-forced, its top-1 agreement; the most diverged first. Empty when the runs
+    stored no log-probabilities for the same cases."""
+    columns = ["case_id", "kld", "same_output", "first_divergence", "baseline_token", "candidate_token", "delta_p",
+               "top1_agreement", "mode"]
     with Session(engine) as s:
         found = div.per_case(s, base_run, cand_run)
     rows = [{"case_id": cid, "kld": d.kld, "same_output": bool(d.same_output), "first_divergence": d.first_divergence,
              "baseline_token": _token(d.baseline_token, d.same_output), "candidate_token": _token(d.candidate_token, d.same_output),
-             "delta_p": d.delta_p} for cid, d in found.items()]
+             "delta_p": d.delta_p, "top1_agreement": d.top1_agreement, "mode": d.mode.replace("_", " ")}
+            for cid, d in found.items()]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("kld", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 

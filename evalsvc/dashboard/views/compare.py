@@ -88,9 +88,12 @@ else:
     st.markdown(f"**Divergence from the baseline on {suite}**, most diverged first: kld is the mean per-token "
                 "KL(baseline ‖ candidate) over the tokens both answers predict from the same context (nats, a top-k lower "
                 "bound); *first divergence* counts the tokens before the answers first differ, where each answer's token "
-                "is shown (quoted); Δp is the change in the probability of the baseline's chosen token before that.")
+                "is shown (quoted); Δp is the change in the probability of the baseline's chosen token before that. A "
+                "*teacher forced* case was scored on every token of the baseline's answer (its kld and Δp cover them all; "
+                "top-1 agreement is the share whose most likely token both models agree on; docs/divergence.md).")
     ui.table(diverged.rename(columns={"delta_p": "Δp"}), ["case_id", "kld", "same_output", "first_divergence",
-                                                         "baseline_token", "candidate_token", "Δp"])
+                                                         "baseline_token", "candidate_token", "Δp", "top1_agreement",
+                                                         "mode"])
 flipped = flips[flips["suite"] == suite]["case_id"].tolist()
 cases = flipped + [c for c in ui.query(cfg, "shared_cases", base_run, cand_run) if c not in set(flipped)]
 case_id = ui.pick("Case (flipped first)", "case", cases, container=st)
