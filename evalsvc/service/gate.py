@@ -207,7 +207,7 @@ def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str
                  progress, logs)
     base_suites = [s for s in suites if s.name not in pinned]
     vb, vc = cfg.variant(baseline), cfg.variant(candidate)
-    force = teacher_forced.wanted(cfg.divergence.mode, vc)
+    force = teacher_forced.wanted(cfg.divergence.mode, vc) and cfg.divergence.top_logprobs > 0  # (0: no answer to score)
     notes += arms.notes
     with ExitStack() as stack:
         if not arms.together:
