@@ -292,3 +292,66 @@ def test_one_variant_crashing_fails_that_variant_and_the_others_still_run_compar
         firing = s.scalars(select(Firing)).one()
     assert firing.status == "error" and "cand: TypeError" in (firing.error or "")
     assert firing.runs == {"cand/echo": "failed", "base/echo": "succeeded"}
+
+
+def test_a_sequential_schedule_asks_only_the_cases_its_verdict_needs_alerts_and_resolves(tmp_path: Path) -> None:
+    """`sequential: true`: each candidate is compared by the sequential gate (look by look, both arms), not run whole;
+    its regression alerts, its recovery resolves, and neither firing asks the candidate every case."""
+    state = {"broken": True}
+    reply = lambda body: "no idea" if state["broken"] else f"echo {_number(body)}"  # noqa: E731
+    n = 400
+    cases = "\n".join(f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}'
+                      for i in range(n))
+    write_suite(tmp_path / "suites", "echo", cases)
+    receiver = Receiver()
+    try:
+        with FakeEndpoint() as base, FakeEndpoint(reply=reply) as cand:
+            (tmp_path / "hook").write_text(receiver.url)
+            write_config(tmp_path, f"""\
+                store: sqlite:///store.db
+                baselines: {{f: base}}
+                alerts: {{slack: {{webhook_file: hook}}}}
+                gate: {{sequential: {{looks: 5}}}}
+                schedules: [{{name: nightly, cron: '0 3 * * *', sequential: true}}]
+                variants:
+                  - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+                  - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+                """)
+            cfg_path = str(tmp_path / "evalsvc.yaml")
+            out = CliRunner().invoke(main, ["schedule", "run-now", "-c", cfg_path, "nightly"], catch_exceptions=False)
+            assert out.exit_code == 0, out.output
+            assert "alert: regression:cand:base" in out.output
+            asked_broken = len(cand.requests)
+            assert 0 < asked_broken < n, asked_broken  # stopped at an early look
+            state["broken"] = False
+            out = CliRunner().invoke(main, ["schedule", "run-now", "-c", cfg_path, "nightly"], catch_exceptions=False)
+            assert out.exit_code == 0, out.output
+            assert 0 < len(cand.requests) - asked_broken < n, len(cand.requests) - asked_broken
+        titles = [p["blocks"][0]["text"]["text"] for p in receiver.posts]
+        assert sum("Quality regression" in t for t in titles) == 1, titles
+        assert sum(t.startswith("✅ Resolved") for t in titles) == 1, titles
+        engine = open_engine(load_config(tmp_path / "evalsvc.yaml").store_url())
+        with Session(engine) as s:
+            runs = s.execute(select(Run.variant_name, Run.slot)).all()
+        assert all(slot.startswith("gate:seq:") for v, slot in runs if v == "cand")
+        assert any(not slot.startswith("gate:") for v, slot in runs if v == "base")  # the baseline still runs whole
+        history = CliRunner().invoke(main, ["schedule", "history", "-c", cfg_path]).output
+        assert history.count("nightly") == 2, history
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize(("schedule", "executor", "says"), [
+    ("{name: n, cron: '0 3 * * *', sequential: true, compare: false}", "", "set compare: true, or drop sequential"),
+    ("{name: n, cron: '0 3 * * *', sequential: true}", "executor: {type: ray}\n", "use the local executor"),
+])
+def test_a_sequential_schedule_it_cannot_run_is_a_config_error_saying_what_to_do(
+        tmp_path: Path, schedule: str, executor: str, says: str) -> None:
+    write_config(tmp_path, f"""\
+        store: sqlite:///store.db
+        schedules: [{schedule}]
+        variants:
+          - {{name: base, family: f, endpoint: {{base_url: "http://127.0.0.1:9", model: b}}}}
+        """ + executor)
+    with pytest.raises(Exception, match=re.escape(says)):
+        load_config(tmp_path / "evalsvc.yaml")

@@ -80,6 +80,10 @@ class Config(Strict):
                                      "data_parallel_size) for how many it needs")
         by_name = {v.name: v for v in self.variants}
         for sched in self.schedules:  # checked with the file, not when the schedule first fires
+            if sched.sequential and self.executor.type == "ray":
+                raise ValueError(f"schedules: {sched.name}: sequential: true with executor type ray; a sequential "
+                                 "comparison asks both variants look by look from the scheduler's process: drop "
+                                 "sequential, or use the local executor")
             for name in sched.variants or []:
                 if name not in by_name:
                     import difflib

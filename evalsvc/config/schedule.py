@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from evalsvc.config.base import Strict
 
@@ -71,6 +71,16 @@ class ScheduleSpec(Strict):
     suites: list[str] | None = Field(None, description="default: the config's suites")
     variants: list[str] | None = Field(None, description="default: every variant")
     compare: bool = Field(True, description="after the runs, compare each variant with its family's baseline and alert")
+    sequential: bool = Field(False, description="compare each candidate whose baseline the schedule runs by the "
+                             "sequential gate (gate.sequential, else its defaults) instead of a whole run: it is asked "
+                             "only as many cases as the verdict needs (docs/gate.md); needs compare: true")
+
+    @model_validator(mode="after")
+    def _sequential_compares(self) -> ScheduleSpec:
+        if self.sequential and not self.compare:
+            raise ValueError(f"schedules: {self.name}: sequential: true compares sequentially, but compare is false; "
+                             "set compare: true, or drop sequential")
+        return self
 
     @field_validator("cron")
     @classmethod
@@ -78,5 +88,6 @@ class ScheduleSpec(Strict):
         try:
             check_crontab(cron)
         except ValueError as exc:
-            raise ValueError(f"invalid crontab expression {cron!r}: {exc} (five fields: minute hour day month weekday; or six, second first)") from None
+            raise ValueError(f"invalid crontab expression {cron!r}: {exc} (five fields: minute hour day month weekday; "
+                             "or six, second first)") from None
         return cron

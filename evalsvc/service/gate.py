@@ -54,6 +54,7 @@ class GateResult:
     report: Report | None = None
     markdown: str = ""
     failed: list[Outcome] = field(default_factory=list)  # runs that could not be made: nothing was compared
+    made: list[Outcome] = field(default_factory=list)  # every run the gate made (a scheduled firing lists them)
 
     def failure(self) -> str:
         return "\n".join(f"{o.variant} on {o.suite}: {o.error}" for o in self.failed)
@@ -134,6 +135,7 @@ def run_gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, b
         raise
     if result.failed:
         could_not_evaluate(candidate, baseline, result.failure(), made, markdown_path, junit_path, json_path)
+    result.made = made
     return result
 
 

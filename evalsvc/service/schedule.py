@@ -7,6 +7,7 @@ twice, so a firing repeated after a restart resumes instead of repeating.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from evalsvc import alerts
 from evalsvc.config import Config, ScheduleSpec
+from evalsvc.config.sequential import SequentialGate
 from evalsvc.engine.finish import Outcome
 from evalsvc.engine.runner import Runner
 from evalsvc.errors import ConfigError, StoreError
@@ -24,6 +26,7 @@ from evalsvc.service.runs import choose, log_dir, open_store
 from evalsvc.service.schedule_state import close_abandoned_runs
 from evalsvc.store.locks import RunLocks
 from evalsvc.store.schema import Firing, utcnow
+from evalsvc.verdicts.compare import Report
 from evalsvc.verdicts.record import compare_with_baselines
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,9 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
     logs = log_dir(config_path)
     problems: list[str] = []
     outcomes: list[Any] = []
+    names = {v.name for v in variants}
+    gated = {v.name: cfg.baselines[v.family] for v in variants if spec.sequential and cfg.baselines.get(v.family) in names
+             and cfg.baselines[v.family] != v.name}  # compared by a sequential gate: asked only in it
     if cfg.executor.type == "ray":  # one Ray task per variant, placed by its resources (evalsvc.cluster)
         from evalsvc.cluster.executor import run_on_ray
 
@@ -99,12 +105,23 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
                 outcomes += _failed(engine, chosen, v.name, slot, exc, problems)
     else:
         for v in variants:
+            if v.name in gated:
+                continue
             try:
                 outcomes.extend(Runner(cfg, engine, progress=False, log_dir=logs).run_variant(chosen, v, slot=slot))
             except StoreError:  # no variant can run, nothing can be alerted: the firing stops (resumed later)
                 raise
             except Exception as exc:  # this variant fails; the others still run, compare and alert
                 outcomes += _failed(engine, chosen, v.name, slot, exc, problems)
+    reports = {}
+    for name, base in gated.items():
+        try:
+            reports[name], made = _sequential(cfg, engine, chosen, spec, slot, name, base, logs)
+            outcomes += made
+        except StoreError:
+            raise
+        except Exception as exc:
+            outcomes += _failed(engine, chosen, name, slot, exc, problems)
     dash = cfg.alerts.dashboard_url if cfg.alerts else None
     firing, checked = alerts.run_conditions(outcomes, dash)
 
@@ -119,10 +136,15 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
         checked.extend(c)
 
     if spec.compare:
-        names = {v.name for v in variants}
         made = ({(o.variant, o.suite): o.run_id for o in outcomes if o.status == "succeeded"}
                 if cfg.executor.type == "ray" else None)  # exactly the runs made: a worker's fingerprint may differ
+        for name, report in reports.items():
+            if report is not None:
+                add(f"comparing {name} with {gated[name]} sequentially",
+                    lambda report=report: alerts.regression_conditions(report, dash))
         for v in variants:
+            if v.name in gated:
+                continue
             if cfg.baselines.get(v.family) in names and cfg.baselines.get(v.family) != v.name:
                 add(f"comparing {v.name} with {cfg.baselines[v.family]}", lambda v=v: _regressions(engine, cfg, chosen,
                                                                                                    v, dash, made))
@@ -139,6 +161,19 @@ def _fire(cfg: Config, config_path: str, spec: ScheduleSpec, slot: str, engine: 
                "alerts_firing": sorted({c.key for c in firing}), "problems": problems}
     log.info("schedule %s slot %s: %s", spec.name, slot, summary)
     return summary
+
+
+def _sequential(cfg: Config, engine: Engine, chosen: list[Any], spec: ScheduleSpec, slot: str, candidate: str,
+                baseline: str, logs: Any) -> tuple[Report | None, list[Outcome]]:
+    """The candidate against its baseline by the sequential gate (``service.sequential_gate``): the report (None where
+    a run failed) and the runs it made. The case order's seed comes from the schedule, the slot and the candidate, so
+    a firing fired again after a kill resumes its gate where it stopped (no case asked twice)."""
+    from evalsvc.service.gate import run_gate
+
+    seed = int(hashlib.sha256(f"{spec.name}:{slot}:{candidate}".encode()).hexdigest()[:8], 16) % 2**31
+    seq = (cfg.gate.sequential or SequentialGate()).model_copy(update={"seed": seed})
+    result = run_gate(cfg, engine, chosen, candidate, baseline, sequential=seq, progress=False, logs=logs)
+    return result.report, result.made
 
 
 def _regressions(engine: Engine, cfg: Config, chosen: list[Any], v: Any, dash: str | None,
