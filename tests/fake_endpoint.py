@@ -88,7 +88,9 @@ def word_logprobs(body: dict[str, Any], text: str, sureness: float = 0.8) -> dic
 
 
 class FakeEndpoint:
-    def __init__(self, reply: Callable[[dict[str, Any]], str] = answer_from_prompt, delay_s: float = 0.0) -> None:
+    def __init__(self, reply: Callable[[dict[str, Any]], str] = answer_from_prompt, delay_s: float = 0.0,
+                 port: int = 0) -> None:
+        """``port`` 0 takes a free one; a fixed port lets a restarted process serve the same base_url."""
         self.reply = reply
         self.delay_s = delay_s
         self.behaviour: Behaviour | None = None  # (request number, body) -> override response or None
@@ -164,7 +166,7 @@ class FakeEndpoint:
                 self.rfile, self.wfile = io.BytesIO(), io.BytesIO()  # what the handler closes afterwards
                 self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
