@@ -247,3 +247,13 @@ def test_a_sequential_gate_scores_each_look_s_new_cases_once_while_its_servers_s
     scored = [r["prompt"] for r in cand.requests if "prompt_logprobs" in r]
     assert len(scored) == asked == len(_stored(tmp_path)) and len({tuple(p) for p in scored}) == asked
     assert {r["mode"] for r in report["divergence"]} == {"teacher_forced"} and starts == ["cand"]
+
+
+def test_a_baseline_that_stored_no_log_probabilities_leaves_nothing_to_score(tmp_path: Path, stand_in: Any) -> None:
+    """auto: teacher-forced only where the baseline's run stored log-probabilities (its answers without them are JSON
+    nulls, which the scoring must skip, not read)."""
+    base, cand, forced, _ = stand_in
+    base.logprobs = None
+    report, text, code = _gate(_project(tmp_path, base))
+    assert code == 0, text
+    assert forced.asked(cand.requests) == 0 and _stored(tmp_path) == [] and report["divergence"] == []

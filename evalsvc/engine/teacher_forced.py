@@ -150,11 +150,12 @@ def score_run(session: Session, scorer: Scorer, suite: Suite, variant: VariantCo
 
 
 def _answers(session: Session, run_id: int) -> dict[str, Any]:
-    """Each ok case's stored log-probabilities (its first sample: at temperature 0 a case has one answer)."""
+    """Each ok case's stored log-probabilities (its first sample: at temperature 0 a case has one answer); a JSON null
+    (an answer stored without them) is not SQL NULL, so it is left out here."""
     rows = session.execute(select(CaseResult.case_id, CaseResult.logprobs).where(
         CaseResult.run_id == run_id, CaseResult.status == "ok", CaseResult.sample_index == 0,
         CaseResult.logprobs.is_not(None)))
-    return {case_id: value for case_id, value in rows}
+    return {case_id: value for case_id, value in rows if value is not None}
 
 
 def force_runs(engine: Engine, served: Served, variant: VariantConfig, k: int,
