@@ -355,3 +355,46 @@ def test_a_sequential_schedule_it_cannot_run_is_a_config_error_saying_what_to_do
         """ + executor)
     with pytest.raises(Exception, match=re.escape(says)):
         load_config(tmp_path / "evalsvc.yaml")
+
+
+def test_a_sequential_firing_cut_off_by_its_endpoint_resumes_its_gate_when_fired_again_asking_no_case_twice(
+        tmp_path: Path) -> None:
+    from evalsvc.service.schedule import fire
+
+    n = 400
+    write_suite(tmp_path / "suites", "echo", "\n".join(
+        f'{{"id": "c{i}", "input": "say {i}", "checks": [{{"type": "contains", "value": "{i}"}}]}}' for i in range(n)))
+    state = {"down_after": 120, "answered": set()}
+
+    def behaviour(number: int, body: dict[str, Any]) -> Any:
+        if state["down_after"] is not None and number > state["down_after"]:
+            return 500, {}, b"the server is gone"
+        state["answered"].add(_number(body))
+        return None
+
+    with FakeEndpoint() as base, FakeEndpoint() as cand:
+        cand.behaviour = behaviour
+        write_config(tmp_path, f"""\
+            store: sqlite:///store.db
+            baselines: {{f: base}}
+            max_retries: 0
+            gate: {{sequential: {{looks: 5}}}}
+            schedules: [{{name: nightly, cron: '0 3 * * *', sequential: true}}]
+            variants:
+              - {{name: base, family: f, endpoint: {{base_url: "{base.base_url}", model: b}}}}
+              - {{name: cand, family: f, endpoint: {{base_url: "{cand.base_url}", model: c}}}}
+            """)
+        cfg = load_config(tmp_path / "evalsvc.yaml")
+        spec = cfg.schedules[0]
+        first = fire(cfg, str(tmp_path / "evalsvc.yaml"), spec, "2026-12-01T03:00Z")
+        assert ("cand", "echo", "failed") in first["runs"], first
+        before, asked_before = set(state["answered"]), len(cand.requests)
+        state["down_after"] = None
+        again = fire(cfg, str(tmp_path / "evalsvc.yaml"), spec, "2026-12-01T03:00Z")
+        assert not any(status == "failed" for *_, status in again["runs"]), again
+        resent = [_number(b) for b in cand.requests[asked_before:]]
+        assert resent and not set(resent) & before, sorted(set(resent) & before)  # no answered case asked again
+    engine = open_engine(cfg.store_url())
+    with Session(engine) as s:
+        slots = {slot for v, slot in s.execute(select(Run.variant_name, Run.slot)) if v == "cand"}
+    assert len(slots) == 1 and next(iter(slots)).startswith("gate:seq:")  # the same gate, resumed
