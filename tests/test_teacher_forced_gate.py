@@ -200,7 +200,7 @@ def test_forcing_the_same_runs_again_asks_only_the_cases_not_scored(tmp_path: Pa
     assert force_runs(engine, Served(cand.base_url, "c"), cfg.variant("cand"), 5, [pair]) == 0
     assert forced.asked(cand.requests) == before + 1
     engine.dispose()
-    assert [r.status for r in _stored(tmp_path)] == ["ok"] * N
+    assert [(r.status, r.note) for r in _stored(tmp_path)] == [("ok", None)] * N  # the error's note gone with it
 
 
 def test_a_candidate_whose_server_fails_every_scoring_request_falls_back_to_the_shared_prefix(

@@ -210,7 +210,7 @@ def _fill(row: ForcedCase, one: Forced) -> None:
         row.status, row.note = "skipped", one.skipped[row.case_id]
         return
     d = one.cases[row.case_id]
-    row.status = "ok"
+    row.status, row.note = "ok", None  # (over an earlier error's note)
     row.kld, row.top1_agreement, row.delta_p, row.same_output = d.kld, d.top1_agreement, d.delta_p, d.same_output
     row.first_divergence, row.positions = d.first_divergence, d.positions
     row.baseline_token, row.candidate_token = d.baseline_token, d.candidate_token
