@@ -159,13 +159,14 @@ def test_teacher_forcing_scores_the_w8a8_candidate_on_every_token_of_the_bf16_an
     """vLLM's prompt_logprobs score the W8A8 candidate on each of the bf16 baseline's stored facts answers, token by
     token (engine/teacher_forced.py): every answer's positions are matched (the two folders share a tokenizer), the
     kld covers every token, past where the candidate's own answer left the baseline's, and stays small (an INT8
-    model of the same weights), and the candidate mostly agrees with the baseline's top token."""
+    model of the same weights), and the candidate mostly agrees with the baseline's top token. Each case is stored
+    (forced_cases), forcing the pair again asks nothing, and a gate on those runs reports the teacher-forced mode."""
     from evalsvc.config import load_config
-    from evalsvc.engine.teacher_forced import Scorer, score_run, supports
+    from evalsvc.engine.teacher_forced import force_runs, supports
     from evalsvc.serving.vllm import VllmBackend
     from evalsvc.stats.divergence import summarise
     from evalsvc.suites import resolve
-    from evalsvc.verdicts.divergence import per_case
+    from evalsvc.verdicts.divergence import fallbacks, per_case
 
     tmp, runs = served_runs["tmp"], served_runs["runs"]
     cfg = load_config(tmp / "evalsvc.yaml")
@@ -175,21 +176,30 @@ def test_teacher_forcing_scores_the_w8a8_candidate_on_every_token_of_the_bf16_an
     base, own = runs[("smollm2-bf16", "facts")], runs[("smollm2-w8a8", "facts")]
     (tmp / "forced-logs").mkdir()
     engine = create_engine(f"sqlite:///{tmp / 'store.db'}")
-    with VllmBackend().serve(cand, tmp / "forced-logs") as served, Session(engine) as s:
-        scorer = Scorer(served, k=5)
-        forced = score_run(s, scorer, suite, cand, base.id)
-        scorer.close()
-        shared = per_case(s, base.id, own.id)
+    with Session(engine) as s:
+        shared = per_case(s, base.id, own.id)  # before forcing: the shared prefix
         lengths = {r.case_id: len(r.logprobs) for r in s.scalars(select(CaseResult).where(CaseResult.run_id == base.id))}
+    with VllmBackend().serve(cand, tmp / "forced-logs") as served:
+        asked = force_runs(engine, served, cand, 5, [(suite, base.id, own.id)])
+        assert force_runs(engine, served, cand, 5, [(suite, base.id, own.id)]) == 0  # nothing asked twice
+    with Session(engine) as s:
+        now, skipped = per_case(s, base.id, own.id), fallbacks(s, base.id, own.id)
     engine.dispose()
+    assert asked == len(lengths)  # every answer of the baseline's run, once
     # an empty answer has no token to score; every other one must be matched position by position
-    assert all("no tokens" in why for why in forced.skipped.values()), forced.skipped
-    assert sorted(forced.cases) == sorted(k for k in shared if lengths[k]) and len(forced.cases) >= 20
-    cases = forced.cases
-    assert all(c.mode == "teacher_forced" and c.positions == lengths[k] for k, c in cases.items())
+    assert all("no tokens" in why for why in skipped.values()), skipped
+    cases = {k: c for k, c in now.items() if c.mode == "teacher_forced"}
+    assert sorted(cases) == sorted(k for k in shared if lengths[k]) and len(cases) >= 20
+    assert all(c.positions == lengths[k] for k, c in cases.items())
     assert all(c.positions >= shared[k].positions for k, c in cases.items())
     assert any(c.positions > shared[k].positions for k, c in cases.items())  # past the answers' first difference
     rows = {r.metric: r for r in summarise(list(cases.values()))}
     assert 0 < rows["kld"].estimate < 0.1 and rows["top1_agreement"].estimate > 0.8
     assert "teacher-forced" in rows["kld"].method
+    gate = subprocess.run([sys.executable, "-m", "evalsvc.cli", "gate", "--candidate", "smollm2-w8a8", "--baseline",
+                           "smollm2-bf16", "-s", "facts", "--reuse", "--no-run", "--json", str(tmp / "forced.json"),
+                           "-c", str(tmp / "evalsvc.yaml")], capture_output=True, text=True, timeout=300, cwd=tmp)
+    assert gate.returncode in (0, 1, 3), gate.stdout + gate.stderr
+    kld = next(r for r in json.loads((tmp / "forced.json").read_text())["divergence"] if r["metric"] == "kld")
+    assert kld["mode"] in ("teacher_forced", "mixed") and kld["estimate"] == pytest.approx(rows["kld"].estimate, rel=1e-6)
     print({m: (round(r.estimate, 4), round(r.ci_low, 4), round(r.ci_high, 4)) for m, r in rows.items()})
