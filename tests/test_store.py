@@ -152,3 +152,24 @@ def test_processes_opening_a_new_sqlite_store_at_the_same_instant_all_get_it(tmp
         for i in range(8):
             url, start = f"sqlite:///{tmp_path / f'store{i}.db'}", time.time() + 0.3
             assert pool.starmap(_open_at, [(url, start)] * 4) == ["ok"] * 4, i
+
+
+def test_a_verdict_needing_more_cases_than_the_column_holds_is_stored_without_that_number(store_url: str) -> None:
+    """A speed delta sitting next to its margin asks for billions of cases: past 2^31 - 1 (PostgreSQL's integer) the
+    verdict row is stored with no n_needed instead of failing the comparison (and the firing) whole."""
+    from evalsvc.stats.comparison import Comparison
+    from evalsvc.store.schema import VerdictRecord
+    from evalsvc.verdicts.compare import Report
+    from evalsvc.verdicts.record import record
+
+    upgrade(store_url)
+    engine = make_engine(store_url)
+    c = Comparison(metric="tokens_per_s", kind="continuous", n=60, baseline_mean=428.2, candidate_mean=369.9,
+                   delta=-42.81, ci_low=-176.9, ci_high=90.2, margin=42.82, alpha=0.05, p_noninferior=0.5,
+                   p_inferior=0.5, verdict="inconclusive", flips_down=28, flips_up=32, n_needed=8_482_959_906,
+                   method="BCa bootstrap")
+    record(engine, Report(baseline="base", candidate="cand", primary=[], secondary=[], verdict="inconclusive",
+                          speed=[("echo", c)]))
+    with Session(engine) as s:
+        row = s.scalars(select(VerdictRecord)).one()
+    assert (row.metric, row.n_needed) == ("tokens_per_s", None)

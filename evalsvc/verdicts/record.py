@@ -21,6 +21,12 @@ from evalsvc.verdicts.health import HEALTH
 from evalsvc.verdicts.sequential import SequentialSummary
 
 log = logging.getLogger(__name__)
+MAX_N_NEEDED = 2**31 - 1  # verdicts.n_needed is an INTEGER: past it (a delta next to its margin) no n is stored
+
+
+def _storable(n_needed: int | None) -> int | None:
+    """``n_needed`` as the column can hold it: billions of cases decide nothing in practice, so none is kept."""
+    return n_needed if n_needed is None or n_needed <= MAX_N_NEEDED else None
 
 
 def record(engine: Engine, report: Report) -> str:
@@ -43,7 +49,8 @@ def record(engine: Engine, report: Report) -> str:
             candidate_run_ts=cand_run.created_at if cand_run else None, metric=c.metric, kind=c.kind,
             primary=id(c) in deciding, lower_is_better=lower, n=c.n, baseline_mean=base, candidate_mean=cand,
             delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high, margin=c.margin, verdict=c.verdict,
-            flips_down=c.flips_down, flips_up=c.flips_up, n_needed=c.n_needed, overall=report.verdict, sequential=stop))
+            flips_down=c.flips_down, flips_up=c.flips_up, n_needed=_storable(c.n_needed), overall=report.verdict,
+            sequential=stop))
     for scope, summary in report.divergence:  # shown, never deciding (the Trends and Quality-vs-speed pages plot kld)
         numbers = divergence.recorded(summary)
         if numbers is not None:
