@@ -68,7 +68,8 @@ def set_paused(engine: Engine, name: str, value: bool) -> None:
 def last_fire_time(trigger: Any, since: datetime, now: datetime) -> datetime | None:
     """The trigger's latest fire time in [since, now], or None: looked for in growing windows back from now, so a
     minutely cron costs a handful of steps and a yearly one stays bounded."""
-    for back in (timedelta(minutes=2), timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), timedelta(days=3000)):
+    for back in (timedelta(minutes=2), timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367),
+                 timedelta(days=3000)):
         start = max(since, now - back)
         t = trigger.get_next_fire_time(None, start)
         latest = None
