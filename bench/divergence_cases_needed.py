@@ -25,7 +25,7 @@ Draws larger than the observed pool resample the same empirical distribution: th
 would give, not what other prompts would.
 
     python bench/divergence_cases_needed.py --project /tmp/div-cases --make      # the runs (about 15 min, 2 cores)
-    python bench/divergence_cases_needed.py --project /tmp/div-cases --reps 1000 --seed 0
+    python bench/divergence_cases_needed.py --project /tmp/div-cases --reps 2000 --seed 0      # about 2 min
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from gate_table import project  # bench/ is not a package
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOT = "cases-needed"
-GRID = (3, 4, 5, 6, 8, 10, 14, 20, 28, 40, 57, 80, 113, 160, 226, 320)
+GRID = (2, 3, 4, 5, 6, 8, 10, 14, 20, 28, 40, 50, 57, 64, 72, 80, 90, 100, 113, 128, 160, 226, 320)
 TARGETS = (0.8, 0.95)
 
 
