@@ -186,6 +186,20 @@ def test_a_run_asks_for_top_logprobs_and_stores_them_per_case(echo_project: Path
     assert [t.token for t in from_stored(row.logprobs)] == row.output.split(" ")
 
 
+def test_a_server_sending_more_alternatives_than_asked_has_only_the_k_most_probable_stored(
+        echo_project: Path, fake: FakeEndpoint) -> None:
+    """The stored size per token is bounded by divergence.top_logprobs, not by what the server chose to send."""
+    def generous(body: dict, text: str) -> dict:
+        alts = [{"token": f"a{j}", "logprob": -0.1 * (12 - j)} for j in range(12)]  # 12 sent, the most probable last
+        return {"content": [{"token": w, "logprob": -0.5, "top_logprobs": alts} for w in text.split(" ")]}
+
+    fake.logprobs = generous
+    outcome, engine, _ = _run(echo_project, top_logprobs=2)
+    assert outcome.status == "succeeded" and all(b["top_logprobs"] == 2 for b in fake.requests)
+    for row in _rows(engine):
+        assert all(alts == [["a11", pytest.approx(-0.1)], ["a10", pytest.approx(-0.2)]] for _, _, alts in row.logprobs)
+
+
 def test_an_endpoint_refusing_logprobs_is_found_out_once_and_its_answers_kept(
         echo_project: Path, fake: FakeEndpoint, caplog: pytest.LogCaptureFixture) -> None:
     fake.behaviour = lambda n, body: ((400, {}, b'{"error": "logprobs are not supported"}') if "logprobs" in body

@@ -176,7 +176,7 @@ class Generator:
             resp = {"text": c.text, "latency_ms": c.latency_ms, "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
             if job.logprobs:
-                resp["logprobs"] = logprobs.compact(c.raw["choices"][0].get("logprobs"), client.api)
+                resp["logprobs"] = logprobs.compact(c.raw["choices"][0].get("logprobs"), client.api, job.top_logprobs)
             row = self.planner.ok_row(job, item, resp, cached=False)
         except Exception as exc:  # an endpoint error, or one nothing foresaw: the case is errored with it
             if job.store_lost:

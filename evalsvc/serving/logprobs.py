@@ -45,8 +45,18 @@ def _text(value: object, field: str) -> str:
     return value
 
 
-def compact(logprobs: object, api: str) -> list[list[Any]] | None:
-    """The stored form of ``choices[0].logprobs`` (None when the answer has none); a malformed entry is named."""
+def compact(logprobs: object, api: str, k: int | None = None) -> list[list[Any]] | None:
+    """The stored form of ``choices[0].logprobs`` (None when the answer has none); a malformed entry is named.
+
+    ``k``: at most the k most probable alternatives are kept per token, whatever the server sent (a server may
+    return more than it was asked for), so a stored token is bounded by the setting, not by the server."""
+    out = _compact(logprobs, api)
+    if out is None or k is None:
+        return out
+    return [[token, lp, sorted(alts, key=lambda a: -a[1])[:k] if len(alts) > k else alts] for token, lp, alts in out]
+
+
+def _compact(logprobs: object, api: str) -> list[list[Any]] | None:
     if not isinstance(logprobs, dict):
         return None
     out: list[list[Any]] = []
