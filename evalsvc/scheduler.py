@@ -8,7 +8,8 @@ coalesced into one run of the latest slot; ``max_instances=1`` keeps one run of 
 Each firing runs under the slot of its own fire time, and a run key never executes twice. At start, a slot owed
 with no firing row fires once, and a firing cut off by a killed serve fires again under its own slot (its runs
 resume), so a restart mid-schedule neither loses nor repeats a slot.
-Two schedulers on one store would both fire every job, so ``serve`` takes the store's scheduler lock as a lease
+A slot that falls due while the store cannot be reached (a PostgreSQL restart) waits for it, up to two minutes, and
+then fires under the slot it stands for. Two schedulers on one store would both fire every job, so ``serve`` takes the store's scheduler lock as a lease
 (``store.locks.SchedulerLease``) that it proves on every tick and before every firing; a serve that loses it stops.
 The tick (every ``TICK_S``) also applies `evalsvc schedule pause/resume` made from other shells and retries
 undelivered alerts. With executor type ray a firing is submitted as a Ray Job and watched (``service.ray_firings``).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from evalsvc.store.locks import SchedulerLease
 
 log = logging.getLogger(__name__)
 TICK_S = 5.0  # how often serve proves its lease, reads pause/resume and retries undelivered alerts
+STORE_WAIT_S, STORE_CHECKS = 2.0, 60  # a slot due while the store is away waits up to 2 min for it, checked every 2 s
 stopping = threading.Event()  # set by `evalsvc serve` when it stops: a firing watched on Ray is left running there
 lease: SchedulerLease | None = None  # the serving process's lease: no firing starts while it is not proven
 
@@ -57,7 +60,8 @@ def slot_at(spec: ScheduleSpec, now: datetime) -> datetime:
 def execute(config_path: str, schedule: str, slot: str | None = None, firing_id: int | None = None) -> dict[str, Any]:
     """One firing of a schedule (APScheduler calls this): runs, comparisons, alerts. ``slot`` and ``firing_id``: an
     interrupted firing fired again under its own slot."""
-    if lease is not None and not lease.verify():
+    due = datetime.now(UTC)  # the slot is the one due now, however long the store takes to answer
+    if lease is not None and not _verified(lease, schedule):
         log.error("schedule %s not fired: this serve does not hold the store's scheduler lock", schedule)
         return {}
     cfg = load_config(config_path)
@@ -65,12 +69,24 @@ def execute(config_path: str, schedule: str, slot: str | None = None, firing_id:
     if spec is None:
         log.warning("schedule %s is no longer in %s; skipping", schedule, config_path)
         return {}
-    slot = slot or state.slot_name(slot_at(spec, datetime.now(UTC)))
+    slot = slot or state.slot_name(slot_at(spec, due))
     if cfg.executor.type == "ray":  # a Ray Job on the cluster (its driver is `evalsvc fire`); this thread watches it
         from evalsvc.service import ray_firings
 
         return ray_firings.submit_and_watch(cfg, config_path, spec, slot, stopping)
     return service_schedule.fire(cfg, config_path, spec, slot, firing_id=firing_id)
+
+
+def _verified(held: SchedulerLease, schedule: str) -> bool:
+    """Whether the lease holds, waiting while the store cannot be reached (a restart takes seconds): a slot due then
+    fires once the store is back, instead of being lost for good. A lease lost to another serve is not waited for."""
+    deadline = time.monotonic() + STORE_WAIT_S * STORE_CHECKS
+    while not held.verify():
+        if held.lost or stopping.is_set() or time.monotonic() > deadline:
+            return False
+        log.warning("schedule %s: the store cannot be reached; waiting for it to fire the slot due", schedule)
+        stopping.wait(STORE_WAIT_S)
+    return True
 
 
 def build() -> Any:
