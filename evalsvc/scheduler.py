@@ -9,8 +9,10 @@ Each firing runs under the slot of its own fire time, and a run key never execut
 with no firing row fires once, and a firing cut off by a killed serve fires again under its own slot (its runs
 resume), so a restart mid-schedule neither loses nor repeats a slot.
 A slot that falls due while the store cannot be reached (a PostgreSQL restart) waits for it, up to two minutes, and
-then fires under the slot it stands for. Two schedulers on one store would both fire every job, so ``serve`` takes the store's scheduler lock as a lease
-(``store.locks.SchedulerLease``) that it proves on every tick and before every firing; a serve that loses it stops.
+then fires under the slot it stands for; a firing whose store goes away before its row is written is fired again
+once the store is back (one written is fired again by the tick, as a cut-off firing). Two schedulers on one store
+would both fire every job, so ``serve`` takes the store's scheduler lock as a lease (``store.locks.SchedulerLease``)
+that it proves on every tick and before every firing; a serve that loses it stops.
 The tick (every ``TICK_S``) also applies `evalsvc schedule pause/resume` made from other shells and retries
 undelivered alerts. With executor type ray a firing is submitted as a Ray Job and watched (``service.ray_firings``).
 What a firing does is the service's (``service.schedule``); this module only decides when.
@@ -29,6 +31,7 @@ from sqlalchemy import Engine
 
 from evalsvc import alerts
 from evalsvc.config import Config, ScheduleSpec, load_config
+from evalsvc.errors import StoreError
 from evalsvc.service import schedule as service_schedule
 from evalsvc.service import schedule_state as state
 from evalsvc.store.locks import SchedulerLease
@@ -74,7 +77,15 @@ def execute(config_path: str, schedule: str, slot: str | None = None, firing_id:
         from evalsvc.service import ray_firings
 
         return ray_firings.submit_and_watch(cfg, config_path, spec, slot, stopping)
-    return service_schedule.fire(cfg, config_path, spec, slot, firing_id=firing_id)
+    try:
+        return service_schedule.fire(cfg, config_path, spec, slot, firing_id=firing_id)
+    except StoreError:  # lost before its firing row was written, the slot would be owed by nothing: fire it again
+        if firing_id is not None or lease is None or not _verified(lease, schedule) or \
+                state.firing_written(lease.engine, spec.name, slot):
+            raise  # (a written firing left running with its lock free is fired again by the tick: ``refire``)
+        log.warning("schedule %s slot %s: the store went away before its firing was recorded; firing it again", schedule,
+                    slot)
+        return service_schedule.fire(cfg, config_path, spec, slot)
 
 
 def _verified(held: SchedulerLease, schedule: str) -> bool:

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from evalsvc import scheduler as sched
 from evalsvc.cli import main
 from evalsvc.config import ScheduleSpec, load_config
+from evalsvc.errors import StoreError
 from evalsvc.service import schedule_state as state
 from evalsvc.store.db import make_engine, open_engine
 from evalsvc.store.locks import RunLocks, SchedulerBusy, single_scheduler
@@ -296,3 +298,49 @@ def test_a_slot_due_while_the_store_restarts_fires_under_its_own_slot_once_it_is
     sched.execute(str(config), "yearly")
     after = state.slot_name(sched.slot_at(spec, datetime.now(UTC)))
     assert len(fired) == 1 and fired[0] in {before, after}, fired
+
+
+class _Proven:
+    """A lease that holds, over a real store."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.lost = engine, False
+
+    def verify(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("row_written", [False, True])
+def test_a_firing_whose_store_goes_away_before_its_row_is_written_is_fired_again_once_it_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row_written: bool) -> None:
+    """The store lost between the lease check and the firing row: nothing would owe that slot (no row to fire again,
+    not a missed slot for the running serve), so the firing is made again under its slot once the store answers. A
+    row already written is left to the tick (``refire``), never fired twice."""
+    with FakeEndpoint() as fake:
+        config = _config(tmp_path, fake.base_url, cron="*/5 * * * *")
+        cfg = load_config(config)
+        engine = open_engine(cfg.store_url())
+        real, calls = sched.service_schedule.fire, []
+
+        def store_lost_once(cfg: Any, path: str, spec: Any, slot: str, firing_id: int | None = None) -> Any:
+            calls.append(slot)
+            if len(calls) == 1:
+                if row_written:
+                    with Session(engine) as s, s.begin():
+                        s.add(Firing(schedule=spec.name, slot=slot, status="running", runs={}, alerts={}))
+                raise StoreError("lost the store at sqlite:///store.db: disk I/O error")
+            return real(cfg, path, spec, slot, firing_id=firing_id)
+
+        monkeypatch.setattr(sched.service_schedule, "fire", store_lost_once)
+        monkeypatch.setattr(sched, "lease", _Proven(engine))
+        if row_written:
+            with pytest.raises(StoreError):
+                sched.execute(str(config), "yearly")
+            assert len(calls) == 1  # the row is there: the tick fires it again, not this
+            return
+        summary = sched.execute(str(config), "yearly")
+        assert len(calls) == 2 and calls[0] == calls[1] and summary["slot"] == calls[0]
+        with Session(engine) as s:
+            firings = s.scalars(select(Firing).where(Firing.slot == calls[0])).all()
+            assert [f.status for f in firings] == ["done"]
+            assert [r.status for r in s.scalars(select(Run))] == ["succeeded"]

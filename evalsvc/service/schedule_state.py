@@ -96,6 +96,12 @@ def missed(engine: Engine, spec: ScheduleSpec, trigger: Any, now: datetime | Non
         return None if fired is not None else slot
 
 
+def firing_written(engine: Engine, schedule: str, slot: str) -> bool:
+    """Whether a firing row of this schedule's slot exists."""
+    with Session(engine) as s:
+        return s.scalars(select(Firing.id).where(Firing.schedule == schedule, Firing.slot == slot)).first() is not None
+
+
 @dataclass(frozen=True)
 class Interrupted:
     firing_id: int
