@@ -32,6 +32,7 @@ import httpx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from evalsvc.config.divergence import DivergenceConfig
 from evalsvc.config.variants import VariantConfig
 from evalsvc.errors import ConfigError, EndpointError, FatalEndpointError, MalformedResponseError, TransientEndpointError
 from evalsvc.serving import Served, logprobs
@@ -47,14 +48,15 @@ def supports(variant: VariantConfig) -> bool:
     return variant.local is not None and variant.local.engine == "vllm"
 
 
-def wanted(mode: str, variant: VariantConfig) -> bool:
+def wanted(divergence: DivergenceConfig, variant: VariantConfig) -> bool:
     """Whether a gate scores the candidate ``variant`` by teacher forcing under ``divergence.mode``: ``auto`` where it
-    can, ``teacher_forced`` always (a variant that cannot is a configuration error), ``shared_prefix`` never."""
-    if mode == "shared_prefix":
+    can, ``teacher_forced`` always (a variant that cannot is a configuration error), ``shared_prefix`` never; and only
+    where runs store log-probabilities (``top_logprobs`` 0: the baseline has no answer to score against)."""
+    if divergence.mode == "shared_prefix":
         return False
     if supports(variant):
-        return True
-    if mode == "teacher_forced":
+        return divergence.top_logprobs > 0
+    if divergence.mode == "teacher_forced":
         served_by = f"local.engine: {variant.local.engine}" if variant.local is not None else "an endpoint"
         raise ConfigError("divergence.mode", f"teacher_forced needs a candidate whose engine scores a given "
                           f"continuation (vLLM's prompt_logprobs), and variant '{variant.name}' is served by {served_by}",
@@ -139,14 +141,6 @@ def score_cases(scorer: Scorer, cases: Iterable[tuple[str, list[dict[str, str]],
             continue
         out.cases[case_id] = compare_forced(base, forced)
     return out
-
-
-def score_run(session: Session, scorer: Scorer, suite: Suite, variant: VariantConfig, base_run_id: int) -> Forced:
-    """Every ok answer of the baseline's run of ``suite`` that stored log-probabilities (its first sample: at
-    temperature 0 a case has one answer), scored by the candidate ``variant`` after its own messages for the case."""
-    stored = _answers(session, base_run_id)
-    return score_cases(scorer, ((case.id, suite.messages(case, variant.system_prompt), stored[case.id])
-                                for case in suite.cases if case.id in stored))
 
 
 def _answers(session: Session, run_id: int) -> dict[str, Any]:

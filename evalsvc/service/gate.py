@@ -144,7 +144,7 @@ def _gate(cfg: Config, engine: Engine, suites: list[Suite], candidate: str, base
           fail_on_inconclusive: bool | None, markdown_path: Path | None, junit_path: Path | None, json_path: Path | None,
           progress: bool | None, logs: Path | None, sequential: SequentialGate | None = None) -> GateResult:
     pinned = _pinned(engine, suites, baseline_runs)
-    teacher_forced.wanted(cfg.divergence.mode, cfg.variant(candidate))  # divergence.mode it cannot follow: say so now
+    teacher_forced.wanted(cfg.divergence, cfg.variant(candidate))  # divergence.mode it cannot follow: say so now
     if sequential is not None and (reuse or pinned):
         raise ConfigError("--sequential", "a sequential gate measures both arms now, look by look",
                           "leave out --reuse/--no-run/--baseline-run, or gate without --sequential")
@@ -209,7 +209,7 @@ def _measure_now(cfg: Config, engine: Engine, suites: list[Suite], baseline: str
                  progress, logs)
     base_suites = [s for s in suites if s.name not in pinned]
     vb, vc = cfg.variant(baseline), cfg.variant(candidate)
-    force = teacher_forced.wanted(cfg.divergence.mode, vc) and cfg.divergence.top_logprobs > 0  # (0: no answer to score)
+    force = teacher_forced.wanted(cfg.divergence, vc)
     notes += arms.notes
     with ExitStack() as stack:
         if not arms.together:

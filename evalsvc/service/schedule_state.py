@@ -91,9 +91,8 @@ def missed(engine: Engine, spec: ScheduleSpec, trigger: Any, now: datetime | Non
         t = last_fire_time(trigger, since, now)
         if t is None:
             return None
-        slot = slot_name(t)
-        fired = s.scalars(select(Firing.id).where(Firing.schedule == spec.name, Firing.slot == slot)).first()
-        return None if fired is not None else slot
+    slot = slot_name(t)
+    return None if firing_written(engine, spec.name, slot) else slot
 
 
 def firing_written(engine: Engine, schedule: str, slot: str) -> bool:

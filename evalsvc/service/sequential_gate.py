@@ -92,7 +92,7 @@ def run_sequential(cfg: Config, engine: Engine, suites: list[Suite], baseline: s
                      "a speed margin, is decided on complete runs), so a pass comes at the last look")
     kinds = kinds_of(suites)
     vb, vc = cfg.variant(baseline), cfg.variant(candidate)
-    force = teacher_forced.wanted(cfg.divergence.mode, vc) and cfg.divergence.top_logprobs > 0  # (servers kept up only)
+    force = teacher_forced.wanted(cfg.divergence, vc)  # (scored between looks where the servers stay up)
     started = time.monotonic()
     with ExitStack() as stack:
         held = {}
